@@ -1,0 +1,102 @@
+"""The ``xio`` command line: parses options, calls the library, renders the outcome.
+
+Each sub-command lives in its own module under :mod:`xnatio.commands` and is imported only when
+it is run, so ``xio --version`` and ``xio -h`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import click
+
+from xnatio import __version__
+from xnatio.errors import XnatioError
+
+# name -> "module:attribute" of a click command
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "upload-dicom": ("xnatio.commands.upload_dicom:command", "Upload a DICOM session (REST or C-STORE)."),
+    "sandbox": ("xnatio.commands.sandbox:command", "Run an XNAT-compatible server for tests and trials."),
+    "synth": ("xnatio.commands.synth:command", "Write a synthetic DICOM session."),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        target, _ = _COMMANDS[cmd_name]
+        module_name, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, help_text) in sorted(_COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="xio", message="%(prog)s %(version)s")
+def app() -> None:
+    """xio: upload DICOM sessions to XNAT fast, and prove they landed."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``xio`` and ``xnatio`` console scripts.
+
+    Errors from xnatio become one line on stderr and the exit code of the error's class;
+    nothing prints a traceback unless ``XNATIO_DEBUG=1`` is set.
+    """
+    try:
+        app.main(args=argv, prog_name="xio", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("xio: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except XnatioError as exc:
+        click.echo(f"xio: error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("xio: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(_last_exit_code)
+
+
+# Commands set this through set_exit_code() so that main() can exit with it after a normal return.
+_last_exit_code = 0
+
+
+def set_exit_code(code: int) -> None:
+    """Record the exit code a command wants after it returns normally (for example 1 on partial failure)."""
+    global _last_exit_code  # noqa: PLW0603 - one process, one exit code
+    _last_exit_code = code
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Send xnatio's log records to stderr at a level chosen by ``-v``/``-q``."""
+    level = logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    elif verbose >= 2:
+        level = logging.DEBUG
+    elif verbose == 1:
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("xio: %(levelname)s: %(message)s"))
+    root = logging.getLogger("xnatio")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
