@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+
 import click
 
 from xnatio import __version__
@@ -16,8 +18,14 @@ from xnatio.errors import XnatioError
 
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "upload-dicom": ("xnatio.commands.upload_dicom:command", "Upload a DICOM session (REST or C-STORE)."),
-    "sandbox": ("xnatio.commands.sandbox:command", "Run an XNAT-compatible server for tests and trials."),
+    "upload-dicom": (
+        "xnatio.commands.upload_dicom:command",
+        "Upload a DICOM session (REST or C-STORE).",
+    ),
+    "sandbox": (
+        "xnatio.commands.sandbox:command",
+        "Run an XNAT-compatible server for tests and trials.",
+    ),
     "synth": ("xnatio.commands.synth:command", "Write a synthetic DICOM session."),
 }
 
@@ -54,36 +62,28 @@ def app() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``xio`` and ``xnatio`` console scripts.
 
-    Errors from xnatio become one line on stderr and the exit code of the error's class;
-    nothing prints a traceback unless ``XNATIO_DEBUG=1`` is set.
+    Errors from xnatio become one line on stderr and the exit code of the error's class; nothing
+    prints a traceback unless ``XNATIO_DEBUG=1`` is set. Commands end with ``ctx.exit(code)`` to
+    choose a non-zero exit code after a normal return (for example 1 when some files failed).
     """
+    debug = os.environ.get("XNATIO_DEBUG") == "1"
     try:
-        app.main(args=argv, prog_name="xio", standalone_mode=False)
+        code = app.main(args=argv, prog_name="xio", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("xio: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        sys.exit(exc.exit_code)
     except XnatioError as exc:
+        if debug:
+            raise
         click.echo(f"xio: error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("xio: interrupted", err=True)
         sys.exit(130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    sys.exit(_last_exit_code)
-
-
-# Commands set this through set_exit_code() so that main() can exit with it after a normal return.
-_last_exit_code = 0
-
-
-def set_exit_code(code: int) -> None:
-    """Record the exit code a command wants after it returns normally (for example 1 on partial failure)."""
-    global _last_exit_code  # noqa: PLW0603 - one process, one exit code
-    _last_exit_code = code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:

@@ -1,0 +1,272 @@
+"""The XNAT REST session: one login shared by all workers, re-login on expiry, response checks.
+
+Follows ``xnat-server-behaviour.md`` §2 (authentication) and §11 (client recommendations): a login
+counts only when the status is 200, the body is not HTML and it looks like a session ID; a 401 or an
+HTML login page on a later request means the session expired, and all workers share one fresh
+login. Wrong credentials stop everything at once, because XNAT locks accounts after repeated
+failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from xnatio import __version__
+from xnatio.config import XnatConfig
+from xnatio.errors import AuthenticationError, ConnectionFailedError, ServerResponseError
+
+logger = logging.getLogger(__name__)
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_H3 = re.compile(r"<h3>(.*?)</h3>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+USER_AGENT = f"xnatio/{__version__}"
+
+
+def looks_like_html(response: httpx.Response) -> bool:
+    """True when a response is an HTML page (XNAT's login or change-password page)."""
+    ctype = response.headers.get("content-type", "")
+    if "html" in ctype:
+        return True
+    head = response.content[:200].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's message for a failed request: XNAT's ``<h3>`` text, or the body's start."""
+    text = response.text
+    match = _H3.search(text)
+    if match:
+        return " ".join(_TAG.sub("", match.group(1)).split())
+    plain = " ".join(_TAG.sub(" ", text).split())
+    return plain[:200]
+
+
+def describe_connect_error(server: str, exc: Exception) -> str:
+    """One line that says why a connection failed and what to do about it."""
+    text = str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        reason = text.rsplit("]", maxsplit=1)[-1].strip() or text
+        return (
+            f"TLS certificate of {server} failed verification ({reason}); to trust a private CA "
+            "set XNAT_VERIFY_TLS=/path/to/ca.pem, or use --insecure to skip verification "
+            "(not recommended)"
+        )
+    detail = text or type(exc).__name__
+    return f"cannot connect to {server}: {detail}; check the URL and that the server is up"
+
+
+class XnatSession:
+    """A thread-safe XNAT REST session.
+
+    Parameters
+    ----------
+    config
+        Server, credentials and TLS setting.
+    timeout
+        Read/write timeout in seconds for each request (connect timeout is capped at 30 s).
+    max_connections
+        Size of the connection pool; set it to at least the number of upload workers.
+
+    Notes
+    -----
+    The password and session cookie never appear in ``repr``, logs or exception messages.
+    """
+
+    def __init__(self, config: XnatConfig, *, timeout: float = 10800.0, max_connections: int = 64):
+        self.config = config
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._jsession: str | None = None
+        self._generation = 0
+        self._auth_failed: AuthenticationError | None = None
+        verify: bool | ssl.SSLContext = True
+        if isinstance(config.verify_tls, str):
+            verify = ssl.create_default_context(cafile=config.verify_tls)
+        else:
+            verify = config.verify_tls
+        self._client = httpx.Client(
+            base_url=config.server,
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=min(30.0, timeout)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"XnatSession(server={self.config.server!r}, username={self.config.username!r})"
+
+    def __enter__(self) -> XnatSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- login ---------------------------------------------------------------------------------
+
+    def login(self) -> None:
+        """Open a JSESSION with the configured credentials (exactly one attempt).
+
+        Raises
+        ------
+        AuthenticationError
+            The server refused the credentials, the password expired, or the answer was not a
+            session ID. Later calls raise the same error without contacting the server again.
+        ConnectionFailedError
+            The server could not be reached (DNS, refused, TLS verification).
+        """
+        with self._lock:
+            self._login_locked()
+
+    def _login_locked(self) -> None:
+        if self._auth_failed is not None:
+            raise self._auth_failed
+        server = self.config.server
+        try:
+            response = self._client.post(
+                "/data/JSESSION", auth=(self.config.username, self.config.password)
+            )
+        except httpx.TransportError as exc:
+            raise ConnectionFailedError(describe_connect_error(server, exc)) from None
+        if response.status_code in (401, 403) or (
+            response.status_code == 200 and looks_like_html(response)
+        ):
+            if response.status_code == 200:
+                why = "the server answered with an HTML page (the password may have expired)"
+            elif response.status_code == 403:
+                why = error_message(response) or "access forbidden"
+            else:
+                why = "wrong username or password"
+            self._auth_failed = AuthenticationError(
+                f"login to {server} as {self.config.username!r} failed: {why}; not retrying, "
+                "since XNAT locks accounts after repeated failures"
+            )
+            raise self._auth_failed
+        body = response.text.strip()
+        if response.status_code != 200 or not _SESSION_ID.match(body):
+            raise ConnectionFailedError(
+                f"{server}/data/JSESSION answered {response.status_code} without a session ID; "
+                "is this an XNAT server?"
+            )
+        self._jsession = body
+        self._generation += 1
+        self._client.cookies.clear()
+        self._client.cookies.set("JSESSIONID", body)
+        logger.debug("logged in to %s (session %d)", server, self._generation)
+
+    def _relogin(self, seen_generation: int) -> None:
+        # Workers that saw the same expired session share one fresh login.
+        with self._lock:
+            if self._generation != seen_generation:
+                return
+            logger.info("XNAT session expired; logging in again")
+            self._login_locked()
+
+    def logout(self) -> None:
+        """Close the JSESSION on the server (errors are ignored)."""
+        if self._jsession is None:
+            return
+        with contextlib.suppress(httpx.HTTPError):
+            self._client.delete("/data/JSESSION", headers={"Connection": "close"})
+        self._jsession = None
+        self._client.cookies.clear()
+
+    def close(self) -> None:
+        """Log out and close the connection pool."""
+        self.logout()
+        self._client.close()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: Iterable[bytes] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        relogin: bool = True,
+    ) -> httpx.Response:
+        """Send one request with the shared session; log in again once if it expired.
+
+        A 401, or an HTML page where XNAT would not send one, counts as an expired session. The
+        request is then repeated once with a fresh login (request bodies must be re-iterable).
+        Transport errors propagate as ``httpx.TransportError`` for the caller's retry logic.
+        """
+        if self._jsession is None:
+            self.login()
+        generation = self._generation
+        kwargs: dict[str, Any] = {"params": params, "headers": headers}
+        if content is not None:
+            kwargs["content"] = content
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(30.0, timeout))
+        response = self._client.request(method, path, **kwargs)
+        if relogin and self._expired(response):
+            self._relogin(generation)
+            response = self._client.request(method, path, **kwargs)
+            if self._expired(response):
+                raise AuthenticationError(
+                    f"{method} {path}: the server refused the session right after a fresh login"
+                )
+        return response
+
+    @staticmethod
+    def _expired(response: httpx.Response) -> bool:
+        if response.status_code == 401:
+            return True
+        # XNAT sends browsers (and clients that follow redirects) to its login page with a 200.
+        return (
+            response.status_code in (200, 302)
+            and looks_like_html(response)
+            and (b"login" in response.content[:4000].lower())
+        )
+
+    def check(
+        self, response: httpx.Response, what: str, ok: Iterable[int] = (200,)
+    ) -> httpx.Response:
+        """Raise :class:`ServerResponseError` unless the status is one of ``ok``."""
+        if response.status_code not in tuple(ok):
+            raise ServerResponseError(
+                f"{what}: {response.status_code} {error_message(response)}".rstrip(),
+                status_code=response.status_code,
+                url=str(response.request.url.copy_with(query=None)),
+                body=response.text,
+            )
+        return response
+
+    def get_json(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET ``path`` with ``format=json`` and return the decoded body."""
+        query = {"format": "json", **(params or {})}
+        response = self.check(self.request("GET", path, params=query), what)
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerResponseError(
+                f"{what}: the server did not return JSON", status_code=response.status_code
+            ) from None
+
+    def result_rows(
+        self, path: str, what: str, params: Mapping[str, str] | None = None
+    ) -> list[dict[str, str]]:
+        """GET an XNAT table listing and return ``ResultSet.Result`` (all values strings)."""
+        data = self.get_json(path, what, params)
+        try:
+            rows = data["ResultSet"]["Result"]
+        except (KeyError, TypeError):
+            raise ServerResponseError(f"{what}: unexpected JSON shape") from None
+        return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
