@@ -1,5 +1,12 @@
-"""XNAT-compatible sandbox server for tests, benchmarks and offline trials."""
+"""XNAT-compatible sandbox server for tests, benchmarks and offline trials.
+
+:class:`Sandbox` runs the HTTP server (and optionally a DICOM SCP) over a store in a data folder;
+:class:`SandboxConfig` holds its settings; :class:`Faults` makes it misbehave on purpose.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from xnatio.sandbox.faults import Faults
+from xnatio.sandbox.server import Sandbox, SandboxConfig
+
+__all__ = ["Faults", "Sandbox", "SandboxConfig"]

@@ -1,0 +1,51 @@
+"""Shared fixtures: a real sandbox server on loopback, on free ports, with short timers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xnatio.sandbox import Sandbox, SandboxConfig
+
+# Short timers so background behaviour (auto-build, auto-archive) shows up within a test.
+SANDBOX_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "dicom_port": None,
+    "user": "admin",
+    "password": "admin",
+    "projects": ("P1",),
+    "ticker_interval": 0.2,
+    "idle_interval": 1.0,
+}
+
+
+@pytest.fixture
+def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
+    """Factory: ``make_sandbox(**SandboxConfig overrides)`` starts a sandbox, stopped at teardown.
+
+    Each call gets a fresh data folder under ``tmp_path`` unless ``data_dir`` is given.
+    ``dicom_port=0`` adds a DICOM SCP on a free port.
+    """
+    started: list[Sandbox] = []
+
+    def factory(**overrides: Any) -> Sandbox:
+        settings = {**SANDBOX_DEFAULTS, **overrides}
+        settings.setdefault("data_dir", tmp_path / f"sandbox-{len(started)}")
+        sandbox = Sandbox(SandboxConfig(**settings))
+        sandbox.start()
+        started.append(sandbox)
+        return sandbox
+
+    yield factory
+    for sandbox in reversed(started):
+        sandbox.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """A running sandbox: project ``P1``, user admin/admin, HTTP only, short timers."""
+    return make_sandbox()
