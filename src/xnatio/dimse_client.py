@@ -1,0 +1,539 @@
+"""A lean DICOM Upper Layer client: associate, C-ECHO, C-STORE of raw data set bytes, release.
+
+Why not pynetdicom for sending: measured on loopback (300 files of 130 KB to DCMTK ``storescp``
+with ``TCP_NODELAY=1``), pynetdicom's ``send_c_store`` with file paths took 0.95-1.04 s on one
+association whatever the reactor delay, DCMTK ``storescu`` 0.12-0.20 s. Its reactor thread polls
+per association and copies every fragment; here one blocking socket per association writes each
+file as P-DATA-TF PDUs in a single ``sendmsg`` call straight from the file's bytes.
+
+Only what a Storage SCU needs is implemented (DICOM PS3.8 section 9 for PDUs, PS3.7 section 9 and
+annex E for the C-ECHO and C-STORE messages): no asynchronous operations window, no extended
+negotiation, no SCP role.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from xnatio import __version__
+from xnatio.errors import XnatioError
+
+__all__ = [
+    "VERIFICATION_SOP_CLASS",
+    "Association",
+    "AssociationAbortedError",
+    "AssociationRejectedError",
+    "ContextResult",
+    "DimseError",
+    "StoreResponse",
+]
+
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+# A UID under the UUID-derived root 2.25 (PS3.5 annex B.2), fixed for this implementation.
+IMPLEMENTATION_CLASS_UID = "2.25.207713505136312853404474963153468283655"
+IMPLEMENTATION_VERSION = f"XNATIO_{__version__}"[:16]
+# What we accept: responses are small, but a larger value costs nothing.
+_OUR_MAX_PDU = 65536
+# Cap on our outgoing PDUs when the peer sets no limit (0), to keep memory use bounded.
+_UNLIMITED_PDU = 4 * 1024 * 1024
+_IOV_MAX = 512
+_HAS_QUICKACK = sys.platform.startswith("linux") and hasattr(socket, "TCP_QUICKACK")
+
+_REJECT_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognised",
+    (1, 7): "called AE title not recognised",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+_CONTEXT_RESULTS = {
+    0: "accepted",
+    1: "user rejection",
+    2: "no reason given",
+    3: "SOP class not supported",
+    4: "transfer syntax not supported",
+}
+_ABORT_SOURCES = {0: "the receiver (service user)", 2: "the receiver's DICOM layer"}
+
+
+class DimseError(XnatioError):
+    """A DICOM network exchange failed (connection, protocol or association level)."""
+
+
+class AssociationRejectedError(DimseError):
+    """The receiver answered A-ASSOCIATE-RJ.
+
+    Parameters
+    ----------
+    message
+        One line naming the rejection reason.
+    result, source, reason
+        The three fields of the A-ASSOCIATE-RJ PDU (PS3.8 section 9.3.4).
+    """
+
+    def __init__(self, message: str, *, result: int, source: int, reason: int) -> None:
+        super().__init__(message)
+        self.result = result
+        self.source = source
+        self.reason = reason
+
+    @property
+    def permanent(self) -> bool:
+        """True for a permanent rejection (retrying will not help)."""
+        return self.result == 1
+
+
+class AssociationAbortedError(DimseError):
+    """The association ended abnormally: A-ABORT, a closed connection, a timeout, bad PDUs."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextResult:
+    """The receiver's answer for one proposed presentation context.
+
+    Attributes
+    ----------
+    context_id
+        Odd number 1-255.
+    abstract_syntax, transfer_syntax
+        What was proposed.
+    result
+        0 accepted, 1 user rejection, 2 no reason, 3 abstract syntax not supported,
+        4 transfer syntax not supported (PS3.8 section 9.3.3.2).
+    """
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    result: int
+
+    @property
+    def accepted(self) -> bool:
+        """True when the context can be used."""
+        return self.result == 0
+
+    @property
+    def reason(self) -> str:
+        """The result in words."""
+        return _CONTEXT_RESULTS.get(self.result, f"unknown result {self.result}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResponse:
+    """The status of a C-STORE-RSP (or C-ECHO-RSP) and its optional error comment."""
+
+    status: int
+    error_comment: str = ""
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _item(item_type: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", item_type, 0, len(body)) + body
+
+
+def _command(elements: list[tuple[int, bytes]]) -> bytes:
+    """Encode a command set in implicit VR little endian with its group length first."""
+    body = b"".join(
+        struct.pack("<HHI", 0, elem, len(value)) + value for elem, value in sorted(elements)
+    )
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def _parse_command(data: bytes) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos + 8 <= len(data):
+        _, elem, length = struct.unpack_from("<HHI", data, pos)
+        out[elem] = data[pos + 8 : pos + 8 + length]
+        pos += 8 + length
+    return out
+
+
+def _aet(title: str) -> bytes:
+    raw = title.encode("ascii")
+    if not 0 < len(raw) <= 16:
+        raise ValueError(f"AE title {title!r} must be 1-16 ASCII characters")
+    return raw.ljust(16)
+
+
+class Association:
+    """One open association with a Storage SCP, used from a single thread.
+
+    Create it with :meth:`open`; end it with :meth:`release` (orderly) or :meth:`abort`.
+
+    Attributes
+    ----------
+    contexts
+        The receiver's answer for every proposed (abstract syntax, transfer syntax) pair.
+    max_pdu
+        The largest P-DATA-TF variable field the receiver accepts (0 = no limit).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        contexts: dict[tuple[str, str], ContextResult],
+        max_pdu: int,
+        quickack: bool,
+    ) -> None:
+        self._sock = sock
+        self.contexts = contexts
+        self.max_pdu = max_pdu
+        self._quickack = quickack and _HAS_QUICKACK and not isinstance(sock, ssl.SSLSocket)
+        self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
+        self._message_id = 0
+        self._closed = False
+        limit = max_pdu if max_pdu > 0 else _UNLIMITED_PDU
+        self._fragment = limit - 6  # PDV item length (4) + context ID + control header
+
+    @classmethod
+    def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        called_aet: str,
+        calling_aet: str,
+        pairs: Sequence[tuple[str, str]],
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        quickack: bool = True,
+    ) -> Association:
+        """Connect and negotiate an association.
+
+        Parameters
+        ----------
+        host, port
+            The receiver.
+        called_aet, calling_aet
+            AE titles (1-16 ASCII characters).
+        pairs
+            (abstract syntax, transfer syntax) pairs, one presentation context each (at most 128).
+        timeout
+            Seconds allowed for the connection and for each read from the receiver.
+        ssl_context
+            Wrap the connection in TLS (DICOM PS3.15 annex B.1 secure transport).
+        quickack
+            On Linux, re-arm ``TCP_QUICKACK`` after every read so our ACKs are never delayed.
+
+        Raises
+        ------
+        OSError
+            The connection could not be made (refused, unreachable, TLS failure, timeout).
+        AssociationRejectedError
+            The receiver answered A-ASSOCIATE-RJ.
+        AssociationAbortedError
+            The receiver aborted or closed the connection during negotiation.
+        """
+        if not 0 < len(pairs) <= 128:
+            raise ValueError("an association carries 1 to 128 presentation contexts")
+        called, calling = _aet(called_aet), _aet(calling_aet)
+        raw = socket.create_connection((host, port), timeout=timeout)
+        sock: socket.socket = raw
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ssl_context is not None:
+                sock = ssl_context.wrap_socket(raw, server_hostname=host)
+            proposed = {2 * i + 1: pair for i, pair in enumerate(pairs)}
+            items = [_item(0x10, _APPLICATION_CONTEXT.encode("ascii"))]
+            for cid, (abstract, transfer) in proposed.items():
+                body = struct.pack("BBBB", cid, 0, 0, 0)
+                body += _item(0x30, abstract.encode("ascii"))
+                body += _item(0x40, transfer.encode("ascii"))
+                items.append(_item(0x20, body))
+            user = _item(0x51, struct.pack(">I", _OUR_MAX_PDU))
+            user += _item(0x52, IMPLEMENTATION_CLASS_UID.encode("ascii"))
+            user += _item(0x55, IMPLEMENTATION_VERSION.encode("ascii"))
+            items.append(_item(0x50, user))
+            body = struct.pack(">HH", 1, 0) + called + calling + bytes(32) + b"".join(items)
+            sock.sendall(struct.pack(">BBI", 0x01, 0, len(body)) + body)
+            assoc = cls(sock, {}, 0, quickack)
+            pdu_type, data = assoc._read_pdu()
+            if pdu_type == 0x03:
+                result, source, reason = data[1], data[2], data[3]
+                text = _REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
+                kind = "permanently" if result == 1 else "for now"
+                raise AssociationRejectedError(
+                    f"the receiver rejected the association {kind}: {text}",
+                    result=result,
+                    source=source,
+                    reason=reason,
+                )
+            if pdu_type == 0x07:
+                raise AssociationAbortedError("the receiver aborted the association request")
+            if pdu_type != 0x02:
+                raise AssociationAbortedError(
+                    f"unexpected PDU type {pdu_type} instead of A-ASSOCIATE-AC"
+                )
+            assoc._parse_accept(data, proposed)
+            return assoc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sock.close()
+            raise
+
+    def _parse_accept(self, data: bytes, proposed: dict[int, tuple[str, str]]) -> None:
+        pos = 68  # protocol version, reserved, AE titles and reserved field
+        answered: dict[int, ContextResult] = {}
+        while pos + 4 <= len(data):
+            item_type, _, length = struct.unpack_from(">BBH", data, pos)
+            body = data[pos + 4 : pos + 4 + length]
+            pos += 4 + length
+            if item_type == 0x21 and len(body) >= 4:
+                cid, result = body[0], body[2]
+                if cid in proposed:
+                    abstract, transfer = proposed[cid]
+                    answered[cid] = ContextResult(cid, abstract, transfer, result)
+            elif item_type == 0x50:
+                sub = 0
+                while sub + 4 <= len(body):
+                    sub_type, _, sub_len = struct.unpack_from(">BBH", body, sub)
+                    if sub_type == 0x51 and sub_len == 4:
+                        (self.max_pdu,) = struct.unpack_from(">I", body, sub + 4)
+                    sub += 4 + sub_len
+        for cid, (abstract, transfer) in proposed.items():
+            res = answered.get(cid, ContextResult(cid, abstract, transfer, 2))
+            self.contexts[(abstract, transfer)] = res
+        limit = self.max_pdu if self.max_pdu > 0 else _UNLIMITED_PDU
+        self._fragment = max(limit, 64) - 6
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _recv_exact(self, size: int) -> bytes:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        try:
+            while got < size:
+                n = self._sock.recv_into(view[got:], size - got)
+                if n == 0:
+                    raise AssociationAbortedError("the receiver closed the connection")
+                got += n
+                if self._quickack:
+                    # Linux leaves quick-ACK mode on its own; re-arm it after each read.
+                    self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except TimeoutError as exc:
+            raise AssociationAbortedError("no answer from the receiver within the timeout") from exc
+        except OSError as exc:
+            raise AssociationAbortedError(f"connection lost: {exc}") from exc
+        return bytes(buf)
+
+    def _read_pdu(self) -> tuple[int, bytes]:
+        header = self._recv_exact(6)
+        pdu_type, _, length = struct.unpack(">BBI", header)
+        if length > 16 * 1024 * 1024:
+            raise AssociationAbortedError(f"PDU of {length} bytes from the receiver is too large")
+        return pdu_type, self._recv_exact(length)
+
+    def _read_command(self) -> dict[int, bytes]:
+        """Read P-DATA-TF PDUs until a complete command set has arrived."""
+        parts: list[bytes] = []
+        while True:
+            pdu_type, data = self._read_pdu()
+            if pdu_type == 0x07:
+                source = data[2] if len(data) > 2 else 0
+                who = _ABORT_SOURCES.get(source, "the receiver")
+                self._close()
+                raise AssociationAbortedError(f"association aborted by {who}")
+            if pdu_type == 0x05:
+                # The peer may not release first (PS3.8 7.2); treat it as a failure of the exchange.
+                self.abort()
+                raise AssociationAbortedError("the receiver asked to release during an operation")
+            if pdu_type != 0x04:
+                self.abort()
+                raise AssociationAbortedError(f"unexpected PDU type {pdu_type} during an operation")
+            pos = 0
+            while pos + 6 <= len(data):
+                (item_len,) = struct.unpack_from(">I", data, pos)
+                control = data[pos + 5]
+                fragment = data[pos + 6 : pos + 4 + item_len]
+                pos += 4 + item_len
+                if not control & 0x01:
+                    continue  # a data set fragment: C-STORE/C-ECHO responses carry none
+                parts.append(fragment)
+                if control & 0x02:
+                    return _parse_command(b"".join(parts))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _send_buffers(self, buffers: list[bytes | memoryview]) -> None:
+        try:
+            if not self._can_sendmsg:
+                self._sock.sendall(b"".join(buffers))
+                return
+            while buffers:
+                batch = buffers[:_IOV_MAX]
+                sent = self._sock.sendmsg(batch)
+                total = sum(len(b) for b in batch)
+                if sent == total:
+                    del buffers[:_IOV_MAX]
+                    continue
+                # Partial write: drop what went out and resume inside the first unfinished buffer.
+                i = 0
+                while sent >= len(buffers[i]):
+                    sent -= len(buffers[i])
+                    i += 1
+                buffers[i] = memoryview(buffers[i])[sent:]
+                del buffers[:i]
+        except TimeoutError as exc:
+            raise AssociationAbortedError(
+                "the receiver stopped reading within the timeout"
+            ) from exc
+        except OSError as exc:
+            raise AssociationAbortedError(f"connection lost: {exc}") from exc
+
+    def _pdv_header(self, context_id: int, control: int, length: int) -> bytes:
+        return struct.pack(">BBIIBB", 0x04, 0, length + 6, length + 2, context_id, control)
+
+    def _next_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def _context_id(self, abstract: str, transfer: str) -> int:
+        res = self.contexts.get((abstract, transfer))
+        if res is None or not res.accepted:
+            raise ValueError(f"no accepted presentation context for {abstract} / {transfer}")
+        return res.context_id
+
+    def echo(self) -> StoreResponse:
+        """Send C-ECHO-RQ on the verification context and wait for the response."""
+        cid = next(
+            (
+                r.context_id
+                for (a, _), r in self.contexts.items()
+                if a == VERIFICATION_SOP_CLASS and r.accepted
+            ),
+            None,
+        )
+        if cid is None:
+            raise ValueError("the receiver did not accept the verification SOP class")
+        cmd = _command(
+            [
+                (0x0002, _uid(VERIFICATION_SOP_CLASS)),
+                (0x0100, struct.pack("<H", 0x0030)),
+                (0x0110, struct.pack("<H", self._next_id())),
+                (0x0800, struct.pack("<H", 0x0101)),
+            ]
+        )
+        self._send_buffers([self._pdv_header(cid, 0x03, len(cmd)), cmd])
+        return self._response()
+
+    def store(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        chunks: Iterable[bytes],
+    ) -> StoreResponse:
+        """Send one C-STORE-RQ whose data set is the concatenation of ``chunks``, as they are.
+
+        Parameters
+        ----------
+        sop_class_uid, sop_instance_uid
+            Affected SOP Class and Instance UIDs of the command.
+        transfer_syntax_uid
+            Selects the presentation context; the bytes must already be in this syntax.
+        chunks
+            The data set bytes (no preamble, no file meta), in any number of pieces.
+
+        Returns
+        -------
+        StoreResponse
+            The status of the C-STORE-RSP (DICOM PS3.4 annex B.2.3).
+        """
+        cid = self._context_id(sop_class_uid, transfer_syntax_uid)
+        cmd = _command(
+            [
+                (0x0002, _uid(sop_class_uid)),
+                (0x0100, struct.pack("<H", 0x0001)),
+                (0x0110, struct.pack("<H", self._next_id())),
+                (0x0700, struct.pack("<H", 0)),
+                (0x0800, struct.pack("<H", 0x0000)),
+                (0x1000, _uid(sop_instance_uid)),
+            ]
+        )
+        out: list[bytes | memoryview] = [self._pdv_header(cid, 0x03, len(cmd)), cmd]
+        frag = self._fragment
+        pending = memoryview(b"")
+        queued = 0
+        for chunk in chunks:
+            pending = memoryview(bytes(pending) + chunk) if pending else memoryview(chunk)
+            # Keep at least one byte back so the last fragment is known when the chunks end.
+            while len(pending) > frag:
+                out.append(self._pdv_header(cid, 0x00, frag))
+                out.append(pending[:frag])
+                pending = pending[frag:]
+                queued += frag
+            if queued >= 8 * 1024 * 1024:
+                self._send_buffers(out)
+                out, queued = [], 0
+        if not len(pending):
+            raise ValueError("empty data set")
+        out.append(self._pdv_header(cid, 0x02, len(pending)))
+        out.append(pending)
+        self._send_buffers(out)
+        return self._response()
+
+    def _response(self) -> StoreResponse:
+        fields = self._read_command()
+        raw_status = fields.get(0x0900)
+        if raw_status is None or len(raw_status) != 2:
+            self.abort()
+            raise AssociationAbortedError("response without a status")
+        (status,) = struct.unpack("<H", raw_status)
+        comment = fields.get(0x0902, b"").rstrip(b"\x00 ").decode("ascii", "replace")
+        return StoreResponse(int(status), comment)
+
+    def interrupt(self) -> None:
+        """Shut the connection down from another thread, waking a blocked send or receive."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Release the association in order (A-RELEASE-RQ, wait for A-RELEASE-RP), then close."""
+        if self._closed:
+            return
+        try:
+            self._send_buffers([struct.pack(">BBIi", 0x05, 0, 4, 0)])
+            while True:
+                pdu_type, _ = self._read_pdu()
+                if pdu_type in (0x06, 0x07):
+                    break
+        except DimseError:
+            pass
+        finally:
+            self._close()
+
+    def abort(self) -> None:
+        """Send A-ABORT (service user) and close, ignoring any error."""
+        if self._closed:
+            return
+        with contextlib.suppress(OSError):
+            self._sock.sendall(struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0))
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once the association has ended."""
+        return self._closed

@@ -1,0 +1,873 @@
+"""DICOM C-STORE transport: send a session to XNAT's DICOM receiver (or any Storage SCP).
+
+The pipeline: inventory and pre-flight checks (shared with the REST transport), a C-ECHO, then
+parallel associations whose presentation contexts come from the inventory's (SOP Class, Transfer
+Syntax) pairs. Each file's data set is sent as the bytes it has on disk; only Patient Comments
+(0010,4000) is rewritten in memory to carry XNAT's routing string. Per-instance statuses follow
+DICOM PS3.4 annex B; failed instances and those of an aborted association are retried on a fresh
+association.
+
+The network layer is :mod:`xnatio.dimse_client`, a lean Storage SCU (see its docstring for the
+measurements that led to it).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydicom.uid import UID
+
+from xnatio.dimse_client import (
+    VERIFICATION_SOP_CLASS,
+    Association,
+    AssociationRejectedError,
+    DimseError,
+)
+from xnatio.dimse_dataset import (
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    DatasetParseError,
+    iter_chunks,
+    open_dataset,
+    splice_patient_comments,
+)
+from xnatio.errors import ConnectionFailedError, InputError, XnatioError
+from xnatio.inventory import DicomFile, Inventory, build_inventory
+from xnatio.plan import check_inventory, routing_comment, validate_label
+from xnatio.progress import ProgressCallback, ProgressEvent, emit
+
+__all__ = [
+    "DicomStoreCancelled",
+    "DicomStoreResult",
+    "DicomTls",
+    "InstanceOutcome",
+    "send_dicom_store",
+    "status_category",
+    "status_meaning",
+]
+
+logger = logging.getLogger(__name__)
+
+_MAX_CONTEXTS = 128
+_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+# A worker gives up after this many connection attempts in a row fail.
+_CONNECT_TRIES = 3
+
+Category = Literal["success", "warning", "failure"]
+
+
+# -- statuses ---------------------------------------------------------------------------------
+
+
+def status_category(status: int) -> Category:
+    """Classify a C-STORE status (DICOM PS3.4 annex B.2.3, PS3.7 annex C).
+
+    Parameters
+    ----------
+    status
+        The Status (0000,0900) of a C-STORE-RSP.
+
+    Returns
+    -------
+    str
+        ``"success"`` for 0x0000; ``"warning"`` for 0x0001, 0x0107, 0x0116 and 0xB000-0xBFFF
+        (coercion of data elements 0xB000, elements discarded 0xB006, data set does not match
+        SOP class 0xB007); ``"failure"`` otherwise.
+    """
+    if status == 0x0000:
+        return "success"
+    if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+        return "warning"
+    return "failure"
+
+
+_MEANINGS = {
+    0x0000: "Success",
+    0x0001: "Warning: Requested optional attributes are not supported",
+    0x0107: "Warning: Attribute list error",
+    0x0116: "Warning: Attribute value out of range",
+    0xB000: "Warning: Coercion of data elements",
+    0xB006: "Warning: Elements discarded",
+    0xB007: "Warning: Data set does not match SOP class",
+    0x0110: "Failure: Processing failure",
+    0x0111: "Failure: Duplicate SOP instance",
+    0x0117: "Failure: Invalid SOP instance",
+    0x0122: "Refused: SOP class not supported",
+    0x0124: "Refused: Not authorized",
+    0x0210: "Failure: Duplicate invocation",
+    0x0211: "Failure: Unrecognized operation",
+    0x0212: "Failure: Mistyped argument",
+    0x0213: "Failure: Resource limitation",
+    0xFE00: "Cancel",
+}
+
+
+def status_meaning(status: int) -> str:
+    """The meaning of a C-STORE status in words (DICOM PS3.4 annex B.2.3, PS3.7 annex C).
+
+    Examples
+    --------
+    >>> status_meaning(0xA700)
+    'Refused: Out of resources'
+    >>> status_meaning(0xC012)
+    'Error: Cannot understand'
+    """
+    if status in _MEANINGS:
+        return _MEANINGS[status]
+    if 0xA700 <= status <= 0xA7FF:
+        return "Refused: Out of resources"
+    if 0xA900 <= status <= 0xA9FF:
+        return "Error: Data set does not match SOP class"
+    if 0xC000 <= status <= 0xCFFF:
+        return "Error: Cannot understand"
+    if 0xB000 <= status <= 0xBFFF:
+        return "Warning"
+    return f"Unknown status 0x{status:04X}"
+
+
+# -- public data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DicomTls:
+    """TLS settings for the DICOM connection (DICOM PS3.15 annex B.1).
+
+    Attributes
+    ----------
+    ca
+        CA bundle that signs the receiver's certificate; the system store when ``None``.
+    cert, key
+        Our client certificate and private key, for receivers that require them.
+    """
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """An :class:`ssl.SSLContext` that verifies the receiver and presents our certificate."""
+        ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None:
+            ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOutcome:
+    """What happened to one instance.
+
+    Attributes
+    ----------
+    path
+        :attr:`xnatio.inventory.DicomFile.path`.
+    sop_instance_uid
+        The instance's UID.
+    status
+        The last C-STORE status, or ``None`` when nothing was answered (not sent, or the
+        association failed).
+    meaning
+        The status in words (PS3.4 annex B), or why the instance was not sent.
+    attempts
+        C-STORE requests made for the instance.
+    association
+        Index (from 1) of the association that carried the last attempt, if any.
+    comment
+        The receiver's Error Comment (0000,0902), if it sent one.
+    """
+
+    path: str
+    sop_instance_uid: str
+    status: int | None
+    meaning: str
+    attempts: int
+    association: int | None
+    comment: str = ""
+
+    @property
+    def category(self) -> Category:
+        """``success``, ``warning`` or ``failure`` (no status counts as failure)."""
+        return "failure" if self.status is None else status_category(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class DicomStoreResult:
+    """The outcome of :func:`send_dicom_store`.
+
+    Attributes
+    ----------
+    success
+        True when every instance was stored (with or without a warning).
+    total_files
+        Instances in the inventory.
+    sent
+        Instances the receiver accepted (status success or warning).
+    warned
+        Of :attr:`sent`, those accepted with a warning status.
+    failed
+        Instances not stored (failure status, refused context, or never answered).
+    duration
+        Seconds from the C-ECHO to the end of the last association.
+    bytes_sent
+        File bytes of the accepted instances.
+    errors
+        One line per problem, for display.
+    outcomes
+        One :class:`InstanceOutcome` per instance, in inventory order.
+    associations
+        Associations opened for sending (the C-ECHO's not counted).
+    """
+
+    success: bool
+    total_files: int
+    sent: int
+    warned: int
+    failed: int
+    duration: float
+    bytes_sent: int
+    errors: list[str] = field(default_factory=list)
+    outcomes: list[InstanceOutcome] = field(default_factory=list)
+    associations: int = 0
+
+
+class DicomStoreCancelled(XnatioError):
+    """The send was stopped by the user (Ctrl-C); ``result`` says what was stored."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, result: DicomStoreResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+# -- scheduling -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Job:
+    index: int
+    file: DicomFile
+    pair: tuple[str, str]
+    group: int
+    attempts: int = 0
+    last_error: str = ""
+
+
+class _State:
+    """Work queues per context group, shared by the worker threads under one lock."""
+
+    def __init__(self, jobs: list[_Job], groups: list[list[tuple[str, str]]], workers: int) -> None:
+        self.cond = threading.Condition()
+        self.queues: list[deque[_Job]] = [deque() for _ in groups]
+        for job in jobs:
+            self.queues[job.group].append(job)
+        self.groups = groups
+        self.in_flight = 0
+        self.alive = workers
+        self.stop = threading.Event()
+        self.outcomes: dict[int, InstanceOutcome] = {}
+        self.refused: dict[tuple[str, str], str] = {}
+        self.associations = 0
+        self.live: set[Association] = set()
+        self.done = 0
+        self.bytes_done = 0
+        self.retries = 0
+        self.last_connect_error = ""
+
+    def next_group(self, prefer: int | None) -> int | None:
+        """A group with queued work (``prefer`` if it has some); None when all work is done."""
+        with self.cond:
+            while not self.stop.is_set():
+                if prefer is not None and self.queues[prefer]:
+                    return prefer
+                busiest = max(range(len(self.queues)), key=lambda g: len(self.queues[g]))
+                if self.queues[busiest]:
+                    return busiest
+                if self.in_flight == 0:
+                    return None
+                # Something in flight may fail and come back; wait for it.
+                self.cond.wait()
+            return None
+
+    def take(self, group: int) -> _Job | None:
+        with self.cond:
+            if self.stop.is_set() or not self.queues[group]:
+                return None
+            self.in_flight += 1
+            return self.queues[group].popleft()
+
+    def put_back(self, job: _Job, *, retry: bool) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            if retry:
+                self.retries += 1
+            self.queues[job.group].appendleft(job)
+            self.cond.notify_all()
+
+    def finish(self, job: _Job, outcome: InstanceOutcome) -> int:
+        """Record the final outcome of ``job``; returns how many instances are done."""
+        with self.cond:
+            self.in_flight -= 1
+            self.outcomes[job.index] = outcome
+            self.done += 1
+            if outcome.category != "failure":
+                self.bytes_done += job.file.size
+            self.cond.notify_all()
+            return self.done
+
+    def worker_exit(self) -> None:
+        """Called by each worker on its way out; the last one fails whatever is left."""
+        with self.cond:
+            self.alive -= 1
+            if self.alive == 0:
+                reason = self.last_connect_error or "the upload stopped"
+                for queue in self.queues:
+                    while queue:
+                        job = queue.popleft()
+                        self.outcomes[job.index] = InstanceOutcome(
+                            job.file.path,
+                            job.file.sop_instance_uid,
+                            None,
+                            f"not sent: {job.last_error or reason}",
+                            job.attempts,
+                            None,
+                        )
+            self.cond.notify_all()
+
+    def register(self, assoc: Association) -> int:
+        with self.cond:
+            self.associations += 1
+            self.live.add(assoc)
+            return self.associations
+
+    def unregister(self, assoc: Association) -> None:
+        with self.cond:
+            self.live.discard(assoc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    host: str
+    port: int
+    called_aet: str
+    calling_aet: str
+    timeout: float
+    ssl_context: ssl.SSLContext | None
+    max_attempts: int
+    comment: str | None
+    total: int
+    bytes_total: int
+    progress: ProgressCallback | None
+    quickack: bool
+
+
+def _dataset_chunks(inventory: Inventory, f: DicomFile, comment: str | None) -> Iterator[bytes]:
+    """The data set bytes of ``f`` as sent: the file's own bytes, routing comment spliced in."""
+    with inventory.source.open(f.path) as stream:
+        head = open_dataset(stream)
+        if comment is not None:
+            first, rest = splice_patient_comments(stream, head, comment)
+            yield first
+            yield from rest
+        else:
+            yield head.head[head.offset :]
+            yield from iter_chunks(stream)
+
+
+_REFUSED = "not sent: the receiver refused"
+
+
+def _uid_name(uid: str) -> str:
+    name = UID(uid).name
+    return uid if name == uid else f"{name} ({uid})"
+
+
+def _pair(f: DicomFile) -> tuple[str, str]:
+    return (f.sop_class_uid, f.transfer_syntax_uid or IMPLICIT_VR_LITTLE_ENDIAN)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, XnatioError):
+        return exc.message
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
+    assoc: Association | None = None
+    group: int | None = None
+    index = 0
+    connect_failures = 0
+
+    def drop(abort: bool) -> None:
+        nonlocal assoc
+        if assoc is not None:
+            state.unregister(assoc)
+            if abort:
+                assoc.abort()
+            else:
+                assoc.release()
+            assoc = None
+
+    try:
+        while not state.stop.is_set():
+            wanted = state.next_group(group if assoc is not None else None)
+            if wanted is None:
+                break
+            if assoc is None or wanted != group:
+                drop(abort=False)
+                try:
+                    # Associate before taking work: a receiver that serves one association at a
+                    # time keeps us waiting here, and no job is held hostage meanwhile.
+                    opened = Association.open(
+                        cfg.host,
+                        cfg.port,
+                        called_aet=cfg.called_aet,
+                        calling_aet=cfg.calling_aet,
+                        pairs=state.groups[wanted],
+                        timeout=cfg.timeout,
+                        ssl_context=cfg.ssl_context,
+                        quickack=cfg.quickack,
+                    )
+                except (OSError, DimseError) as exc:
+                    connect_failures += 1
+                    with state.cond:
+                        state.last_connect_error = f"cannot associate: {_describe(exc)}"
+                    logger.info("association attempt failed: %s", _describe(exc))
+                    if connect_failures >= _CONNECT_TRIES or (
+                        isinstance(exc, AssociationRejectedError) and exc.permanent
+                    ):
+                        break
+                    state.stop.wait(0.2 * 2**connect_failures)
+                    continue
+                connect_failures = 0
+                assoc, group = opened, wanted
+                index = state.register(assoc)
+                with state.cond:
+                    for pair, res in assoc.contexts.items():
+                        if not res.accepted:
+                            state.refused[pair] = res.reason
+            job = state.take(wanted)
+            if job is None:
+                continue
+            refused = state.refused.get(job.pair)
+            if refused is not None:
+                done = state.finish(
+                    job,
+                    InstanceOutcome(
+                        job.file.path,
+                        job.file.sop_instance_uid,
+                        None,
+                        f"{_REFUSED} {_uid_name(job.pair[0])} "
+                        f"in {_uid_name(job.pair[1])} ({refused})",
+                        job.attempts,
+                        index,
+                    ),
+                )
+                _progress(state, cfg, done, index)
+                continue
+            job.attempts += 1
+            try:
+                resp = assoc.store(
+                    job.file.sop_class_uid,
+                    job.file.sop_instance_uid,
+                    job.pair[1],
+                    _dataset_chunks(inventory, job.file, cfg.comment),
+                )
+            except DimseError as exc:
+                drop(abort=True)
+                job.last_error = _describe(exc)
+                if job.attempts < cfg.max_attempts and not state.stop.is_set():
+                    state.put_back(job, retry=True)
+                    continue
+                done = state.finish(
+                    job,
+                    InstanceOutcome(
+                        job.file.path,
+                        job.file.sop_instance_uid,
+                        None,
+                        f"not stored: {job.last_error}",
+                        job.attempts,
+                        index,
+                    ),
+                )
+                _progress(state, cfg, done, index)
+                continue
+            except (OSError, DatasetParseError, ValueError) as exc:
+                # A local problem with this file; part of a message may be on the wire, so the
+                # association cannot carry on. Retrying would read the same bytes again.
+                drop(abort=True)
+                done = state.finish(
+                    job,
+                    InstanceOutcome(
+                        job.file.path,
+                        job.file.sop_instance_uid,
+                        None,
+                        f"not sent: cannot read the file: {_describe(exc)}",
+                        job.attempts,
+                        index,
+                    ),
+                )
+                _progress(state, cfg, done, index)
+                continue
+            category = status_category(resp.status)
+            if category == "failure" and job.attempts < cfg.max_attempts:
+                job.last_error = f"0x{resp.status:04X} {status_meaning(resp.status)}"
+                # Retry on a fresh association, after a pause that lets a busy receiver recover.
+                drop(abort=False)
+                state.put_back(job, retry=True)
+                state.stop.wait(min(0.1 * 2**job.attempts, 2.0))
+                continue
+            done = state.finish(
+                job,
+                InstanceOutcome(
+                    job.file.path,
+                    job.file.sop_instance_uid,
+                    resp.status,
+                    status_meaning(resp.status),
+                    job.attempts,
+                    index,
+                    resp.error_comment,
+                ),
+            )
+            _progress(state, cfg, done, index)
+    finally:
+        drop(abort=state.stop.is_set())
+        state.worker_exit()
+
+
+def _progress(state: _State, cfg: _Config, done: int, index: int) -> None:
+    emit(
+        cfg.progress,
+        ProgressEvent(
+            "uploading",
+            done,
+            cfg.total,
+            f"association {index}",
+            bytes_sent=state.bytes_done,
+            bytes_total=cfg.bytes_total,
+            batch=index,
+            retries=state.retries,
+        ),
+    )
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def _echo(cfg: _Config) -> None:
+    """C-ECHO the receiver; any failure becomes one :class:`ConnectionFailedError` line."""
+    where = (
+        f"DICOM receiver {cfg.host}:{cfg.port} "
+        f"(called AE {cfg.called_aet!r}, calling AE {cfg.calling_aet!r})"
+    )
+    pairs = [
+        (VERIFICATION_SOP_CLASS, _EXPLICIT_VR_LITTLE_ENDIAN),
+        (VERIFICATION_SOP_CLASS, IMPLICIT_VR_LITTLE_ENDIAN),
+    ]
+    try:
+        assoc = Association.open(
+            cfg.host,
+            cfg.port,
+            called_aet=cfg.called_aet,
+            calling_aet=cfg.calling_aet,
+            pairs=pairs,
+            timeout=cfg.timeout,
+            ssl_context=cfg.ssl_context,
+            quickack=cfg.quickack,
+        )
+    except ssl.SSLError as exc:
+        raise ConnectionFailedError(f"TLS handshake with {where} failed: {exc}") from exc
+    except (OSError, DimseError) as exc:
+        raise ConnectionFailedError(f"{where}: {_describe(exc)}") from exc
+    try:
+        if not any(r.accepted for r in assoc.contexts.values()):
+            # The association itself was accepted, which is what C-ECHO is here to prove.
+            logger.info("%s does not support C-ECHO; continuing", where)
+            return
+        resp = assoc.echo()
+        if resp.status != 0:
+            raise ConnectionFailedError(f"{where}: C-ECHO answered 0x{resp.status:04X}")
+    except DimseError as exc:
+        raise ConnectionFailedError(f"{where}: C-ECHO failed: {exc.message}") from exc
+    finally:
+        assoc.release()
+
+
+def _context_groups(files: list[DicomFile]) -> list[list[tuple[str, str]]]:
+    """Split the (SOP Class, Transfer Syntax) pairs into groups of at most 128."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in files:
+        counts[_pair(f)] = counts.get(_pair(f), 0) + 1
+    pairs = sorted(counts, key=lambda p: (-counts[p], p))
+    return [pairs[i : i + _MAX_CONTEXTS] for i in range(0, len(pairs), _MAX_CONTEXTS)]
+
+
+def send_dicom_store(
+    *,
+    source_dir: str | Path | None = None,
+    inventory: Inventory | None = None,
+    host: str,
+    port: int = 8104,
+    called_aet: str = "XNAT",
+    calling_aet: str = "XNATIO",
+    num_batches: int = 45,
+    project: str | None = None,
+    subject: str | None = None,
+    session: str | None = None,
+    routing_tags: bool = True,
+    tls: DicomTls | None = None,
+    max_attempts: int = 3,
+    progress_callback: ProgressCallback | None = None,
+    echo: bool = True,
+    timeout: float = 60.0,
+    allow_multiple_studies: bool = False,
+    tcp_quickack: bool = True,
+) -> DicomStoreResult:
+    """Send a DICOM session to a Storage SCP (XNAT's DICOM receiver) with C-STORE.
+
+    Parameters
+    ----------
+    source_dir
+        A folder or a ``.zip``/``.tar``/``.tar.gz`` file; scanned with
+        :func:`xnatio.inventory.build_inventory`. Give this or ``inventory``.
+    inventory
+        An inventory already built (it is not closed here).
+    host, port
+        The receiver.
+    called_aet, calling_aet
+        The receiver's AE title and ours.
+    num_batches
+        Parallel associations (never more than there are files).
+    project, subject, session
+        XNAT labels (``[A-Za-z0-9_-]``); all three are needed for routing tags.
+    routing_tags
+        Put ``Project:P Subject:S Session:E`` in Patient Comments (0010,4000) of the outgoing data,
+        replacing any value there. The source files are never modified.
+    tls
+        Use TLS with these settings.
+    max_attempts
+        C-STORE attempts per instance; a failed status or an aborted association leads to a retry
+        on a fresh association until this many attempts were made.
+    progress_callback
+        Receives ``uploading`` events (instances and bytes done, association index, retries).
+    echo
+        C-ECHO the receiver first, so that an unreachable or refusing receiver fails early.
+    timeout
+        Seconds allowed to connect and for each answer from the receiver.
+    allow_multiple_studies
+        Accept several StudyInstanceUIDs in the source.
+    tcp_quickack
+        On Linux, keep ``TCP_QUICKACK`` set so a receiver still using Nagle's algorithm is not
+        stalled by our delayed ACKs.
+
+    Returns
+    -------
+    DicomStoreResult
+        Counts and one outcome per instance; ``success`` is False when any instance failed.
+
+    Raises
+    ------
+    InputError
+        Bad labels, missing labels with routing tags, bad arguments, or nothing to send.
+    ConnectionFailedError
+        The C-ECHO failed: closed port, unreachable host, rejected association, TLS failure.
+    DicomStoreCancelled
+        Interrupted by Ctrl-C; carries the partial result.
+    """
+    if (source_dir is None) == (inventory is None):
+        raise InputError("give either source_dir or inventory")
+    if routing_tags and None in (project, subject, session):
+        raise InputError(
+            "routing tags need a project, subject and session; give all three or turn routing "
+            "tags off (--no-routing-tags)"
+        )
+    for kind, value in (("project", project), ("subject", subject), ("session", session)):
+        if value is not None:
+            validate_label(kind, value)
+    if num_batches < 1:
+        raise InputError("--num-batches must be at least 1")
+    if max_attempts < 1:
+        raise InputError("max_attempts must be at least 1")
+    for kind, aet in (("called", called_aet), ("calling", calling_aet)):
+        if not 0 < len(aet) <= 16 or not aet.isascii() or "\\" in aet:
+            raise InputError(f"{kind} AE title {aet!r} must be 1-16 ASCII characters")
+    comment = (
+        routing_comment(project, subject, session)
+        if (routing_tags and project and subject and session)
+        else None
+    )
+
+    own = inventory is None
+    if inventory is None:
+
+        def scan_progress(done: int, total: int) -> None:
+            emit(progress_callback, ProgressEvent("scanning", done, total, "reading DICOM headers"))
+
+        assert source_dir is not None
+        inventory = build_inventory(source_dir, progress=scan_progress)
+    try:
+        checked = check_inventory(inventory, allow_multiple_studies=allow_multiple_studies)
+        return _send(
+            checked,
+            host=host,
+            port=port,
+            called_aet=called_aet,
+            calling_aet=calling_aet,
+            num_batches=num_batches,
+            comment=comment,
+            tls=tls,
+            max_attempts=max_attempts,
+            progress_callback=progress_callback,
+            echo=echo,
+            timeout=timeout,
+            quickack=tcp_quickack,
+        )
+    finally:
+        if own:
+            inventory.close()
+
+
+def _send(
+    inventory: Inventory,
+    *,
+    host: str,
+    port: int,
+    called_aet: str,
+    calling_aet: str,
+    num_batches: int,
+    comment: str | None,
+    tls: DicomTls | None,
+    max_attempts: int,
+    progress_callback: ProgressCallback | None,
+    echo: bool,
+    timeout: float,
+    quickack: bool,
+) -> DicomStoreResult:
+    files = inventory.files
+    if not files:
+        raise InputError("no DICOM files to send")
+    try:
+        ssl_context = tls.context() if tls is not None else None
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"cannot load the TLS files: {exc}") from exc
+    cfg = _Config(
+        host,
+        port,
+        called_aet,
+        calling_aet,
+        timeout,
+        ssl_context,
+        max_attempts,
+        comment,
+        len(files),
+        sum(f.size for f in files),
+        progress_callback,
+        quickack,
+    )
+    started = time.monotonic()
+    if echo:
+        _echo(cfg)
+
+    groups = _context_groups(files)
+    group_of = {pair: g for g, pairs in enumerate(groups) for pair in pairs}
+    jobs: list[_Job] = []
+    pre_failed: dict[int, InstanceOutcome] = {}
+    for i, f in enumerate(files):
+        if not f.sop_class_uid or not f.sop_instance_uid:
+            pre_failed[i] = InstanceOutcome(
+                f.path, f.sop_instance_uid, None, "not sent: no SOP Class or Instance UID", 0, None
+            )
+            continue
+        jobs.append(_Job(i, f, _pair(f), group_of[_pair(f)]))
+    workers = max(1, min(num_batches, len(jobs)))
+    state = _State(jobs, groups, workers)
+    state.outcomes.update(pre_failed)
+    state.done = len(pre_failed)
+    emit(
+        progress_callback,
+        ProgressEvent("uploading", state.done, len(files), "starting", bytes_total=cfg.bytes_total),
+    )
+    threads = [
+        threading.Thread(
+            target=_worker, args=(state, cfg, inventory), name=f"xnatio-cstore-{n}", daemon=True
+        )
+        for n in range(workers if jobs else 0)
+    ]
+    for t in threads:
+        t.start()
+    cancelled = False
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.25)
+    except KeyboardInterrupt:
+        cancelled = True
+        state.stop.set()
+        with state.cond:
+            state.cond.notify_all()
+            live = list(state.live)
+        for assoc in live:
+            assoc.interrupt()
+        for t in threads:
+            t.join(5.0)
+    result = _result(inventory, state, time.monotonic() - started)
+    if cancelled:
+        raise DicomStoreCancelled(
+            f"interrupted after {result.sent} of {result.total_files} instances", result
+        )
+    return result
+
+
+def _result(inventory: Inventory, state: _State, duration: float) -> DicomStoreResult:
+    outcomes: list[InstanceOutcome] = []
+    for i, f in enumerate(inventory.files):
+        out = state.outcomes.get(i)
+        if out is None:
+            out = InstanceOutcome(
+                f.path, f.sop_instance_uid, None, "not sent: interrupted", 0, None
+            )
+        outcomes.append(out)
+    sent = sum(o.category != "failure" for o in outcomes)
+    warned = sum(o.category == "warning" for o in outcomes)
+    failed = len(outcomes) - sent
+    errors: list[str] = []
+    refused: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.category == "warning":
+            continue
+        if o.category == "failure":
+            if o.meaning.startswith(_REFUSED):
+                refused.setdefault(o.meaning, []).append(o.path)
+                continue
+            status = f"0x{o.status:04X} {o.meaning}" if o.status is not None else o.meaning
+            extra = f" ({o.comment})" if o.comment else ""
+            errors.append(f"{o.path}: {status}{extra} after {o.attempts} attempt(s)")
+    for reason, paths in refused.items():
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        errors.append(f"{len(paths)} file(s) {reason.removeprefix('not sent: ')}: {shown}")
+    return DicomStoreResult(
+        success=failed == 0,
+        total_files=len(outcomes),
+        sent=sent,
+        warned=warned,
+        failed=failed,
+        duration=duration,
+        bytes_sent=sum(
+            f.size
+            for f, o in zip(inventory.files, outcomes, strict=True)
+            if o.category != "failure"
+        ),
+        errors=errors,
+        outcomes=outcomes,
+        associations=state.associations,
+    )
