@@ -1,0 +1,227 @@
+"""Tests for bench.proxy: delay, per-connection rate caps, half-close, shutdown, command line."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from bench.proxy import ShapingProxy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ThreadedServer:
+    """A loopback TCP server running ``handle(conn)`` in one thread per connection."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.handle = handle
+        self.threads: list[threading.Thread] = []
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):
+                self.handle(conn)
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.acceptor.join(5)
+        for t in self.threads:
+            t.join(5)
+
+
+def echo(conn: socket.socket) -> None:
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+def sink(conn: socket.socket) -> None:
+    """Read to EOF, then answer with the byte count (so EOF must have come through)."""
+    n = 0
+    while data := conn.recv(1 << 20):
+        n += len(data)
+    conn.sendall(b"got %d" % n)
+
+
+@pytest.fixture
+def echo_server() -> Iterator[ThreadedServer]:
+    server = ThreadedServer(echo)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sink_server() -> Iterator[ThreadedServer]:
+    server = ThreadedServer(sink)
+    yield server
+    server.close()
+
+
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_all(s: socket.socket) -> bytes:
+    parts = []
+    while data := s.recv(65536):
+        parts.append(data)
+    return b"".join(parts)
+
+
+def send_and_count(port: int, size: int) -> tuple[bytes, float]:
+    """Send ``size`` bytes, half-close, read the sink's answer; return it and the elapsed time."""
+    start = time.perf_counter()
+    with connect(port) as s:
+        s.sendall(bytes(size))
+        s.shutdown(socket.SHUT_WR)
+        answer = recv_all(s)
+    return answer, time.perf_counter() - start
+
+
+def test_round_trip_adds_twice_the_delay(echo_server: ThreadedServer) -> None:
+    with (
+        ShapingProxy("127.0.0.1", echo_server.port, delay_ms=20) as proxy,
+        connect(proxy.port) as s,
+    ):
+        rtts = []
+        for _ in range(6):
+            t = time.perf_counter()
+            s.sendall(b"x")
+            assert s.recv(1) == b"x"
+            rtts.append(time.perf_counter() - t)
+    # The first exchange also waits for the emulated handshake (one more round trip).
+    assert 0.038 <= statistics.median(rtts[1:]) <= 0.055, rtts
+    assert rtts[0] >= 0.078, rtts
+
+
+def test_long_stream_rate_does_not_depend_on_delay(sink_server: ThreadedServer) -> None:
+    delay = 0.1
+    with ShapingProxy(
+        "127.0.0.1", sink_server.port, delay_ms=delay * 1000, rate_bytes_per_s=1_000_000
+    ) as proxy:
+        answer, elapsed = send_and_count(proxy.port, 2_000_000)
+    assert answer == b"got 2000000"
+    # handshake (2 d) + 2 MB at 1 MB/s + data one way (d) + answer back (d) = 2.4 s; a proxy that
+    # waited out the delay per slice instead of pipelining would take several times longer.
+    assert 2.2 <= elapsed <= 2.8, elapsed
+
+
+def test_each_connection_gets_its_own_cap(sink_server: ThreadedServer) -> None:
+    results: list[tuple[bytes, float]] = []
+    with ShapingProxy(
+        "127.0.0.1", sink_server.port, delay_ms=5, rate_bytes_per_s=1_000_000
+    ) as proxy:
+        threads = [
+            threading.Thread(target=lambda: results.append(send_and_count(proxy.port, 1_000_000)))
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert proxy.connections_accepted == 2
+    assert [a for a, _ in results] == [b"got 1000000"] * 2
+    # 1 MB each at 1 MB/s each: about 1 s, not the 2 s a shared cap would give.
+    assert all(0.9 <= t <= 1.4 for _, t in results), results
+
+
+def test_many_concurrent_connections(echo_server: ThreadedServer) -> None:
+    with ShapingProxy("127.0.0.1", echo_server.port, delay_ms=20) as proxy:
+        socks = [connect(proxy.port) for _ in range(48)]
+        try:
+            start = time.perf_counter()
+            for i, s in enumerate(socks):
+                s.sendall(b"%04d" % i)
+            for i, s in enumerate(socks):
+                assert s.recv(4) == b"%04d" % i
+            elapsed = time.perf_counter() - start
+        finally:
+            for s in socks:
+                s.close()
+        assert proxy.connections_accepted == 48
+    # All handshakes and echoes overlap: about two round trips, not 48.
+    assert elapsed < 0.5, elapsed
+
+
+def test_half_close_propagates_both_ways(sink_server: ThreadedServer) -> None:
+    with ShapingProxy("127.0.0.1", sink_server.port, delay_ms=2, rate_bytes_per_s=None) as proxy:
+        answer, _ = send_and_count(proxy.port, 300_000)
+    assert answer == b"got 300000"  # the sink saw EOF, and we saw its close after the answer
+
+
+def test_stop_closes_open_connections(echo_server: ThreadedServer) -> None:
+    proxy = ShapingProxy("127.0.0.1", echo_server.port, delay_ms=1).start()
+    port = proxy.port
+    with connect(port) as s:
+        s.sendall(b"hi")
+        assert s.recv(2) == b"hi"
+        start = time.perf_counter()
+        proxy.stop()
+        assert time.perf_counter() - start < 2
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(10) == b""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    proxy.stop()  # stopping twice is harmless
+
+
+def test_unreachable_target_closes_client() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        dead_port = probe.getsockname()[1]
+    with (
+        ShapingProxy("127.0.0.1", dead_port, delay_ms=1) as proxy,
+        connect(proxy.port) as s,
+        contextlib.suppress(ConnectionResetError),
+    ):
+        assert s.recv(10) == b""
+
+
+def test_command_line(echo_server: ThreadedServer) -> None:
+    cmd = [sys.executable, "-m", "bench.proxy", "--listen", "0"]
+    cmd += ["--target", f"127.0.0.1:{echo_server.port}", "--delay-ms", "1", "--rate", "0"]
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("proxy port="), line
+            with connect(int(line.split("=")[1])) as s:
+                s.sendall(b"ping")
+                assert s.recv(4) == b"ping"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_rejects_negative_delay() -> None:
+    with pytest.raises(ValueError, match="delay"):
+        ShapingProxy("127.0.0.1", 1, delay_ms=-1)
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = ShapingProxy("127.0.0.1", 1).port
