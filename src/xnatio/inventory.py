@@ -960,7 +960,8 @@ def build_inventory(
         files: list[DicomFile] = []
         intern: dict[str, str] = {}
         step = max(1, total // 200)
-        chunk = 64
+        # Small chunks for small scans keep the progress display moving.
+        chunk = max(1, min(64, total // 100))
 
         def work(start: int) -> list[DicomFile | SkippedFile]:
             return [
