@@ -1,0 +1,406 @@
+"""``xio upload-dicom PROJECT SUBJECT SESSION SOURCE``: the main command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from xnatio.cli import configure_logging
+from xnatio.config import XnatConfig, resolve_config
+from xnatio.display import ProgressDisplay, human_bytes
+from xnatio.errors import InputError
+from xnatio.uploaders.rest import (
+    UploadCancelled,
+    UploadPlan,
+    UploadResult,
+    plan_upload,
+    upload_dicom_parallel_rest,
+)
+
+EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
+
+
+def read_password_stdin() -> str:
+    """Read a password from the first line of standard input."""
+    line = sys.stdin.readline()
+    if not line:
+        raise InputError("--password-stdin: standard input is empty")
+    return line.rstrip("\r\n")
+
+
+def load_config(
+    *,
+    server: str | None,
+    user: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    env_name: str | None,
+    required: bool,
+) -> XnatConfig | None:
+    """Resolve server and credentials; prompt for a hidden password on a terminal if needed."""
+    password = read_password_stdin() if password_stdin else None
+    verify: bool | None = False if insecure else None
+    try:
+        config = resolve_config(
+            server=server, username=user, password=password, verify_tls=verify, env_name=env_name
+        )
+    except InputError as exc:
+        if "no password" in exc.message and sys.stdin.isatty():
+            config = resolve_config(
+                server=server,
+                username=user,
+                password=click.prompt("XNAT password", hide_input=True),
+                verify_tls=verify,
+                env_name=env_name,
+            )
+        else:
+            raise
+    if config is None and required:
+        raise InputError("no XNAT server given: pass --server URL or set XNAT_SERVER")
+    if insecure:
+        click.echo("xio: warning: TLS certificate verification is OFF (--insecure)", err=True)
+    return config
+
+
+def _plan_dict(plan: UploadPlan) -> dict[str, Any]:
+    return {
+        "files": len(plan.inventory.files),
+        "bytes": plan.inventory.total_bytes,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in plan.inventory.skipped],
+        "studies": plan.studies,
+        "series": plan.series,
+        "batches": [
+            {"index": b.index, "files": len(b.files), "bytes": b.total_bytes} for b in plan.batches
+        ],
+    }
+
+
+def _print_plan(plan: UploadPlan) -> None:
+    inv = plan.inventory
+    click.echo(f"{len(inv.files)} DICOM files, {human_bytes(inv.total_bytes)}")
+    if inv.skipped:
+        click.echo(f"{len(inv.skipped)} files skipped:")
+        for s in inv.skipped[:50]:
+            click.echo(f"  {s.path}: {s.reason}")
+        if len(inv.skipped) > 50:
+            click.echo(f"  ... and {len(inv.skipped) - 50} more")
+    for uid, count in plan.studies.items():
+        click.echo(f"study {uid}: {count} files")
+    click.echo("series (scan: files): " + ", ".join(f"{k}: {v}" for k, v in plan.series.items()))
+    click.echo(f"{len(plan.batches)} batches:")
+    for b in plan.batches:
+        click.echo(f"  batch {b.index + 1}: {len(b.files)} files, {human_bytes(b.total_bytes)}")
+    click.echo("dry run: nothing was sent")
+
+
+def _result_dict(result: UploadResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "success": result.success,
+        "total_files": result.total_files,
+        "total_size_mb": round(result.total_size_mb, 3),
+        "duration": round(result.duration, 3),
+        "throughput_mb_s": round(result.throughput_mb_s, 3),
+        "files_sent": result.files_sent,
+        "already_present": result.already_present,
+        "batches_succeeded": result.batches_succeeded,
+        "batches_failed": result.batches_failed,
+        "retries": result.retries,
+        "prearchive_uris": result.prearchive_uris,
+        "archive_uri": result.archive_uri,
+        "errors": result.errors,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+        "batches": [asdict(b) for b in result.batches],
+    }
+    if result.verification is not None:
+        v = result.verification
+        out["verification"] = {
+            "ok": v.ok,
+            "expected": v.expected,
+            "matched": v.matched,
+            "missing": v.missing,
+            "duplicated": v.duplicated,
+            "misplaced": [list(m) for m in v.misplaced],
+            "extra": v.extra,
+        }
+    return out
+
+
+def _print_result(result: UploadResult, quiet: bool) -> None:
+    if quiet and result.success:
+        return
+    rate = human_bytes(result.throughput_mb_s * 1e6)
+    verdict = "OK" if result.success else "INCOMPLETE"
+    click.echo(
+        f"{verdict}: {result.files_sent} of {result.total_files} files sent "
+        f"({human_bytes(result.total_size_mb * 1e6)}) in {result.duration:.1f} s, {rate}/s; "
+        f"{result.batches_succeeded} batches ok, {result.batches_failed} failed, "
+        f"{result.retries} retries"
+    )
+    if result.already_present:
+        click.echo(f"{result.already_present} instances were already on the server and not re-sent")
+    if result.skipped:
+        click.echo(f"{len(result.skipped)} files skipped (not DICOM or not wanted); see --dry-run")
+    if result.archive_uri:
+        click.echo(f"session: {result.archive_uri}")
+    if result.verification is not None:
+        v = result.verification
+        click.echo(
+            f"verified: {v.matched} of {v.expected} instances present exactly once"
+            + (f"; {len(v.extra)} other files in the session" if v.extra else "")
+        )
+    for err in result.errors[:100]:
+        click.echo(f"error: {err}", err=True)
+    if len(result.errors) > 100:
+        click.echo(f"... and {len(result.errors) - 100} more errors (see --json)", err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("project")
+@click.argument("subject")
+@click.argument("session")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--transport",
+    type=click.Choice(["rest", "dicom-store"]),
+    default="rest",
+    show_default=True,
+    help="REST import service, or DICOM C-STORE.",
+)
+@click.option(
+    "--num-batches",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batches (REST, default 42) or parallel associations (C-STORE, default 45).",
+)
+@click.option("--upload-workers", type=click.IntRange(min=1), default=42, show_default=True)
+@click.option(
+    "--archive-workers",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Accepted for compatibility; archives are streamed by the upload workers.",
+)
+@click.option(
+    "--archive-format", type=click.Choice(["tar", "zip"]), default="tar", show_default=True
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=10800.0,
+    show_default=True,
+    help="Seconds per request.",
+)
+@click.option(
+    "--overwrite",
+    type=click.Choice(["none", "append", "delete"]),
+    default="none",
+    show_default=True,
+    help="none: session must be new; append: add missing instances; delete: replace files.",
+)
+@click.option("--direct-archive", is_flag=True, help="Use Direct-Archive (new sessions only).")
+@click.option(
+    "--import-handler",
+    type=click.Choice(["DICOM-zip", "gradual-DICOM"]),
+    default="DICOM-zip",
+    show_default=True,
+)
+@click.option("--allow-multiple-studies", is_flag=True, help="Accept several studies in SOURCE.")
+@click.option("--server", help="XNAT URL (or XNAT_SERVER).")
+@click.option("--user", help="XNAT username (or XNAT_USERNAME).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env.")
+@click.option("--dicom-host", help="C-STORE host (default: the XNAT server's host).")
+@click.option(
+    "--dicom-port", type=click.IntRange(1, 65535), default=None, help="C-STORE port (8104)."
+)
+@click.option("--dicom-called-aet", default=None, help="Receiver AE title (XNAT).")
+@click.option("--dicom-calling-aet", default=None, help="Our AE title (XNATIO).")
+@click.option("--dicom-tls", is_flag=True, help="Use TLS for DICOM associations.")
+@click.option("--dicom-tls-ca", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--dicom-tls-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--dicom-tls-key", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--no-routing-tags", is_flag=True, help="C-STORE: do not add Project/Subject/Session."
+)
+@click.option("--no-verify", is_flag=True, help="Skip checking the server's listing afterwards.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(["auto", "bar", "json", "none"]),
+    default="auto",
+    show_default=True,
+    help="Progress display on stderr (json: one event per line).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    project: str,
+    subject: str,
+    session: str,
+    source: Path,
+    transport: str,
+    num_batches: int | None,
+    upload_workers: int,
+    archive_workers: int,
+    archive_format: str,
+    timeout: float,
+    overwrite: str,
+    direct_archive: bool,
+    import_handler: str,
+    allow_multiple_studies: bool,
+    server: str | None,
+    user: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    env_name: str | None,
+    dicom_host: str | None,
+    dicom_port: int | None,
+    dicom_called_aet: str | None,
+    dicom_calling_aet: str | None,
+    dicom_tls: bool,
+    dicom_tls_ca: Path | None,
+    dicom_tls_cert: Path | None,
+    dicom_tls_key: Path | None,
+    no_routing_tags: bool,
+    no_verify: bool,
+    dry_run: bool,
+    as_json: bool,
+    progress_mode: str,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Upload the DICOM files in SOURCE (folder, .zip, .tar, .tar.gz) as PROJECT/SUBJECT/SESSION.
+
+    Exit codes: 0 all files landed, 1 some files failed (listed), 2 usage or input error,
+    3 authentication or connection failure before anything was sent.
+    """
+    configure_logging(verbose, quiet)
+    if quiet and progress_mode == "auto":
+        progress_mode = "none"
+    if transport == "dicom-store":
+        from xnatio.commands.dicom_store_cli import run_dicom_store
+
+        code = run_dicom_store(
+            project=project,
+            subject=subject,
+            session=session,
+            source=source,
+            num_batches=num_batches or 45,
+            allow_multiple_studies=allow_multiple_studies,
+            server=server,
+            user=user,
+            password_stdin=password_stdin,
+            insecure=insecure,
+            env_name=env_name,
+            dicom_host=dicom_host,
+            dicom_port=dicom_port,
+            dicom_called_aet=dicom_called_aet,
+            dicom_calling_aet=dicom_calling_aet,
+            dicom_tls=dicom_tls,
+            dicom_tls_ca=dicom_tls_ca,
+            dicom_tls_cert=dicom_tls_cert,
+            dicom_tls_key=dicom_tls_key,
+            routing_tags=not no_routing_tags,
+            verify=not no_verify,
+            dry_run=dry_run,
+            as_json=as_json,
+            progress_mode=progress_mode,
+            quiet=quiet,
+        )
+        ctx.exit(code)
+
+    batches = num_batches or 42
+    config = None
+    if not dry_run:
+        config = load_config(
+            server=server,
+            user=user,
+            password_stdin=password_stdin,
+            insecure=insecure,
+            env_name=env_name,
+            required=True,
+        )
+    with ProgressDisplay(
+        progress_mode if not as_json or progress_mode != "auto" else "none"
+    ) as display:
+        plan = plan_upload(
+            source,
+            project=project,
+            subject=subject,
+            session=session,
+            num_batches=batches,
+            allow_multiple_studies=allow_multiple_studies,
+            progress_callback=display,
+        )
+        if dry_run:
+            plan.inventory.source.close()
+            if as_json:
+                click.echo(json.dumps(_plan_dict(plan), indent=2))
+            else:
+                _print_plan(plan)
+            ctx.exit(EXIT_OK)
+        assert config is not None
+        try:
+            result = upload_dicom_parallel_rest(
+                server=config.server,
+                username=config.username,
+                password=config.password,
+                verify_tls=config.verify_tls,
+                source_dir=source,
+                project=project,
+                subject=subject,
+                session=session,
+                num_batches=batches,
+                upload_workers=upload_workers,
+                archive_workers=archive_workers,
+                archive_format="zip" if archive_format == "zip" else "tar",
+                progress_callback=display,
+                timeout=timeout,
+                overwrite="append"
+                if overwrite == "append"
+                else "delete"
+                if overwrite == "delete"
+                else "none",
+                direct_archive=direct_archive,
+                import_handler="gradual-DICOM"
+                if import_handler == "gradual-DICOM"
+                else "DICOM-zip",
+                allow_multiple_studies=allow_multiple_studies,
+                verify=not no_verify,
+                plan=plan,
+            )
+        except UploadCancelled as exc:
+            display.__exit__(None, None, None)
+            if as_json:
+                click.echo(json.dumps(_result_dict(exc.result), indent=2))
+            click.echo(f"xio: {exc.message}", err=True)
+            ctx.exit(130)
+    if as_json:
+        click.echo(json.dumps(_result_dict(result), indent=2))
+    else:
+        _print_result(result, quiet)
+    ctx.exit(EXIT_OK if result.success else EXIT_PARTIAL)
+
+
+def default_dicom_host(config: XnatConfig | None) -> str | None:
+    """The host of the XNAT server URL, the default C-STORE host."""
+    if config is None:
+        return None
+    return urlsplit(config.server).hostname
+
+
+def env_or(value: str | None, key: str) -> str | None:
+    """A flag's value, else the environment variable ``key``."""
+    return value if value is not None else os.environ.get(key) or None
