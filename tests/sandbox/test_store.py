@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_store_helpers import make_dicom, uid
 
 from xnatio.sandbox.store import ClientError, ImportParams, SandboxStore
+
+from .test_store_helpers import make_dicom, uid
 
 
 @pytest.fixture

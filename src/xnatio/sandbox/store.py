@@ -375,6 +375,7 @@ class SandboxStore:
         self._archiving_targets: set[tuple[str, str]] = set()
         self._last_ts = ""
         self._closed = False
+        self._checked_dirs: set[str] = set()
 
     # ------------------------------------------------------------------ basics
 
@@ -401,10 +402,27 @@ class SandboxStore:
         return row
 
     def _safe_path(self, *parts: str) -> Path:
-        """Join ``parts`` under the data folder and refuse anything that escapes it."""
-        p = self.data_dir.joinpath(*parts)
-        resolved = p.resolve()
-        if resolved != self.data_dir and self.data_dir not in resolved.parents:
+        """Join ``parts`` under the data folder and refuse anything that escapes it.
+
+        Components are checked by name (no empty, ``.``, ``..``, NUL); the parent folder is also
+        resolved once (symlinks) and remembered, so the per-file cost stays small.
+        """
+        comps: list[str] = []
+        for part in parts:
+            for c in part.split("/"):
+                if c in ("", ".", "..") or "\x00" in c:
+                    raise ClientError(f"Invalid path: {'/'.join(parts)}")
+                comps.append(c)
+        p = self.data_dir.joinpath(*comps)
+        parent = str(p.parent)
+        if parent not in self._checked_dirs:
+            resolved = Path(os.path.realpath(parent))
+            if resolved != self.data_dir and self.data_dir not in resolved.parents:
+                raise ClientError(f"Invalid path: {'/'.join(parts)}")
+            if len(self._checked_dirs) > 100_000:
+                self._checked_dirs.clear()
+            self._checked_dirs.add(parent)
+        if p.is_symlink():
             raise ClientError(f"Invalid path: {'/'.join(parts)}")
         return p
 
@@ -897,15 +915,27 @@ class SandboxStore:
             self._active[key[0]] = left
 
     def _write_file(self, final: Path, prefix: bytes, stream: BinaryIO) -> tuple[int, str]:
-        """Copy ``prefix`` and the rest of ``stream`` to ``final`` via a temporary file."""
+        """Copy ``prefix`` and the rest of ``stream`` to ``final``; return (size, MD5).
+
+        A new name is created in place (the caller holds the per-file lock); an existing file is
+        replaced atomically through a temporary file, so readers never see half of it.
+        """
         if self.faults.file_delay > 0:
             time.sleep(self.faults.file_delay)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        try:
+            f = open(final, "xb")  # noqa: SIM115 - closed below, path chosen by the outcome
+            target = final
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            f = open(final, "xb")  # noqa: SIM115
+            target = final
+        except FileExistsError:
+            target = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+            f = open(target, "xb")  # noqa: SIM115
         md5 = hashlib.md5(prefix, usedforsecurity=False)
         size = len(prefix)
         try:
-            with open(tmp, "wb") as f:
+            with f:
                 if self.faults.disk_full:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 f.write(prefix)
@@ -913,9 +943,10 @@ class SandboxStore:
                     f.write(chunk)
                     md5.update(chunk)
                     size += len(chunk)
-            os.replace(tmp, final)
+            if target != final:
+                os.replace(target, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
             raise
         return size, md5.hexdigest()
 
