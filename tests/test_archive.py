@@ -180,6 +180,28 @@ def test_size_change_raises(factory: BodyFactory, actual: int, chunk_size: int) 
         b"".join(body)
 
 
+@pytest.mark.parametrize("factory", FORMATS)
+def test_unreadable_files_raise_archive_error(factory: BodyFactory, tmp_path: Path) -> None:
+    path = tmp_path / "gone.dcm"
+    path.write_bytes(b"abc")
+    member = member_from_path("gone.dcm", path)
+    path.unlink()
+    with pytest.raises(ArchiveError, match=r"gone\.dcm: cannot open"):
+        b"".join(factory([member]))
+
+    def broken() -> BinaryIO:
+        raise_on_read = io.BytesIO(b"abc")
+        raise_on_read.readinto = _raise_eio  # type: ignore[method-assign]
+        return raise_on_read
+
+    with pytest.raises(ArchiveError, match="Input/output error"):
+        b"".join(factory([ArchiveMember("eio.dcm", 3, broken)]))
+
+
+def _raise_eio(_buffer: object) -> int:
+    raise OSError(5, "Input/output error")
+
+
 def test_zip_large_member_changed_between_passes() -> None:
     opened = []
 
@@ -410,3 +432,21 @@ def test_httpx_streams_body_with_content_length_twice() -> None:
         assert "Transfer-Encoding" not in got_headers
         assert got_headers["Content-Type"] == "application/x-tar"
         assert read_back("tar", got_body) == expected(tricky_members())
+
+
+def test_archive_error_reaches_the_httpx_caller_unwrapped() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    _Recorder.received = []
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        short = ArchiveMember("short.dcm", 10_000, lambda: io.BytesIO(b"x" * 10))
+        body = tar_body([mem("a.dcm", b"a" * 5000), short], chunk_size=4096)
+        headers = {"Content-Length": str(body.length), "Content-Type": body.content_type}
+        url = f"http://127.0.0.1:{server.server_address[1]}/data/services/import"
+        with httpx.Client() as client, pytest.raises(ArchiveError, match=r"short\.dcm"):
+            client.post(url, content=body, headers=headers)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -173,7 +173,14 @@ def _checked(
     # One wrapper keeps the progress callback and the final length check out of the format code.
     def run() -> Iterator[bytes]:
         sent = 0
-        for chunk in produce():
+        chunks = produce()
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except OSError as exc:  # a read failed mid-file: name the problem, keep one type
+                raise ArchiveError(f"reading a file for the archive failed: {exc}") from exc
             sent += len(chunk)
             yield chunk
             if on_bytes is not None:
@@ -236,6 +243,13 @@ class _Writer:
             remaining -= k
         _expect_eof(f, name, size)
         return crc
+
+
+def _open(member: ArchiveMember) -> BinaryIO:
+    try:
+        return member.open()
+    except OSError as exc:
+        raise ArchiveError(f"{member.name}: cannot open: {exc}") from exc
 
 
 def _fill(f: BinaryIO, region: memoryview, name: str, size: int) -> None:
@@ -416,7 +430,7 @@ def tar_body(
         w = _Writer(chunk_size)
         for m in members:
             yield from w.put(_tar_member_header(m))
-            with m.open() as f:
+            with _open(m) as f:
                 yield from w.copy(f, m.size, m.name, None)
             yield from w.zeros(_pad512(m.size))
         yield from w.zeros(_TAR_END)
@@ -618,7 +632,7 @@ def zip_body(
                 # Read straight into the buffer behind a hole for the header, then fill the hole.
                 start = w.pos
                 data = w.view[start + hlen : start + hlen + m.size]
-                with m.open() as f:
+                with _open(m) as f:
                     _fill(f, data, m.name, m.size)
                     _expect_eof(f, m.name, m.size)
                 crc = zlib.crc32(data)
@@ -628,7 +642,7 @@ def zip_body(
                 # Too big for one chunk: the buffer is empty here, use it for a CRC pass first.
                 crc = _crc_pass(m, w.view)
                 yield from w.put(e.local_header(crc))
-                with m.open() as f:
+                with _open(m) as f:
                     again = yield from w.copy(f, m.size, m.name, 0)
                 if again != crc:
                     raise ArchiveError(
@@ -646,7 +660,7 @@ def zip_body(
 
 def _crc_pass(m: ArchiveMember, scratch: memoryview) -> int:
     crc, total = 0, 0
-    with m.open() as f:
+    with _open(m) as f:
         while True:
             r = f.readinto(scratch)  # type: ignore[attr-defined]
             if not r:
