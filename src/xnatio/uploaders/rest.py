@@ -539,7 +539,14 @@ def _run(
             Batch(index=i, files=(f,)) for i, f in enumerate(f for b in batches for f in b.files)
         ]
 
-    progress = _Progress(progress_callback, len(batches), sum(b.total_bytes for b in batches))
+    progress = _Progress(progress_callback, len(batches), 0)
+    bodies = [
+        _make_body(
+            inventory, b, archive_format, import_handler, functools.partial(progress.add, b.index)
+        )
+        for b in batches
+    ]
+    progress.bytes_total = sum(length for _, length, _ in bodies)
     cancel = threading.Event()
     outcomes: list[BatchOutcome] = []
     params = _import_params(
@@ -548,10 +555,7 @@ def _run(
     send = functools.partial(
         _send_batch,
         xnat,
-        inventory,
         params=params,
-        archive_format=archive_format,
-        handler=import_handler,
         project=project,
         session=session,
         direct_archive=direct_archive,
@@ -565,7 +569,7 @@ def _run(
         pool = cf.ThreadPoolExecutor(
             max_workers=min(upload_workers, len(batches)), thread_name_prefix="xio-up"
         )
-        futures = [pool.submit(send, b) for b in batches]
+        futures = [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
         try:
             pending: set[cf.Future[BatchOutcome]] = set(futures)
             while pending:
@@ -653,14 +657,36 @@ def _tally(result: UploadResult, progress: _Progress) -> None:
     result.retries = progress.retries
 
 
-def _send_batch(
-    xnat: XnatSession,
+def _make_body(
     inventory: Inventory,
     batch: Batch,
-    *,
-    params: dict[str, str],
     archive_format: ArchiveFormat,
     handler: ImportHandler,
+    on_bytes: Callable[[int], None],
+) -> tuple[str, int, object]:
+    """The request body of one batch: (Content-Type, exact length, re-iterable content)."""
+    if handler == "gradual-DICOM":
+        # A multipart part carries the file name XNAT stores (an in-body upload would be named
+        # "upload.dcm" for every instance, and collide).
+        only = batch.files[0]
+        part = _MultipartFileBody(inventory, only, entry_name(only), on_bytes)
+        return part.content_type, part.length, part
+    members = [
+        ArchiveMember(
+            name=entry_name(f), size=f.size, open=functools.partial(inventory.source.open, f.path)
+        )
+        for f in batch.files
+    ]
+    archive = make_body(archive_format, members, on_bytes=on_bytes)
+    return archive.content_type, archive.length, archive
+
+
+def _send_batch(
+    xnat: XnatSession,
+    batch: Batch,
+    body: tuple[str, int, object],
+    *,
+    params: dict[str, str],
     project: str,
     session: str,
     direct_archive: bool,
@@ -671,25 +697,7 @@ def _send_batch(
 ) -> BatchOutcome:
     started = time.monotonic()
     index = batch.index
-    on_bytes = functools.partial(progress.add, index)
-    content: object
-    if handler == "gradual-DICOM":
-        # A multipart part carries the file name XNAT stores (an in-body upload would be named
-        # "upload.dcm" for every instance, and collide).
-        only = batch.files[0]
-        part = _MultipartFileBody(inventory, only, entry_name(only), on_bytes)
-        content_type, length, content = part.content_type, part.length, part
-    else:
-        members = [
-            ArchiveMember(
-                name=entry_name(f),
-                size=f.size,
-                open=functools.partial(inventory.source.open, f.path),
-            )
-            for f in batch.files
-        ]
-        body = make_body(archive_format, members, on_bytes=on_bytes)
-        content_type, length, content = body.content_type, body.length, body
+    content_type, length, content = body
     headers = {"Content-Type": content_type, "Content-Length": str(length)}
     stream = _CancellableBody(content, cancel)
     error = "not sent"
