@@ -224,7 +224,7 @@ class Sandbox:
             self._http = _Server((self.config.host, self.config.port), self)
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever,
-                kwargs={"poll_interval": 0.2},
+                kwargs={"poll_interval": 0.05},
                 name="sandbox-http",
                 daemon=True,
             )
