@@ -27,6 +27,18 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "Run an XNAT-compatible server for tests and trials.",
     ),
     "synth": ("xnatio.commands.synth:command", "Write a synthetic DICOM session."),
+    "verify": (
+        "xnatio.commands.verify:command",
+        "Check that a server session holds exactly the local instances.",
+    ),
+    "demo": (
+        "xnatio.commands.demo:command",
+        "Try xio end to end on an embedded sandbox (no XNAT needed).",
+    ),
+    "upload-resource": (
+        "xnatio.commands.upload_resource:command",
+        "Upload non-DICOM files into a session or scan resource.",
+    ),
 }
 
 
