@@ -389,3 +389,15 @@ def test_projects_subjects_experiments(store: SandboxStore) -> None:
     scans = store.scans("P1", "SUB01", "MR1")
     assert scans == []
     assert store.scans("P1", "SUB01", "MISSING") is None
+
+
+def test_merge_into_precreated_experiment(store: SandboxStore) -> None:
+    store.put_experiment("P1", "S1", "E1", "xnat:mrSessionData")
+    study = uid()
+    uri = one_uri(ingest(store, session_files(study, 2), project="P1", subject="S1", session="E1"))
+    with pytest.raises(ClientError) as err:
+        _commit(store, uri)
+    assert err.value.message == "Session already exists, retry with overwrite enabled"
+    assert _commit(store, uri, overwrite="append")[0] == 301
+    exps = store.experiments("P1")
+    assert [(e["ID"], e["UID"], e["date"]) for e in exps] == [("XNAT_E00001", study, "2024-01-02")]

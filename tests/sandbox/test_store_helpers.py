@@ -32,6 +32,7 @@ def make_dicom(
     study_description: str | None = None,
     transfer_syntax: str = ExplicitVRLittleEndian,
     pixel_bytes: int = 512,
+    extra: dict[str, str] | None = None,
 ) -> bytes:
     """Encode a small MR-like object with the given identifiers."""
     ds = Dataset()
@@ -57,6 +58,8 @@ def make_dicom(
     if series_number is not None:
         ds.SeriesNumber = series_number
     ds.InstanceNumber = instance
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     ds.Rows = 16
     ds.Columns = 16
     ds.BitsAllocated = 8

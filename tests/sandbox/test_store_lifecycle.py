@@ -488,3 +488,28 @@ def test_scan_folder_never_escapes() -> None:
     assert (
         scan_folder_name(DicomHeader(series_number="../1", series_instance_uid="1.2/3")) == "1.2_3"
     )
+
+
+def test_custom_routing_rules_persist(tmp_path: Path) -> None:
+    s = SandboxStore(tmp_path / "d")
+    try:
+        s.create_project("XPROJ")
+        with pytest.raises(ClientError):
+            s.set_routing_rules("projectRules", "not a rule")
+        s.set_routing_rules("projectRules", r"(0040,0254):proj=(\w+)")
+        s.set_routing_rules("sessionRules", r"(0008,1030):^(\w+)_session:1")
+    finally:
+        s.close()
+    s = SandboxStore(tmp_path / "d")
+    try:
+        assert s.get_routing_rules("projectRules") == r"(0040,0254):proj=(\w+)"
+        data = make_dicom(
+            study=uid(),
+            study_description="visit2_session",
+            extra={"PerformedProcedureStepDescription": "scan proj=XPROJ"},
+        )
+        uri = ingest(s, [("a.dcm", data)])[0]
+        assert uri.startswith("/prearchive/projects/XPROJ/")
+        assert uri.endswith("/visit2")
+    finally:
+        s.close()

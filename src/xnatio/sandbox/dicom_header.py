@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 __all__ = [
@@ -99,15 +99,19 @@ class DicomHeader:
     instance_number: str = ""
     study_comments: str = ""
     transfer_syntax_uid: str = ""
+    extra: dict[int, str] = field(default_factory=dict)
 
 
 class _Parser:
     """Walks element headers in ``buf``; raises :class:`_NeedMore` when it runs off the end."""
 
-    def __init__(self, buf: bytes, eof: bool) -> None:
+    def __init__(self, buf: bytes, eof: bool, extra_tags: frozenset[int] = frozenset()) -> None:
         self.buf = buf
         self.eof = eof
         self.values: dict[str, str] = {}
+        self.extra_tags = extra_tags
+        self.extra: dict[int, str] = {}
+        self.stop = max(STOP_TAG, *extra_tags) if extra_tags else STOP_TAG
 
     def _need(self, pos: int, n: int) -> None:
         if pos + n > len(self.buf):
@@ -167,7 +171,7 @@ class _Parser:
             tag, vpos, length, vr = self.element(pos, explicit, little)
             if nested and tag == _ITEM_END:
                 return vpos
-            if not nested and tag > STOP_TAG:
+            if not nested and tag > self.stop:
                 return pos
             if length == _UNDEFINED:
                 # An undefined-length UN holds implicit little endian items (PS3.5 6.2.2).
@@ -177,15 +181,21 @@ class _Parser:
             end = vpos + length
             if not nested:
                 name = _WANTED.get(tag)
-                if name is not None:
+                if name is not None or tag in self.extra_tags:
                     self._need(vpos, length)
-                    self.values[name] = buf[vpos:end].decode("latin-1").strip("\x00 ").strip()
+                    value = buf[vpos:end].decode("latin-1").strip("\x00 ").strip()
+                    if name is not None:
+                        self.values[name] = value
+                    if tag in self.extra_tags:
+                        self.extra[tag] = value
             pos = end
 
 
-def _parse(buf: bytes, eof: bool) -> tuple[DicomHeader, int]:
+def _parse(
+    buf: bytes, eof: bool, extra_tags: frozenset[int] = frozenset()
+) -> tuple[DicomHeader, int]:
     """Parse ``buf``; return the header and the offset where the dataset reading stopped."""
-    p = _Parser(buf, eof)
+    p = _Parser(buf, eof, extra_tags)
     pos = 0
     if len(buf) >= 132 and buf[128:132] == b"DICM":
         pos = 132
@@ -220,14 +230,15 @@ def _parse(buf: bytes, eof: bool) -> tuple[DicomHeader, int]:
         little = True
     if ts == _DEFLATED:
         inflated, complete = _inflate(buf[pos:])
-        sub = _Parser(inflated, eof or complete)
+        sub = _Parser(inflated, eof or complete, extra_tags)
         sub.dataset(0, True, True)
         values = sub.values
+        p.extra = sub.extra
         stop = len(buf)
     else:
         stop = p.dataset(pos, explicit, little)
         values = p.values
-    return DicomHeader(transfer_syntax_uid=ts, **values), stop
+    return DicomHeader(transfer_syntax_uid=ts, extra=p.extra, **values), stop
 
 
 def _inflate(data: bytes) -> tuple[bytes, bool]:
@@ -239,13 +250,19 @@ def _inflate(data: bytes) -> tuple[bytes, bool]:
     return out, d.eof
 
 
-def read_header(stream: BinaryIO) -> tuple[DicomHeader, bytes]:
+def read_header(
+    stream: BinaryIO, extra_tags: frozenset[int] = frozenset()
+) -> tuple[DicomHeader, bytes]:
     """Read a DICOM header from ``stream``.
 
     Parameters
     ----------
     stream
         Positioned at the first byte of the object; need not be seekable.
+    extra_tags
+        Further top-level tags (as ``0xGGGGEEEE``) whose values to keep in
+        :attr:`DicomHeader.extra`, for custom routing rules; reading then stops after the
+        highest of them.
 
     Returns
     -------
@@ -262,7 +279,7 @@ def read_header(stream: BinaryIO) -> tuple[DicomHeader, bytes]:
     eof = len(buf) < _FIRST_READ
     while True:
         try:
-            header, _ = _parse(buf, eof)
+            header, _ = _parse(buf, eof, extra_tags)
         except _NeedMore:
             if len(buf) >= _MAX_HEADER:
                 raise HeaderError("DICOM header too large") from None

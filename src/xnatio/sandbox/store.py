@@ -48,7 +48,7 @@ from xnatio.sandbox.dicom_header import (
     scan_folder_name,
     template_file_name,
 )
-from xnatio.sandbox.routing import clean_label, route
+from xnatio.sandbox.routing import RoutingRules, clean_label, parse_rules, route
 
 __all__ = [
     "ClientError",
@@ -200,6 +200,7 @@ _SCAN_XSI = {
 _COPY_BUFFER = 1 << 20
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS config(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS projects(
     id TEXT PRIMARY KEY, prearchive_code INTEGER NOT NULL, insert_date TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS subjects(
@@ -376,6 +377,7 @@ class SandboxStore:
         self._last_ts = ""
         self._closed = False
         self._checked_dirs: set[str] = set()
+        self._rules = self._load_rules()
 
     # ------------------------------------------------------------------ basics
 
@@ -437,6 +439,47 @@ class SandboxStore:
                     self._last_ts = ts
                     return ts
                 t += 0.001
+
+    # ------------------------------------------------------------------ routing rules (§6.2)
+
+    _RULE_KINDS = ("projectRules", "subjectRules", "sessionRules", "aaRules")
+
+    def _load_rules(self) -> RoutingRules:
+        texts = {k: self.get_routing_rules(k) for k in self._RULE_KINDS}
+        return RoutingRules(
+            project=tuple(parse_rules(texts["projectRules"])),
+            subject=tuple(parse_rules(texts["subjectRules"])),
+            session=tuple(parse_rules(texts["sessionRules"])),
+            aa=tuple(parse_rules(texts["aaRules"])),
+        )
+
+    def get_routing_rules(self, kind: str) -> str:
+        """The text of a site routing config; ``""`` if unset.
+
+        ``kind`` is ``projectRules``, ``subjectRules``, ``sessionRules`` or ``aaRules``.
+        """
+        if kind not in self._RULE_KINDS:
+            raise ClientError(f"Unknown DICOM routing config: {kind}", 404)
+        with self._lock:
+            row = self._q1("SELECT value FROM config WHERE key=?", (f"dicom/{kind}",))
+            return "" if row is None else str(row[0])
+
+    def set_routing_rules(self, kind: str, text: str) -> None:
+        """Set a site routing config (``PUT /data/config/dicom/<kind>``).
+
+        One rule a line, ``(gggg,eeee):regex[:group]``; the first rule that matches wins. Raises
+        ClientError 400 for a malformed rule.
+        """
+        if kind not in self._RULE_KINDS:
+            raise ClientError(f"Unknown DICOM routing config: {kind}", 404)
+        try:
+            parse_rules(text)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from exc
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO config VALUES(?,?)", (f"dicom/{kind}", text))
+            self._commit()
+            self._rules = self._load_rules()
 
     # ------------------------------------------------------------------ projects (§5)
 
@@ -839,7 +882,8 @@ class SandboxStore:
 
     def _ingest(self, params: ImportParams, stream: BinaryIO, entry_name: str) -> str | None:
         try:
-            hdr, prefix = read_header(stream)
+            rules = self._rules
+            hdr, prefix = read_header(stream, rules.tags)
         except (HeaderError, OSError) as exc:
             raise ClientError(f"unable to read DICOM object {entry_name}") from exc
         if not hdr.sop_class_uid:
@@ -847,7 +891,7 @@ class SandboxStore:
         if not hdr.sop_instance_uid:
             raise ClientError(f"object {entry_name} contains no SOP Instance UID")
 
-        routing = route(hdr, self.project_exists)
+        routing = route(hdr, self.project_exists, rules)
         project = routing.project
         if params.project and self.project_exists(params.project):
             project = params.project
@@ -1384,6 +1428,12 @@ class SandboxStore:
             )
         else:
             eid = str(exp["id"])
+            if not exp["uid"]:
+                # A pre-created (empty) experiment takes the study's details on its first merge.
+                self._db.execute(
+                    "UPDATE experiments SET uid=?, date=?, time=? WHERE id=?",
+                    (row["tag"], row["scan_date"], row["scan_time"], eid),
+                )
         resources: dict[str, int] = {}
         for f in sorted(files, key=lambda f: (_scan_sort_key(plan[f["scan"]]), f["name"])):
             scan_id = plan[f["scan"]]
