@@ -41,8 +41,8 @@ def make_dataset(
     ds.SeriesDescription = "T1"
     if patient_comments:
         ds.PatientComments = patient_comments
-    ds.Rows = 1
-    ds.Columns = pixel_bytes // 2
+    ds.Columns = min(max(pixel_bytes // 2, 1), 512)
+    ds.Rows = max(pixel_bytes // 2 // ds.Columns, 1)
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11

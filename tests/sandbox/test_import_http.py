@@ -462,6 +462,11 @@ def test_resource_files_upload_duplicates_and_listing(client: httpx.Client) -> N
     )  # fmt: skip
     assert extract.status_code == 200
     assert "c.txt" in {r["Name"] for r in _rows(client, base)}
+    got = client.get(base + "/dir/a.txt")
+    assert got.status_code == 200
+    assert got.content == b"changed"
+    assert client.get(base + "/nope.txt").status_code == 404
+    assert client.get(base + "/nope.txt", params={"accept-not-found": "true"}).status_code == 204
     empty = client.put(base + "/e.txt", params={"inbody": "true"}, content=b"")
     assert empty.status_code == 400
     missing = client.put(

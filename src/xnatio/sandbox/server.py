@@ -18,6 +18,7 @@ import email.utils
 import html
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -334,6 +335,7 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None  # sent after the headers instead of ``body``
 
 
 def status_page(status: int, message: str) -> bytes:
@@ -581,12 +583,14 @@ class _Handler(BaseHTTPRequestHandler):
                 phrase = HTTPStatus(response.status).phrase
             except ValueError:
                 phrase = ""
+            handle = response.file.open("rb") if response.file is not None else None
+            size = os.fstat(handle.fileno()).st_size if handle else len(response.body)
             lines = [
                 f"HTTP/1.1 {response.status} {phrase}",
                 f"Date: {email.utils.formatdate(usegmt=True)}",
                 f"Server: {self.server_version}",
                 f"Content-Type: {response.content_type}",
-                f"Content-Length: {len(response.body)}",
+                f"Content-Length: {size}",
             ]
             headers = {**self._extra_headers, **response.headers}
             if self.close_connection:
@@ -596,9 +600,16 @@ class _Handler(BaseHTTPRequestHandler):
                 lines.extend(f"Set-Cookie: {c}" for c in self._cookies)
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
             payload = head if self.command == "HEAD" else head + response.body
-            with contextlib.suppress(OSError):
+            try:
                 self.wfile.write(payload)  # one write: no Nagle/delayed-ACK stall
-            self.log_request(response.status, len(response.body))
+                if handle is not None and self.command != "HEAD":
+                    self.connection.sendfile(handle)
+            except OSError:
+                self.close_connection = True
+            finally:
+                if handle is not None:
+                    handle.close()
+            self.log_request(response.status, size)
 
     # -- authentication (§2) --------------------------------------------------------------------
 
@@ -822,8 +833,14 @@ class _Handler(BaseHTTPRequestHandler):
         resource: str,
         path: str,
     ) -> Response:
-        if req.method not in ("PUT", "POST"):
-            raise HttpError(405, "Only PUT and POST are supported for single files here.")
+        if req.method in ("GET", "HEAD"):
+            store = self.server.sandbox.store
+            found = store.resource_file_path(project, subject, label, scan, resource, path)
+            if found is None or not found.is_file():
+                if _true(req.param("accept-not-found")):
+                    return Response(204, b"")
+                raise HttpError(404, "Unable to find file.")
+            return Response(200, b"", "application/octet-stream", file=found)
         return self._put_resource(req, project, subject, label, scan, resource, path)
 
     def session_resource_files(
@@ -1239,11 +1256,11 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
     (frozenset({"GET"}), (*_EXP, "scans", "{}", "files"), _Handler.scan_files),
     (frozenset({"GET", "PUT", "POST"}), (*_EXP, "scans", "{}", "resources", "{}", "files"),
      _Handler.resource_files),
-    (frozenset({"PUT", "POST"}), (*_EXP, "scans", "{}", "resources", "{}", "files", "{*}"),
+    (frozenset({"GET", "PUT", "POST"}), (*_EXP, "scans", "{}", "resources", "{}", "files", "{*}"),
      _Handler.resource_file),
     (frozenset({"GET", "PUT", "POST"}), (*_EXP, "resources", "{}", "files"),
      _Handler.session_resource_files),
-    (frozenset({"PUT", "POST"}), (*_EXP, "resources", "{}", "files", "{*}"),
+    (frozenset({"GET", "PUT", "POST"}), (*_EXP, "resources", "{}", "files", "{*}"),
      _Handler.session_resource_file),
     (frozenset({"GET"}), ("data", "prearchive"), _Handler.prearchive),
     (frozenset({"GET"}), ("data", "prearchive", "projects", "{}"), _Handler.prearchive),
