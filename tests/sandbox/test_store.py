@@ -401,3 +401,28 @@ def test_merge_into_precreated_experiment(store: SandboxStore) -> None:
     assert _commit(store, uri, overwrite="append")[0] == 301
     exps = store.experiments("P1")
     assert [(e["ID"], e["UID"], e["date"]) for e in exps] == [("XNAT_E00001", study, "2024-01-02")]
+
+
+def test_parallel_batches_share_one_row_then_one_commit(store: SandboxStore) -> None:
+    """The uploader's pattern (§3.9 item 5): N parallel batches, one row, one commit."""
+    study = uid()
+    batches = [session_files(study, 25, series_number=k % 2 + 1) for k in range(4)]
+    results: list[list[str | None]] = [[] for _ in batches]
+
+    def run(k: int) -> None:
+        results[k] = ingest(
+            store, batches[k], project="P1", subject="S1", session="E1", prevent_auto_commit=True
+        )
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    uri = one_uri([u for r in results for u in r])
+    status, _ = _commit(store, uri, overwrite="delete")
+    assert status == 301
+    uids = store.scan_file_uids("P1", "S1", "E1")
+    expected = {n[: -len(".dcm")] for b in batches for n, _ in b}
+    assert {u for us in uids.values() for u in us} == expected
+    assert sorted(len(v) for v in uids.values()) == [50, 50]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
@@ -97,3 +98,47 @@ def test_factory_objects_read_back_with_the_sandbox_header_reader() -> None:
         assert h.instance_number == "3"
         assert h.patient_comments == "Project:P Session:S1"
         assert h.transfer_syntax_uid == ts
+
+
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"])
+def test_header_reader_big_endian_and_deflated(ts: str) -> None:
+    from xnatio.sandbox.dicom_header import read_header
+
+    study = uid()
+    data = make_dicom(study=study, series_number=4, instance=9, transfer_syntax=ts)
+    h, _ = read_header(io.BytesIO(data))
+    assert h.study_instance_uid == study
+    assert h.series_number == "4"
+    assert h.instance_number == "9"
+    assert h.sop_class_uid == MRImageStorage
+
+
+def test_header_reader_large_header_and_no_preamble() -> None:
+    """A header bigger than the first read, and a bare dataset without preamble or meta."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from xnatio.sandbox.dicom_header import read_header
+
+    study = uid()
+    small = make_dicom(study=study)
+    ds0 = pydicom.dcmread(io.BytesIO(small))
+    ds0.add_new(0x00090010, "LO", "XNATIO")
+    ds0.add_new(0x00091001, "OB", b"x" * 50_000)  # pushes the study UID past the first read
+    out = io.BytesIO()
+    ds0.save_as(out, enforce_file_format=True)
+    big = out.getvalue()
+    h, prefix = read_header(io.BytesIO(big))
+    assert h.study_instance_uid == study
+    assert big.startswith(prefix)
+    ds = Dataset()
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.StudyInstanceUID = study
+    raw = DicomBytesIO()
+    raw.is_little_endian = True
+    raw.is_implicit_VR = True
+    write_dataset(raw, ds)
+    h, _ = read_header(io.BytesIO(raw.getvalue()))
+    assert (h.sop_instance_uid, h.study_instance_uid) == ("1.2.3.4", study)
