@@ -1,0 +1,115 @@
+"""``xio upload-resource PROJECT SUBJECT SESSION RESOURCE PATH``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from xnatio.cli import configure_logging
+from xnatio.commands.upload_dicom import load_config
+from xnatio.display import ProgressDisplay, human_bytes
+from xnatio.uploaders.resources import upload_resource
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("project")
+@click.argument("subject")
+@click.argument("session")
+@click.argument("resource")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--scan", metavar="ID", help="Upload into this scan's resource.")
+@click.option("--per-file", is_flag=True, help="Send a folder file by file instead of one zip.")
+@click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--no-overwrite", is_flag=True, help="Keep files that already exist on the server.")
+@click.option("--no-verify", is_flag=True, help="Skip comparing the listing afterwards.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=10800.0, show_default=True)
+@click.option("--server", help="XNAT URL (or XNAT_SERVER).")
+@click.option("--user", help="XNAT username (or XNAT_USERNAME).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@click.option("-v", "--verbose", count=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    project: str,
+    subject: str,
+    session: str,
+    resource: str,
+    path: Path,
+    scan: str | None,
+    per_file: bool,
+    workers: int,
+    no_overwrite: bool,
+    no_verify: bool,
+    timeout: float,
+    server: str | None,
+    user: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    env_name: str | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Upload PATH (a file, or a folder) into RESOURCE of an archived session or scan.
+
+    A folder is streamed as one zip and extracted by XNAT, or sent file by file with --per-file.
+    Existing files are replaced unless --no-overwrite. Exit 0 when every file is listed with the
+    right size, 1 otherwise, 2 for bad input, 3 when login fails.
+    """
+    configure_logging(verbose, quiet)
+    config = load_config(
+        server=server,
+        user=user,
+        password_stdin=password_stdin,
+        insecure=insecure,
+        env_name=env_name,
+        required=True,
+    )
+    assert config is not None
+    with ProgressDisplay("none" if (quiet or as_json) else "auto", unit="files") as display:
+        result = upload_resource(
+            server=config.server,
+            username=config.username,
+            password=config.password,
+            verify_tls=config.verify_tls,
+            project=project,
+            subject=subject,
+            session=session,
+            resource=resource,
+            path=path,
+            scan=scan,
+            overwrite=not no_overwrite,
+            per_file=per_file,
+            workers=workers,
+            timeout=timeout,
+            verify=not no_verify,
+            progress_callback=display,
+        )
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+    elif not (quiet and result.success):
+        verdict = "OK" if result.success else "INCOMPLETE"
+        where = f"scan {scan} " if scan else ""
+        click.echo(
+            f"{verdict}: {result.files} files ({human_bytes(result.bytes)}) into {where}resource "
+            f"{resource} of {project}/{subject}/{session} in {result.duration:.1f} s"
+        )
+        if result.duplicates:
+            click.echo(
+                f"{len(result.duplicates)} files already existed and were kept (--no-overwrite): "
+                + ", ".join(result.duplicates[:20])
+            )
+        for name in result.missing:
+            click.echo(f"error: not in the resource listing: {name}", err=True)
+        for name in result.wrong_size:
+            click.echo(f"error: listed with another size: {name}", err=True)
+        for err in result.errors:
+            click.echo(f"error: {err}", err=True)
+    ctx.exit(0 if result.success else 1)
