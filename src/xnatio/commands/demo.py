@@ -1,0 +1,185 @@
+"""``xio demo``: the whole job on an embedded sandbox, with nothing to install or configure.
+
+Starts the sandbox (REST and DICOM) on free ports, writes a synthetic session, uploads it over
+REST and again over C-STORE, checks both sessions against the local files, prints a summary with
+throughput, and shuts everything down (or, with ``--keep``, leaves the sandbox running).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from xnatio.cli import configure_logging
+from xnatio.config import XnatConfig
+from xnatio.display import ProgressDisplay, human_bytes
+from xnatio.errors import XnatioError
+from xnatio.inventory import build_inventory
+from xnatio.sandbox import Sandbox, SandboxConfig
+from xnatio.synth import PRESETS, write_session
+from xnatio.uploaders.dicom_store import send_dicom_store
+from xnatio.uploaders.rest import list_session_files, upload_dicom_parallel_rest
+from xnatio.verify import compare, parse_file_rows
+from xnatio.xnat import XnatSession
+
+PROJECT = "DEMO"
+USER, PASSWORD = "admin", "admin"
+
+
+def _wait_for_session(
+    sandbox: Sandbox, subject: str, session: str, expected: int, timeout: float
+) -> list[dict[str, str]]:
+    """Poll the archive listing until it holds ``expected`` files (C-STORE sessions are built
+    after an idle period) or ``timeout`` passes."""
+    config = XnatConfig(sandbox.url, USER, PASSWORD)
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, str]] = []
+    with XnatSession(config, timeout=60) as xnat:
+        while time.monotonic() < deadline:
+            rows = list_session_files(xnat, PROJECT, subject, session) or []
+            if len(rows) >= expected:
+                break
+            time.sleep(0.3)
+    return rows
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--size",
+    type=click.Choice(sorted(PRESETS)),
+    default="small",
+    show_default=True,
+    help="Synthetic session size.",
+)
+@click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards (Ctrl-C stops).")
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="Sandbox data folder (default: temp)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
+@click.pass_context
+def command(ctx: click.Context, size: str, keep: bool, data: Path | None, quiet: bool) -> None:
+    """Upload a synthetic session to an embedded sandbox over REST and C-STORE, then verify both."""
+    configure_logging(0, True)
+    work = Path(tempfile.mkdtemp(prefix="xio-demo-"))
+    data_dir = data or work / "sandbox"
+
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    config = SandboxConfig(
+        data_dir=data_dir,
+        port=0,
+        dicom_port=0,
+        projects=(PROJECT,),
+        ticker_interval=0.5,
+        idle_interval=2.0,
+    )
+    sandbox = Sandbox(config)
+    failures = 0
+    try:
+        sandbox.start()
+        # C-STORE sessions are archived automatically once idle, as on a site set to auto-archive.
+        sandbox.store.set_prearchive_code(PROJECT, 4)
+        say(f"sandbox: {sandbox.url} (DICOM {sandbox.aet}@127.0.0.1:{sandbox.dicom_port})")
+        preset = PRESETS[size]
+        source = work / "session"
+        summary = write_session(
+            source,
+            series=preset.series,
+            instances=preset.instances,
+            rows=preset.rows,
+            columns=preset.columns,
+            seed=1,
+        )
+        say(
+            f"synthetic session: {summary.file_count} files, {human_bytes(summary.total_bytes)} "
+            f"in {source}"
+        )
+
+        with ProgressDisplay("none" if quiet else "auto") as display:
+            rest = upload_dicom_parallel_rest(
+                server=sandbox.url,
+                username=USER,
+                password=PASSWORD,
+                source_dir=source,
+                project=PROJECT,
+                subject="SUBJ01",
+                session="SUBJ01_REST",
+                progress_callback=display,
+            )
+        rest_ok = rest.success and rest.verification is not None and rest.verification.ok
+        failures += 0 if rest_ok else 1
+        click.echo(
+            f"REST:     {'OK' if rest_ok else 'FAILED'}  {rest.files_sent}/{rest.total_files} "
+            f"files in {rest.duration:.2f} s ({rest.throughput_mb_s:.1f} MB/s), "
+            f"{rest.batches_succeeded} batches, verified "
+            f"{rest.verification.matched if rest.verification else 0}/{rest.total_files}"
+        )
+        for err in rest.errors[:10]:
+            click.echo(f"  error: {err}", err=True)
+
+        assert sandbox.dicom_port is not None
+        with build_inventory(source) as inventory:
+            with ProgressDisplay("none" if quiet else "auto", unit="instances") as display:
+                dicom = send_dicom_store(
+                    inventory=inventory,
+                    host="127.0.0.1",
+                    port=sandbox.dicom_port,
+                    called_aet=sandbox.aet,
+                    project=PROJECT,
+                    subject="SUBJ01",
+                    session="SUBJ01_DICOM",
+                    progress_callback=display,
+                )
+            say("waiting for the sandbox to build and archive the C-STORE session ...")
+            rows = _wait_for_session(
+                sandbox, "SUBJ01", "SUBJ01_DICOM", len(inventory.files), timeout=60
+            )
+            check = compare(inventory.files, parse_file_rows(rows))
+        dicom_ok = dicom.success and check.ok
+        failures += 0 if dicom_ok else 1
+        rate = dicom.bytes_sent / dicom.duration / 1e6 if dicom.duration > 0 else 0.0
+        click.echo(
+            f"C-STORE:  {'OK' if dicom_ok else 'FAILED'}  {dicom.sent}/{dicom.total_files} "
+            f"instances in {dicom.duration:.2f} s ({rate:.1f} MB/s), "
+            f"{dicom.associations} associations, verified {check.matched}/{check.expected}"
+        )
+        for err in dicom.errors[:10]:
+            click.echo(f"  error: {err}", err=True)
+        if not check.ok:
+            click.echo(
+                f"  missing {len(check.missing)}, duplicated {len(check.duplicated)}, "
+                f"misplaced {len(check.misplaced)}",
+                err=True,
+            )
+
+        if keep:
+            click.echo(
+                "\nThe sandbox keeps running. Point the other commands at it:\n"
+                f"  export XNAT_SERVER={sandbox.url} XNAT_USERNAME={USER}"
+                f" XNAT_PASSWORD={PASSWORD}\n"
+                f"  xio upload-dicom {PROJECT} SUBJ02 SUBJ02_MR {source}\n"
+                f"  xio upload-dicom {PROJECT} SUBJ03 SUBJ03_MR {source} --transport dicom-store "
+                f"--dicom-host 127.0.0.1 --dicom-port {sandbox.dicom_port}\n"
+                "Press Ctrl-C to stop it."
+            )
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    except XnatioError:
+        raise
+    finally:
+        sandbox.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.exit(0 if failures == 0 else 1)
