@@ -1668,8 +1668,10 @@ class SandboxStore:
             return self._archive_session(
                 int(row["n"]), target, _Flags(False, False, False), "admin"
             )
-        except (ClientError, ServerError):
-            self._da_to_prearchive(int(row["n"]))
+        except (ClientError, ServerError) as exc:
+            # 423: another archive of this session is running; leave the data where it is.
+            if exc.status != 423:
+                self._da_to_prearchive(int(row["n"]))
             raise
 
     def _da_to_prearchive(self, sn: int) -> None:
