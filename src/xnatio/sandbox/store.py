@@ -1265,7 +1265,8 @@ class SandboxStore:
                 while self._active.get(sn):
                     self._drained.wait(1.0)
                 row = self._q1("SELECT * FROM sessions WHERE n=?", (sn,))
-                assert row is not None
+                if row is None:  # archived or moved meanwhile by another request
+                    raise ClientError("Unable to find the session to archive.", 404)
                 files = self._q("SELECT * FROM session_files WHERE session_n=?", (sn,))
                 try:
                     plan = self._plan_archive(row, files, target, flags)
@@ -1669,8 +1670,8 @@ class SandboxStore:
                 int(row["n"]), target, _Flags(False, False, False), "admin"
             )
         except (ClientError, ServerError) as exc:
-            # 423: another archive of this session is running; leave the data where it is.
-            if exc.status != 423:
+            # 423: another archive of this session is running; 404: it is gone already.
+            if exc.status not in (404, 423):
                 self._da_to_prearchive(int(row["n"]))
             raise
 
