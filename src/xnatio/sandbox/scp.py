@@ -29,6 +29,10 @@ __all__ = ["STATUS_CANNOT_UNDERSTAND", "STATUS_OUT_OF_RESOURCES", "DicomReceiver
 
 log = logging.getLogger(__name__)
 
+# pynetdicom's DUL reactor sleeps this long when idle (its default: 1 ms); shorter cuts the
+# per-instance latency (measured 190 -> 260 instances/s on one association), while zero made
+# associations in one process starve each other (design.md).
+_LOOP_DELAY = 0.0002
 STATUS_SUCCESS = 0x0000
 STATUS_CANNOT_UNDERSTAND = 0xC000  # PS3.4 Annex B: error, cannot understand (XNAT: client error)
 STATUS_OUT_OF_RESOURCES = 0xA700  # PS3.4 Annex B: refused, out of resources (XNAT: anything else)
@@ -133,6 +137,7 @@ def _on_echo(event: Any) -> int:
 
 def _on_open(event: Any) -> None:
     # Answers are small; don't let Nagle hold them back waiting for the sender's ACK.
+    event.assoc.dul._run_loop_delay = _LOOP_DELAY
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
