@@ -1,0 +1,657 @@
+"""Run a named scenario: strategies side by side, repeated, each in its own client process.
+
+For every repeat, every strategy runs once (the order rotates between repeats so that a slow
+moment on a shared machine does not always hit the same strategy). Each run gets fresh servers
+(an empty sandbox, storescp or Orthanc in their own processes, plus the shaping proxy for WAN
+scenarios), a new session label, and a fresh ``python -m bench.client`` process that measures
+time, CPU and peak RSS of the upload alone. After each run the server is asked how many files
+it holds; a run counts only if every file arrived.
+
+The summary per strategy (median, min, max, MB/s, files/s, CPU, peak RSS and the ratio to the
+scenario's reference strategy) goes to ``<results>/<scenario>-<size>.csv``, the summary plus every
+run, the machine and the git commit to ``.json``, and a bar chart to ``.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.servers import (
+    ORTHANC,
+    STORESCP,
+    STORESCU,
+    OrthancProcess,
+    ProxyProcess,
+    SandboxProcess,
+    StorescpProcess,
+    tool_available,
+)
+from bench.strategies import is_known
+
+__all__ = [
+    "SCENARIOS",
+    "SIZES",
+    "Scenario",
+    "ensure_dataset",
+    "format_table",
+    "machine_info",
+    "run_scenario",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO / "bench" / "data"
+DEFAULT_RESULTS = REPO / "bench" / "results"
+
+#: Dataset sizes: (series, instances per series, rows, columns). small/medium/large follow
+#: ``xio synth --size``; ``quick`` is the smoke-test size (90 files, 3 MB).
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "quick": (3, 30, 128, 128),
+    "small": (3, 100, 256, 256),
+    "medium": (10, 300, 256, 256),
+    "large": (30, 500, 320, 256),
+}
+
+#: The default WAN profile: one-way delay (ms) and bytes per second per connection.
+WAN_DELAY_MS = 20.0
+WAN_RATE = 1_000_000.0
+
+_CLIENT_TIMEOUT = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named comparison.
+
+    Attributes
+    ----------
+    name
+        What ``python -m bench`` takes.
+    kind
+        ``rest`` or ``dicom``.
+    server
+        ``sandbox``, ``storescp`` or ``orthanc``.
+    wan
+        Put the shaping proxy (20 ms each way, 1 MB/s per connection) in front of the server.
+    strategies
+        The strategies run by default (see :mod:`bench.strategies`).
+    reference
+        Ratios are each strategy's median divided by this strategy's median.
+    default_size
+        The dataset used without ``--size``.
+    summary
+        One line for the docs and ``--help``.
+    """
+
+    name: str
+    kind: str
+    server: str
+    wan: bool
+    strategies: tuple[str, ...]
+    reference: str
+    default_size: str
+    summary: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "rest-wan",
+            "rest",
+            "sandbox",
+            True,
+            ("xio", "sequential", "archive-first", "gradual"),
+            "xio",
+            "small",
+            "REST import through the WAN proxy: xio vs one request, archive-first, gradual-DICOM",
+        ),
+        Scenario(
+            "rest-loopback",
+            "rest",
+            "sandbox",
+            False,
+            ("xio", "floor"),
+            "floor",
+            "medium",
+            "REST import on loopback: xio vs one pre-built tar in one request (server floor)",
+        ),
+        Scenario(
+            "rest-sweep",
+            "rest",
+            "sandbox",
+            True,
+            ("xio-w1", "xio-w2", "xio-w4", "xio-w8", "xio-w16", "xio-w42"),
+            "xio-w42",
+            "small",
+            "REST import through the WAN proxy: upload workers 1..42 (42 batches)",
+        ),
+        Scenario(
+            "dicom-loopback",
+            "dicom",
+            "storescp",
+            False,
+            ("xio", "storescu", "pynetdicom"),
+            "xio",
+            "medium",
+            "C-STORE to DCMTK storescp (TCP_NODELAY=1): xio vs storescu vs pynetdicom's storescu",
+        ),
+        Scenario(
+            "dicom-orthanc",
+            "dicom",
+            "orthanc",
+            False,
+            ("xio", "storescu", "storescu-x10"),
+            "xio",
+            "medium",
+            "C-STORE to Orthanc (default settings): xio vs one and ten storescu processes",
+        ),
+        Scenario(
+            "dicom-wan",
+            "dicom",
+            "storescp",
+            True,
+            ("xio", "storescu"),
+            "xio",
+            "small",
+            "C-STORE to storescp through the WAN proxy: xio vs one storescu",
+        ),
+    )
+}
+
+
+# -- datasets -------------------------------------------------------------------------------------
+
+
+def ensure_dataset(size: str, root: Path = DEFAULT_DATA) -> tuple[Path, int, int]:
+    """Generate a synthetic session of a named size, or reuse it when already there.
+
+    Parameters
+    ----------
+    size
+        A key of :data:`SIZES`.
+    root
+        Where datasets live (``<root>/<size>``).
+
+    Returns
+    -------
+    tuple
+        ``(folder, file count, total bytes)``.
+    """
+    from xnatio.synth import write_session
+
+    series, instances, rows, columns = SIZES[size]
+    out = root / size
+    marker = root / f"{size}.json"
+    want = {"series": series, "instances": instances, "rows": rows, "columns": columns, "seed": 0}
+    if marker.exists() and out.is_dir():
+        info = json.loads(marker.read_text())
+        if info.get("spec") == want:
+            return out, int(info["files"]), int(info["bytes"])
+    shutil.rmtree(out, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    s = write_session(out, series=series, instances=instances, rows=rows, columns=columns, seed=0)
+    marker.write_text(json.dumps({"spec": want, "files": s.file_count, "bytes": s.total_bytes}))
+    return out, s.file_count, s.total_bytes
+
+
+# -- machine --------------------------------------------------------------------------------------
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe this machine, the software versions and the git commit.
+
+    Returns
+    -------
+    dict
+        ``cores``, ``cpu``, ``ram_gb``, ``os``, ``python``, ``packages``, ``tools``, ``commit``
+        and ``dirty`` (uncommitted changes under ``src/`` or ``bench/``).
+    """
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram_gb = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    packages = {}
+    for name in ("xnatio", "httpx", "pydicom", "pynetdicom", "matplotlib", "psutil"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            packages[name] = importlib.metadata.version(name)
+    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    dirty = _first_line(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "bench"])
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": ram_gb,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": packages,
+        "tools": {
+            "dcmtk": _first_line([STORESCU, "--version"]) if tool_available(STORESCU) else None,
+            "orthanc": _first_line(
+                [shutil.which(ORTHANC, path="/usr/sbin:/usr/bin") or ORTHANC, "--version"]
+            )
+            if tool_available(ORTHANC)
+            else None,
+        },
+        "commit": commit,
+        "dirty": bool(dirty),
+    }
+
+
+# -- one run --------------------------------------------------------------------------------------
+
+
+def unavailable(scenario: Scenario, strategy: str) -> str | None:
+    """Why a strategy cannot run here, or None when it can.
+
+    Parameters
+    ----------
+    scenario
+        The scenario.
+    strategy
+        The strategy's name.
+
+    Returns
+    -------
+    str or None
+        A reason such as ``"storescu is not installed"``.
+    """
+    if scenario.server == "storescp" and not tool_available(STORESCP):
+        return "storescp (DCMTK) is not installed"
+    if scenario.server == "orthanc" and not tool_available(ORTHANC):
+        return "Orthanc is not installed"
+    if scenario.kind == "dicom":
+        if strategy == "xio":
+            try:
+                from xnatio.uploaders.dicom_store import send_dicom_store  # noqa: F401
+            except ImportError as exc:
+                return f"xnatio's send_dicom_store is not available ({exc})"
+        if strategy.startswith("storescu") and not tool_available(STORESCU):
+            return "storescu (DCMTK) is not installed"
+        if strategy == "pynetdicom" and importlib.util.find_spec("pynetdicom") is None:
+            return "pynetdicom is not installed"
+    return None
+
+
+def _count_rest(url: str, project: str, subject: str, session: str) -> int:
+    r = httpx.get(
+        f"{url}/data/projects/{project}/subjects/{subject}/experiments/{session}/scans/ALL/files",
+        params={"format": "json"},
+        auth=("admin", "admin"),
+        timeout=120,
+    )
+    if r.status_code == 404:
+        return 0
+    r.raise_for_status()
+    return len(r.json()["ResultSet"]["Result"])
+
+
+def _one_run(
+    scenario: Scenario, strategy: str, source: Path, expected: int, label: str
+) -> dict[str, Any]:
+    """Fresh servers, one client process, then a server-side count."""
+    with contextlib.ExitStack() as stack:
+        server: SandboxProcess | StorescpProcess | OrthancProcess
+        if scenario.server == "sandbox":
+            server = SandboxProcess()
+        elif scenario.server == "storescp":
+            server = StorescpProcess()
+        else:
+            server = OrthancProcess()
+        stack.enter_context(server)
+        port = server.port
+        if scenario.wan:
+            proxy = ProxyProcess(port, delay_ms=WAN_DELAY_MS, rate=WAN_RATE)
+            stack.enter_context(proxy)
+            port = proxy.port
+        work = Path(tempfile.mkdtemp(prefix="xio-bench-run-"))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.client",
+            scenario.kind,
+            strategy,
+            "--source",
+            str(source),
+            "--session",
+            label,
+            "--workdir",
+            str(work),
+            "--port",
+            str(port),
+        ]
+        if scenario.kind == "rest":
+            cmd += ["--url", f"http://127.0.0.1:{port}"]
+        else:
+            cmd += ["--aet", server.aet]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+        env = {k: v for k, v in env.items() if "proxy" not in k.lower()}  # all traffic is local
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env,
+                timeout=_CLIENT_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"strategy": strategy, "success": False, "error": "client timed out"}
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            tail = proc.stderr.strip()[-400:]
+            return {"strategy": strategy, "success": False, "error": f"client crashed: {tail}"}
+        record: dict[str, Any] = json.loads(lines[-1])
+        # The strategy's own word is not enough: ask the server what it holds.
+        try:
+            if isinstance(server, SandboxProcess):
+                got = _count_rest(server.url, "P1", "S1", label)
+            else:
+                got = _received_when_settled(server, expected)
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            got = -1
+            record["error"] = record.get("error") or f"could not count on the server: {exc}"
+        record["received"] = got
+        if record.get("success") and got != expected:
+            record["success"] = False
+            record["error"] = f"server holds {got} of {expected} files"
+        return record
+
+
+def _received_when_settled(server: StorescpProcess | OrthancProcess, expected: int) -> int:
+    # storescp may still be renaming the last file when storescu returns.
+    got = server.received()
+    deadline = time.monotonic() + 5
+    while got < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        got = server.received()
+    return got
+
+
+# -- summary --------------------------------------------------------------------------------------
+
+
+def summarise(
+    runs: list[dict[str, Any]], strategies: list[str], reference: str, skipped: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One row per strategy from the individual runs.
+
+    Parameters
+    ----------
+    runs
+        Every run's record.
+    strategies
+        Strategy order for the table.
+    reference
+        The strategy the ratio column divides by.
+    skipped
+        Strategies not run, with the reason.
+
+    Returns
+    -------
+    list of dict
+        Rows with ``strategy``, ``runs``, ``ok``, ``median_s``, ``min_s``, ``max_s``, ``mb_s``,
+        ``files_s``, ``cpu_s``, ``cpu_s_per_gb``, ``peak_rss_mb``, ``ratio`` and ``note``.
+    """
+    rows: list[dict[str, Any]] = []
+    for name in strategies:
+        if name in skipped:
+            rows.append({"strategy": name, "runs": 0, "ok": 0, "note": f"skipped: {skipped[name]}"})
+            continue
+        mine = [r for r in runs if r["strategy"] == name]
+        good = [r for r in mine if r.get("success")]
+        row: dict[str, Any] = {"strategy": name, "runs": len(mine), "ok": len(good), "note": ""}
+        if good:
+            times = [float(r["duration"]) for r in good]
+            med = statistics.median(times)
+            nbytes = max(int(r.get("bytes", 0)) for r in good)
+            nfiles = max(int(r.get("files", 0)) for r in good)
+            cpu = statistics.median(float(r["cpu"]) for r in good)
+            row.update(
+                median_s=med,
+                min_s=min(times),
+                max_s=max(times),
+                mb_s=nbytes / med / 1e6 if med else 0.0,
+                files_s=nfiles / med if med else 0.0,
+                cpu_s=cpu,
+                cpu_s_per_gb=cpu / (nbytes / 1e9) if nbytes else 0.0,
+                peak_rss_mb=max(float(r["peak_rss_mb"]) for r in good),
+            )
+        failed = [r for r in mine if not r.get("success")]
+        if failed:
+            row["note"] = f"{len(failed)} failed: {failed[0].get('error')}"[:300]
+        rows.append(row)
+    ref = next((r for r in rows if r["strategy"] == reference and "median_s" in r), None)
+    for row in rows:
+        if ref is not None and "median_s" in row:
+            row["ratio"] = row["median_s"] / ref["median_s"]
+    return rows
+
+
+_COLUMNS = [
+    ("strategy", "strategy", "{}"),
+    ("ok", "ok", "{}"),
+    ("median_s", "median s", "{:.2f}"),
+    ("min_s", "min s", "{:.2f}"),
+    ("max_s", "max s", "{:.2f}"),
+    ("ratio", "x ref", "{:.2f}"),
+    ("mb_s", "MB/s", "{:.1f}"),
+    ("files_s", "files/s", "{:.0f}"),
+    ("cpu_s", "CPU s", "{:.2f}"),
+    ("cpu_s_per_gb", "CPU s/GB", "{:.1f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+]
+
+
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Render summary rows as a plain-text or Markdown table.
+
+    Parameters
+    ----------
+    rows
+        From :func:`summarise`.
+    markdown
+        Markdown pipe table instead of aligned text.
+
+    Returns
+    -------
+    str
+        The table (notes for skipped or failed strategies follow it).
+    """
+    head = [h for _, h, _ in _COLUMNS]
+    body = []
+    for row in rows:
+        cells = []
+        for key, _, fmt in _COLUMNS:
+            value = row.get(key)
+            cells.append("-" if value is None else fmt.format(value))
+        body.append(cells)
+    notes = [f"{r['strategy']}: {r['note']}" for r in rows if r.get("note")]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c) + " |" for c in body]
+    else:
+        widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(head)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+        lines += [
+            "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in body
+        ]
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["summary"] if "median_s" in r]
+    if not rows:
+        return
+    names = [r["strategy"] for r in rows]
+    med = [r["median_s"] for r in rows]
+    lo = [r["median_s"] - r["min_s"] for r in rows]
+    hi = [r["max_s"] - r["median_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(rows) + 1.6))
+    y = list(range(len(rows)))[::-1]
+    colors = ["#1f77b4" if n.startswith("xio") else "#999999" for n in names]
+    ax.barh(y, med, xerr=[lo, hi], color=colors, capsize=3)
+    ax.set_yticks(y, names)
+    ax.set_xlabel("seconds (median, whiskers: min-max)")
+    if max(med) / max(min(med), 1e-9) > 30:
+        ax.set_xscale("log")
+    for yy, r in zip(y, rows, strict=True):
+        label = f" {r['median_s']:.1f} s"
+        if "ratio" in r:
+            label += f"  ({r['ratio']:.2f}x {report['reference']})"
+        ax.text(r["max_s"], yy, label, va="center", fontsize=8)
+    ds = report["dataset"]
+    ax.set_title(
+        f"{report['scenario']} - {report['size']}: {ds['files']} files, {ds['bytes'] / 1e6:.0f} MB,"
+        f" {report['repeat']} repeats",
+        fontsize=10,
+    )
+    ax.margins(x=0.35)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- the scenario ---------------------------------------------------------------------------------
+
+
+def run_scenario(
+    name: str,
+    *,
+    size: str | None = None,
+    repeat: int = 3,
+    strategies: list[str] | None = None,
+    quick: bool = False,
+    results_dir: Path = DEFAULT_RESULTS,
+    data_dir: Path = DEFAULT_DATA,
+    log: Any = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run a scenario and write its results.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`SCENARIOS`.
+    size
+        Dataset size (default: the scenario's; ``quick`` with ``quick``).
+    repeat
+        Runs per strategy (``quick`` makes it 1 unless given otherwise by the caller).
+    strategies
+        Strategies to run instead of the scenario's defaults.
+    quick
+        The smoke-test version: the ``quick`` dataset.
+    results_dir, data_dir
+        Where results and datasets go.
+    log
+        A callable taking one line of progress text (default: stderr).
+    command
+        The command line, recorded with the results.
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy name.
+
+    Returns
+    -------
+    dict
+        The report also written to ``<results_dir>/<name>-<size>.json``.
+    """
+    scenario = SCENARIOS[name]
+    size = size or ("quick" if quick else scenario.default_size)
+    names = strategies or list(scenario.strategies)
+    unknown = [s for s in names if not is_known(scenario.kind, s)]
+    if unknown:
+        raise ValueError(f"unknown {scenario.kind} strategies: {', '.join(unknown)}")
+    say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    source, nfiles, nbytes = ensure_dataset(size, data_dir)
+    say(f"{name}: {size} dataset, {nfiles} files, {nbytes / 1e6:.1f} MB; {repeat} repeats")
+    skipped = {s: why for s in names if (why := unavailable(scenario, s)) is not None}
+    for s, why in skipped.items():
+        say(f"  {s}: not available - {why}")
+    active = [s for s in names if s not in skipped]
+    runs: list[dict[str, Any]] = []
+    started = time.time()
+    for rep in range(repeat):
+        order = active[rep % len(active) :] + active[: rep % len(active)] if active else []
+        for strategy in order:
+            label = f"B{rep + 1}_{strategy}".replace(".", "_")
+            record = _one_run(scenario, strategy, source, nfiles, label)
+            record["repeat"] = rep + 1
+            runs.append(record)
+            status = "ok" if record.get("success") else f"FAILED ({record.get('error')})"
+            say(
+                f"  [{rep + 1}/{repeat}] {strategy:14s} {record.get('duration', 0):8.2f} s  "
+                f"rss {record.get('peak_rss_mb', 0):6.0f} MB  {status}"
+            )
+    reference = scenario.reference if scenario.reference in names else names[0]
+    report: dict[str, Any] = {
+        "scenario": name,
+        "description": scenario.summary,
+        "size": size,
+        "repeat": repeat,
+        "reference": reference,
+        "wan": {"delay_ms": WAN_DELAY_MS, "rate_bytes_per_s": WAN_RATE} if scenario.wan else None,
+        "dataset": {"files": nfiles, "bytes": nbytes, "spec": SIZES[size]},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_s": time.time() - started,
+        "command": command,
+        "machine": machine_info(),
+        "summary": summarise(runs, names, reference, skipped),
+        "runs": runs,
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / f"{name}-{size}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    with stem.with_suffix(".csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        keys = [k for k, _, _ in _COLUMNS] + ["runs", "note"]
+        writer.writerow(keys)
+        for row in report["summary"]:
+            writer.writerow(
+                [
+                    f"{v:.4g}" if isinstance(v := row.get(k), float) else ("" if v is None else v)
+                    for k in keys
+                ]
+            )
+    _plot(report, stem.with_suffix(".png"))
+    return report
