@@ -1,7 +1,15 @@
-"""The two transports: parallel REST import and parallel DICOM C-STORE."""
+"""The transports: parallel REST import, parallel DICOM C-STORE, and resource uploads."""
 
 from __future__ import annotations
 
+from xnatio.uploaders.dicom_store import (
+    DicomStoreCancelled,
+    DicomStoreResult,
+    DicomTls,
+    InstanceOutcome,
+    send_dicom_store,
+)
+from xnatio.uploaders.resources import ResourceUploadResult, upload_resource
 from xnatio.uploaders.rest import (
     BatchOutcome,
     UploadCancelled,
@@ -13,9 +21,16 @@ from xnatio.uploaders.rest import (
 
 __all__ = [
     "BatchOutcome",
+    "DicomStoreCancelled",
+    "DicomStoreResult",
+    "DicomTls",
+    "InstanceOutcome",
+    "ResourceUploadResult",
     "UploadCancelled",
     "UploadPlan",
     "UploadResult",
     "plan_upload",
+    "send_dicom_store",
     "upload_dicom_parallel_rest",
+    "upload_resource",
 ]
