@@ -15,10 +15,11 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from xnatio import naming
+
 __all__ = [
     "DicomHeader",
     "HeaderError",
-    "java_list_hash_base36",
     "read_header",
     "scan_folder_name",
     "template_file_name",
@@ -292,54 +293,17 @@ def read_header(
         return header, buf
 
 
-def java_list_hash_base36(values: list[str]) -> str:
-    """Java's ``List.hashCode()`` of ``values`` as an unsigned 32-bit number in base 36.
-
-    XNAT's default file-name template ends with this hash of ``[SOPClassUID, SOPInstanceUID]``
-    (§4.3). Java hashes strings over UTF-16 code units; UIDs are ASCII so characters suffice.
-    """
-    h = 1
-    for s in values:
-        sh = 0
-        for ch in s:
-            sh = (31 * sh + ord(ch)) & 0xFFFFFFFF
-        h = (31 * h + sh) & 0xFFFFFFFF
-    if h == 0:
-        return "0"
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = []
-    while h:
-        h, r = divmod(h, 36)
-        out.append(digits[r])
-    return "".join(reversed(out))
-
-
-_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]")
-_WORD_RE = re.compile(r"[\w.-]+", re.ASCII)
-
-
 def template_file_name(h: DicomHeader) -> str:
     """XNAT's default stored file name (§4.3): study UID, series and instance numbers, hash."""
-    name = "-".join(
-        [
-            h.study_instance_uid,
-            h.series_number,
-            h.instance_number,
-            java_list_hash_base36([h.sop_class_uid, h.sop_instance_uid]),
-        ]
+    return naming.template_file_name(
+        h.study_instance_uid,
+        h.series_number,
+        h.instance_number,
+        h.sop_class_uid,
+        h.sop_instance_uid,
     )
-    name = _SAFE_NAME_RE.sub("_", name).lstrip(".")
-    return name + ".dcm"
 
 
 def scan_folder_name(h: DicomHeader) -> str:
     """The scan folder (= scan ID) for an object (§3.4 step 8)."""
-    number = h.series_number
-    if number.startswith("+"):
-        number = "_" + number[1:]
-    if number and _WORD_RE.fullmatch(number) and number.strip(".") != "":
-        return number
-    uid = _SAFE_NAME_RE.sub("_", h.series_instance_uid)
-    if uid and uid.strip(".") != "":
-        return uid
-    return "NA"
+    return naming.scan_folder(h.series_number, h.series_instance_uid)
