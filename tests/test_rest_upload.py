@@ -27,6 +27,12 @@ from xnatio.uploaders import UploadResult, upload_dicom_parallel_rest
 SERIES, INSTANCES = 3, 8
 
 
+@pytest.fixture(autouse=True)
+def _journal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep upload journals out of the user's cache folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("src") / "session"

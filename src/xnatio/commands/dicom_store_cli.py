@@ -1,9 +1,17 @@
-"""The C-STORE half of ``xio upload-dicom`` (``--transport dicom-store``)."""
+"""The C-STORE half of ``xio upload-dicom`` (``--transport dicom-store``).
+
+Adds what the transport itself leaves to its caller: a journal of the instances the receiver
+confirmed (written between chunks of the session, so an interrupted send resumes with
+``--resume``), the check of the XNAT session after sending (waiting for XNAT to build it), and
+the per-file report.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,12 +19,36 @@ from urllib.parse import urlsplit
 
 import click
 
+from xnatio.config import XnatConfig
 from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
-from xnatio.uploaders.dicom_store import DicomStoreResult, DicomTls, send_dicom_store
+from xnatio.inventory import DicomFile, Inventory
+from xnatio.journal import Journal, JournalKey
+from xnatio.progress import ProgressCallback, ProgressEvent
+from xnatio.report import dicom_store_rows, write_report
+from xnatio.uploaders.dicom_store import (
+    DicomStoreCancelled,
+    DicomStoreResult,
+    DicomTls,
+    send_dicom_store,
+)
 from xnatio.uploaders.rest import plan_upload
+from xnatio.verify import (
+    VerifyReport,
+    find_prearchive_sessions,
+    is_settling,
+    list_prearchive_files,
+    list_session_files,
+    parse_file_rows,
+    present_names,
+    scan_id_for,
+    stored_name,
+    template_name,
+    verify_session,
+)
+from xnatio.xnat import XnatSession
 
-EXIT_OK, EXIT_PARTIAL = 0, 1
+EXIT_OK, EXIT_PARTIAL, EXIT_CANCELLED = 0, 1, 130
 
 
 def _env(value: str | None, key: str) -> str | None:
@@ -27,6 +59,111 @@ def _result_dict(result: DicomStoreResult) -> dict[str, Any]:
     data = asdict(result)
     data["outcomes"] = [o for o in data.get("outcomes", []) if o.get("status") != 0]
     return data
+
+
+def default_chunk(num_batches: int) -> int:
+    """Instances per journal chunk: large enough that the associations opened per chunk cost
+    little, small enough that an interruption re-sends little."""
+    return max(200, 8 * num_batches)
+
+
+class _Offset:
+    """Turns a chunk's progress events into events for the whole send."""
+
+    def __init__(self, callback: ProgressCallback, total: int, bytes_total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.bytes_total = bytes_total
+        self.done = 0
+        self.bytes_done = 0
+        self.retries = 0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.phase != "uploading":
+            return
+        self.callback(
+            dataclasses.replace(
+                event,
+                current=self.done + event.current,
+                total=self.total,
+                bytes_sent=self.bytes_done + event.bytes_sent,
+                bytes_total=self.bytes_total,
+                retries=self.retries + event.retries,
+            )
+        )
+
+
+def _merge(
+    files: list[DicomFile], parts: list[DicomStoreResult], duration: float
+) -> DicomStoreResult:
+    outcomes = [o for r in parts for o in r.outcomes]
+    sent = sum(r.sent for r in parts)
+    failed = sum(r.failed for r in parts)
+    return DicomStoreResult(
+        success=failed == 0,
+        total_files=len(files),
+        sent=sent,
+        warned=sum(r.warned for r in parts),
+        failed=failed,
+        duration=duration,
+        bytes_sent=sum(r.bytes_sent for r in parts),
+        errors=[e for r in parts for e in r.errors],
+        outcomes=outcomes,
+        associations=sum(r.associations for r in parts),
+    )
+
+
+def _resume_todo(
+    files: list[DicomFile],
+    journal: Journal | None,
+    config: XnatConfig | None,
+    project: str,
+    subject: str,
+    session: str,
+    present: dict[str, str],
+    wait: float,
+    progress: ProgressCallback,
+) -> list[DicomFile]:
+    """What a C-STORE resume sends: what neither the server's listings nor the journal confirm.
+
+    The archive listing is authoritative; a prearchive session is listed where the server allows
+    it. Instances the journal confirmed count as delivered when the server cannot list where
+    they are (still in the prearchive, or a receiver that is not XNAT): re-sending them into the
+    prearchive would replace them anyway.
+
+    A prearchive session that XNAT is still receiving, building or archiving is waited for (up
+    to ``wait`` seconds) first: data sent while it is being archived would start a second
+    session, and the listings are only meaningful once it has settled.
+    """
+    confirmed = journal.state.confirmed if journal is not None else set()
+    archived: set[tuple[str, str]] = set()
+    pre: set[tuple[str, str]] | None = None
+    if config is not None:
+        with XnatSession(config, timeout=300.0) as xnat:
+            _wait_until_settled(xnat, project, session, wait, progress)
+            rows = list_session_files(xnat, project, subject, session)
+            archived = present_names(parse_file_rows(rows)) if rows is not None else set()
+            pre = set()
+            for p in find_prearchive_sessions(xnat, project, session):
+                if p.project != project or p.name != session:
+                    continue
+                listed = list_prearchive_files(xnat, p.url)
+                if listed is None:
+                    pre = None
+                    break
+                pre |= present_names(listed)
+    todo: list[DicomFile] = []
+    for f in files:
+        keys = {(scan_id_for(f), stored_name(f)), (scan_id_for(f), template_name(f))}
+        if keys & archived:
+            present[f.path] = "already in the archived session"
+        elif pre is not None and keys & pre:
+            present[f.path] = "already in the prearchive session"
+        elif pre is None and f.sop_instance_uid in confirmed:
+            present[f.path] = "confirmed by the journal (the receiver answered success)"
+        else:
+            todo.append(f)
+    return todo
 
 
 def run_dicom_store(
@@ -52,6 +189,11 @@ def run_dicom_store(
     dicom_tls_key: Path | None,
     routing_tags: bool,
     verify: bool,
+    wait: float = 600.0,
+    resume: bool = False,
+    journal: Path | bool = True,
+    report_path: Path | None = None,
+    journal_chunk: int | None = None,
     dry_run: bool,
     as_json: bool,
     progress_mode: str,
@@ -82,7 +224,8 @@ def run_dicom_store(
     calling = _env(dicom_calling_aet, "XNAT_DICOM_CALLING_AET") or "XNATIO"
     tls = DicomTls(ca=dicom_tls_ca, cert=dicom_tls_cert, key=dicom_tls_key) if dicom_tls else None
 
-    with ProgressDisplay(progress_mode if not as_json else "none", unit="instances") as display:
+    mode = progress_mode if not as_json or progress_mode != "auto" else "none"
+    with ProgressDisplay(mode, unit="instances") as display:
         plan = plan_upload(
             source,
             project=project,
@@ -92,31 +235,68 @@ def run_dicom_store(
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=display,
         )
+        inventory = plan.inventory
+        files = inventory.files
         if dry_run:
-            plan.inventory.source.close()
-            n = min(num_batches, len(plan.inventory.files))
+            inventory.source.close()
+            n = min(num_batches, len(files))
             summary = {
-                "files": len(plan.inventory.files),
-                "bytes": plan.inventory.total_bytes,
+                "files": len(files),
+                "bytes": inventory.total_bytes,
                 "associations": n,
                 "receiver": f"{called}@{host}:{port_text}",
-                "skipped": [{"path": s.path, "reason": s.reason} for s in plan.inventory.skipped],
+                "skipped": [{"path": s.path, "reason": s.reason} for s in inventory.skipped],
             }
             if as_json:
                 click.echo(json.dumps(summary, indent=2))
             else:
                 click.echo(
-                    f"{summary['files']} DICOM files, {human_bytes(plan.inventory.total_bytes)}, "
+                    f"{summary['files']} DICOM files, {human_bytes(inventory.total_bytes)}, "
                     f"{n} associations to {summary['receiver']}; "
-                    f"{len(plan.inventory.skipped)} files skipped"
+                    f"{len(inventory.skipped)} files skipped"
                 )
-                for s in plan.inventory.skipped[:50]:
+                for s in inventory.skipped[:50]:
                     click.echo(f"  skipped {s.path}: {s.reason}")
                 click.echo("dry run: nothing was sent")
             return EXIT_OK
+        log: Journal | None = None
         try:
-            result = send_dicom_store(
-                inventory=plan.inventory,
+            if journal is not False:
+                target = config.server if config is not None else f"dicom://{host}:{port_text}"
+                key = JournalKey.create(
+                    server=f"{target}#{called}",
+                    project=project,
+                    subject=subject,
+                    session=session,
+                    files=files,
+                    transport="dicom-store",
+                )
+                log = Journal.for_upload(key, None if journal is True else journal)
+            present: dict[str, str] = {}
+            if resume:
+                todo = _resume_todo(
+                    files, log, config, project, subject, session, present, wait, display
+                )
+            elif log is not None and log.state.runs:
+                state = log.state
+                what = "did not finish" if state.unfinished else "completed earlier"
+                raise InputError(
+                    f"an earlier C-STORE send of this source to {project}/{subject}/{session} "
+                    f"{what} (journal {log.path}, {len(state.confirmed)} of {len(files)} "
+                    "instances confirmed); add --resume to send only what is missing, or "
+                    "--no-journal to send everything again"
+                )
+            else:
+                todo = list(files)
+            if log is not None:
+                log.start_run(resume=resume, total=len(files))
+            result, cancelled = _send_chunks(
+                inventory,
+                todo,
+                files,
+                log,
+                chunk=journal_chunk or default_chunk(num_batches),
+                display=display,
                 host=host,
                 port=int(port_text),
                 called_aet=called,
@@ -127,21 +307,157 @@ def run_dicom_store(
                 session=session,
                 routing_tags=routing_tags,
                 tls=tls,
-                progress_callback=display,
             )
+            report: VerifyReport | None = None
+            if verify and config is not None and not cancelled:
+                report = verify_session(
+                    server=config.server,
+                    username=config.username,
+                    password=config.password,
+                    verify_tls=config.verify_tls,
+                    project=project,
+                    subject=subject,
+                    session=session,
+                    inventory=files,
+                    wait=wait,
+                    progress_callback=display,
+                )
+            ok = result.success and (report is None or report.ok)
+            if log is not None and not cancelled:
+                matched = report.comparison.matched if report and report.comparison else 0
+                log.record_done(ok=ok, matched=matched, expected=len(files))
         finally:
-            plan.inventory.source.close()
+            if log is not None:
+                log.close()
+            inventory.source.close()
+    if report_path is not None:
+        write_report(
+            report_path,
+            dicom_store_rows(
+                files,
+                result,
+                skipped=inventory.skipped,
+                present=present,
+                verification=report.comparison if report is not None else None,
+            ),
+        )
     if as_json:
-        click.echo(json.dumps(_result_dict(result), indent=2, default=str))
-    elif not (quiet and result.success):
-        verdict = "OK" if result.success else "INCOMPLETE"
+        data = _result_dict(result)
+        data["already_present"] = len(present)
+        data["nothing_to_send"] = resume and not todo
+        data["journal"] = str(log.path) if log is not None else None
+        data["verification"] = report.to_dict() if report is not None else None
+        data["success"] = ok
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif not (quiet and ok):
+        if resume and not todo:
+            click.echo(f"nothing to send: all {len(files)} instances are already confirmed")
+        elif present:
+            click.echo(f"{len(present)} instances were already delivered and not re-sent")
+        verdict = "OK" if ok else "INCOMPLETE"
         rate = result.bytes_sent / result.duration if result.duration > 0 else 0.0
         click.echo(
-            f"{verdict}: {result.sent} of {result.total_files} instances stored "
+            f"{verdict}: {result.sent} of {len(todo)} instances stored "
             f"({result.warned} with warnings, {result.failed} failed) in {result.duration:.1f} s, "
             f"{human_bytes(rate)}/s"
         )
+        if report is not None:
+            c = report.comparison
+            counted = f"; {c.matched} of {c.expected} instances present exactly once" if c else ""
+            click.echo(f"verified: {report.where}{counted}")
+            for line in report.problems()[:100]:
+                click.echo(f"error: {line}", err=True)
         for err in result.errors[:100]:
             click.echo(f"error: {err}", err=True)
-    del verify  # verification after C-STORE arrives with the verify command (issue 6)
-    return EXIT_OK if result.success else EXIT_PARTIAL
+    if cancelled:
+        click.echo(
+            f"xio: interrupted after {result.sent} instances; run the same command with --resume "
+            "to send the rest",
+            err=True,
+        )
+        return EXIT_CANCELLED
+    return EXIT_OK if ok else EXIT_PARTIAL
+
+
+def _wait_until_settled(
+    xnat: XnatSession, project: str, session: str, wait: float, progress: ProgressCallback
+) -> None:
+    started = time.monotonic()
+    while True:
+        busy = [
+            p
+            for p in find_prearchive_sessions(xnat, project, session)
+            if p.project == project and p.name == session and is_settling(p)
+        ]
+        waited = time.monotonic() - started
+        if not busy or waited >= wait:
+            return
+        progress(
+            ProgressEvent(
+                "verifying",
+                int(waited),
+                int(wait),
+                f"waiting for XNAT to finish with {busy[0].url} (status {busy[0].status}) "
+                "before resuming",
+            )
+        )
+        time.sleep(min(2.0, max(0.05, wait - waited)))
+
+
+def _send_chunks(
+    inventory: Inventory,
+    todo: list[DicomFile],
+    files: list[DicomFile],
+    log: Journal | None,
+    *,
+    chunk: int,
+    display: ProgressCallback,
+    host: str,
+    port: int,
+    called_aet: str,
+    calling_aet: str,
+    num_batches: int,
+    project: str,
+    subject: str,
+    session: str,
+    routing_tags: bool,
+    tls: DicomTls | None,
+) -> tuple[DicomStoreResult, bool]:
+    """Send ``todo`` in chunks, journaling each chunk's confirmed instances (fsync'd)."""
+    parts: list[DicomStoreResult] = []
+    offset = _Offset(display, len(todo), sum(f.size for f in todo))
+    cancelled = False
+    for start in range(0, len(todo), chunk):
+        part_files = todo[start : start + chunk]
+        part_inv = Inventory(source=inventory.source, files=part_files)
+        try:
+            part = send_dicom_store(
+                inventory=part_inv,
+                host=host,
+                port=port,
+                called_aet=called_aet,
+                calling_aet=calling_aet,
+                num_batches=num_batches,
+                project=project,
+                subject=subject,
+                session=session,
+                routing_tags=routing_tags,
+                tls=tls,
+                progress_callback=offset,
+                echo=start == 0,
+                allow_multiple_studies=True,  # checked once for the whole source
+            )
+        except DicomStoreCancelled as exc:
+            part, cancelled = exc.result, True
+        parts.append(part)
+        if log is not None:
+            ok = [o.sop_instance_uid for o in part.outcomes if o.category != "failure"]
+            if ok:
+                log.record_sent(ok, uris=())
+        offset.done += len(part_files)
+        offset.bytes_done += sum(f.size for f in part_files)
+        offset.retries += sum(max(0, o.attempts - 1) for o in part.outcomes)
+        if cancelled:
+            break
+    duration = sum(p.duration for p in parts)
+    return _merge(files, parts, duration), cancelled

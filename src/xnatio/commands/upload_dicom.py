@@ -16,6 +16,7 @@ from xnatio.cli import configure_logging
 from xnatio.config import XnatConfig, resolve_config
 from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
+from xnatio.report import check_report_path, rest_rows, write_report
 from xnatio.uploaders.rest import (
     UploadCancelled,
     UploadPlan,
@@ -114,6 +115,9 @@ def _result_dict(result: UploadResult) -> dict[str, Any]:
         "retries": result.retries,
         "prearchive_uris": result.prearchive_uris,
         "archive_uri": result.archive_uri,
+        "resumed": result.resumed,
+        "nothing_to_send": result.nothing_to_send,
+        "journal": result.journal_path,
         "errors": result.errors,
         "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
         "batches": [asdict(b) for b in result.batches],
@@ -143,7 +147,9 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
         f"{result.batches_succeeded} batches ok, {result.batches_failed} failed, "
         f"{result.retries} retries"
     )
-    if result.already_present:
+    if result.nothing_to_send:
+        click.echo(f"nothing to send: all {result.total_files} instances are already on the server")
+    elif result.already_present:
         click.echo(f"{result.already_present} instances were already on the server and not re-sent")
     if result.skipped:
         click.echo(f"{len(result.skipped)} files skipped (not DICOM or not wanted); see --dry-run")
@@ -231,6 +237,34 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     "--no-routing-tags", is_flag=True, help="C-STORE: do not add Project/Subject/Session."
 )
 @click.option("--no-verify", is_flag=True, help="Skip checking the server's listing afterwards.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="C-STORE: seconds to wait for XNAT to build and archive the session before verifying.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Send only what an interrupted upload did not deliver (journal + server listing).",
+)
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Journal file (default: one per upload under ~/.cache/xnatio/journals).",
+)
+@click.option("--no-journal", is_flag=True, help="Keep no journal (no --resume later).")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write one row per file to FILE (.jsonl or .csv).",
+)
+@click.option("--journal-chunk", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--dry-run", is_flag=True, help="Print the plan and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @click.option(
@@ -275,6 +309,12 @@ def command(
     dicom_tls_key: Path | None,
     no_routing_tags: bool,
     no_verify: bool,
+    wait: float,
+    resume: bool,
+    journal_path: Path | None,
+    no_journal: bool,
+    report_path: Path | None,
+    journal_chunk: int | None,
     dry_run: bool,
     as_json: bool,
     progress_mode: str,
@@ -289,6 +329,11 @@ def command(
     configure_logging(verbose, quiet)
     if quiet and progress_mode == "auto":
         progress_mode = "none"
+    if report_path is not None:
+        check_report_path(report_path)
+    if no_journal and (resume or journal_path is not None):
+        raise InputError("--no-journal cannot be combined with --resume or --journal")
+    journal: Path | bool = False if no_journal else (journal_path or True)
     if transport == "dicom-store":
         from xnatio.commands.dicom_store_cli import run_dicom_store
 
@@ -314,6 +359,11 @@ def command(
             dicom_tls_key=dicom_tls_key,
             routing_tags=not no_routing_tags,
             verify=not no_verify,
+            wait=wait,
+            resume=resume,
+            journal=journal,
+            report_path=report_path,
+            journal_chunk=journal_chunk,
             dry_run=dry_run,
             as_json=as_json,
             progress_mode=progress_mode,
@@ -380,13 +430,19 @@ def command(
                 allow_multiple_studies=allow_multiple_studies,
                 verify=not no_verify,
                 plan=plan,
+                journal=journal,
+                resume=resume,
             )
         except UploadCancelled as exc:
             display.__exit__(None, None, None)
+            if report_path is not None:
+                write_report(report_path, rest_rows(plan.inventory.files, exc.result))
             if as_json:
                 click.echo(json.dumps(_result_dict(exc.result), indent=2))
             click.echo(f"xio: {exc.message}", err=True)
             ctx.exit(130)
+    if report_path is not None:
+        write_report(report_path, rest_rows(plan.inventory.files, result))
     if as_json:
         click.echo(json.dumps(_result_dict(result), indent=2))
     else:

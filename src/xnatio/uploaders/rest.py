@@ -31,11 +31,17 @@ from xnatio.archive import ArchiveError, ArchiveMember, make_body
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError, XnatioError
 from xnatio.inventory import DicomFile, Inventory, SkippedFile, build_inventory
+from xnatio.journal import Journal, JournalKey, JournalState
 from xnatio.plan import Batch, check_inventory, entry_name, plan_batches, validate_label
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.verify import (
     Comparison,
+    PrearchiveSession,
     compare,
+    experiment_path,
+    find_prearchive_sessions,
+    list_prearchive_files,
+    list_session_files,
     parse_file_rows,
     present_names,
     scan_id_for,
@@ -43,6 +49,16 @@ from xnatio.verify import (
     template_name,
 )
 from xnatio.xnat import XnatSession, error_message
+
+__all__ = [
+    "BatchOutcome",
+    "UploadCancelled",
+    "UploadPlan",
+    "UploadResult",
+    "list_session_files",
+    "plan_upload",
+    "upload_dicom_parallel_rest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +117,10 @@ class BatchOutcome:
 class UploadResult:
     """Outcome of :func:`upload_dicom_parallel_rest`.
 
-    ``total_size_mb / duration`` is the throughput the user sees.
+    ``total_size_mb / duration`` is the throughput the user sees. ``sent_batches`` holds the
+    batches of this run (their files), ``present`` the inventory paths not sent because the
+    server already held them (path -> why), ``nothing_to_send`` is True when a re-run found
+    everything in place, and ``journal_path`` names the upload's journal.
     """
 
     success: bool
@@ -120,6 +139,11 @@ class UploadResult:
     prearchive_uris: list[str] = field(default_factory=list)
     archive_uri: str | None = None
     verification: Comparison | None = None
+    sent_batches: list[Batch] = field(default_factory=list)
+    present: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
+    nothing_to_send: bool = False
+    journal_path: str | None = None
 
     @property
     def throughput_mb_s(self) -> float:
@@ -340,6 +364,8 @@ def upload_dicom_parallel_rest(
     verify: bool = True,
     max_attempts: int = 5,
     plan: UploadPlan | None = None,
+    journal: str | Path | bool = True,
+    resume: bool = False,
 ) -> UploadResult:
     """Upload a DICOM session to XNAT through the import service, in parallel batches.
 
@@ -377,6 +403,15 @@ def upload_dicom_parallel_rest(
         Requests per batch before it counts as failed (connection errors, 429, 5xx, timeouts).
     plan
         A plan from :func:`plan_upload` to reuse instead of scanning ``source_dir`` again.
+    journal
+        Keep a journal of the instances confirmed sent: ``True`` (default) in the user's cache
+        folder (:func:`xnatio.journal.default_journal_dir`), a path, or ``False`` for none.
+    resume
+        Send only what is missing after an interrupted upload: the journal narrows the
+        candidates, the server's listings (archive, and the prearchive session left uncommitted)
+        confirm them; the missing batches go into the same prearchive session, which is then
+        committed once (``append`` when part of the session is already archived). A completed
+        upload sends nothing.
 
     Returns
     -------
@@ -404,6 +439,11 @@ def upload_dicom_parallel_rest(
         )
     if upload_workers < 1:
         raise InputError("--upload-workers must be at least 1")
+    if resume and direct_archive:
+        raise InputError(
+            "--resume sends the missing batches into the prearchive session left by the "
+            "interrupted upload; drop --direct-archive"
+        )
     config = XnatConfig(
         server=normalise_server(server), username=username, password=password, verify_tls=verify_tls
     )
@@ -419,11 +459,23 @@ def upload_dicom_parallel_rest(
             progress_callback=progress_callback,
         )
     inventory = plan.inventory
+    log: Journal | None = None
     try:
+        if journal is not False:
+            key = JournalKey.create(
+                server=config.server,
+                project=project,
+                subject=subject,
+                session=session,
+                files=inventory.files,
+            )
+            log = Journal.for_upload(key, None if journal is True else journal)
         with XnatSession(config, timeout=timeout, max_connections=upload_workers + 4) as xnat:
             return _run(
                 xnat,
                 plan,
+                journal=log,
+                resume=resume,
                 project=project,
                 subject=subject,
                 session=session,
@@ -440,33 +492,20 @@ def upload_dicom_parallel_rest(
                 started=started,
             )
     finally:
+        if log is not None:
+            log.close()
         inventory.source.close()
 
 
-def _experiment_path(project: str, subject: str, session: str) -> str:
-    return f"/data/projects/{project}/subjects/{subject}/experiments/{session}"
-
-
-def list_session_files(
-    xnat: XnatSession, project: str, subject: str, session: str
-) -> list[dict[str, str]] | None:
-    """The rows of ``scans/ALL/files`` for a session, or None when the session does not exist."""
-    response = xnat.request(
-        "GET",
-        _experiment_path(project, subject, session) + "/scans/ALL/files",
-        params={"format": "json"},
-    )
-    if response.status_code == 404:
-        return None
-    xnat.check(response, f"listing the files of {project}/{subject}/{session}")
-    rows = response.json()["ResultSet"]["Result"]
-    return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+_experiment_path = experiment_path
 
 
 def _run(
     xnat: XnatSession,
     plan: UploadPlan,
     *,
+    journal: Journal | None,
+    resume: bool,
     project: str,
     subject: str,
     session: str,
@@ -494,36 +533,73 @@ def _run(
     xnat.check(response, f"checking project {project}")
 
     existing = list_session_files(xnat, project, subject, session)
-    already_present = 0
-    if existing is not None:
+    state = journal.state if journal is not None else JournalState()
+    where = f" (journal {journal.path})" if journal is not None else ""
+    present: dict[str, str] = {}
+    adopted: list[PrearchiveSession] = []
+    commit_overwrite = overwrite
+    if resume:
+        study_uids = {f.study_instance_uid for f in files}
+        # The prearchive session an interrupted upload left uncommitted: new batches land in it
+        # anyway (same project, StudyInstanceUID and label), and it must be committed.
+        adopted = [
+            p
+            for p in find_prearchive_sessions(xnat, project, session, study_uids)
+            if p.project == project
+            and p.name == session
+            and p.study_uid in study_uids
+            and p.status.lstrip("_") not in _NOT_INTERRUPTIBLE
+        ]
+        todo = _resume_candidates(xnat, files, existing, adopted, state, present)
+        batches = plan_batches(todo, num_batches) if todo else []
+        if existing is not None and overwrite == "none":
+            commit_overwrite = "append"
+        logger.info(
+            "resuming: %d of %d instances are confirmed on the server; sending %d",
+            len(present),
+            len(files),
+            len(todo),
+        )
+    elif state.unfinished and overwrite == "none":
+        raise InputError(
+            f"an earlier upload of this source to {project}/{subject}/{session} did not finish"
+            f"{where}, {len(state.confirmed)} of {len(files)} instances confirmed; run the same "
+            "command with --resume to send only what is missing"
+        )
+    elif existing is not None:
         if direct_archive:
             raise InputError(
                 f"session {session} already exists in {project}; Direct-Archive only works for new "
                 "sessions: drop --direct-archive and use --overwrite append or delete"
             )
         if overwrite == "none":
+            earlier = " and this upload completed earlier" if state.complete else ""
             raise InputError(
-                f"session {session} already exists in {project}; use --overwrite append to add the "
-                "missing instances or --overwrite delete to replace files"
+                f"session {session} already exists in {project}{earlier}; use --resume to check it "
+                "and send anything missing, --overwrite append to add the missing instances or "
+                "--overwrite delete to replace files"
             )
         if overwrite == "append":
             have = present_names(parse_file_rows(existing))
-            todo = [
-                f
-                for f in files
-                if (scan_id_for(f), stored_name(f)) not in have
-                and (scan_id_for(f), template_name(f)) not in have
-            ]
-            already_present = len(files) - len(todo)
-            if already_present:
+            todo = []
+            for f in files:
+                if (scan_id_for(f), stored_name(f)) in have or (
+                    scan_id_for(f),
+                    template_name(f),
+                ) in have:
+                    present[f.path] = "already in the archived session"
+                else:
+                    todo.append(f)
+            if present:
                 logger.info(
-                    "%d instances are already in the session; not sending them", already_present
+                    "%d instances are already in the session; not sending them", len(present)
                 )
             batches = plan_batches(todo, num_batches) if todo else []
         else:
             batches = plan.batches
     else:
         batches = plan.batches
+    already_present = len(present)
 
     result = UploadResult(
         success=False,
@@ -532,13 +608,19 @@ def _run(
         duration=0.0,
         skipped=list(inventory.skipped),
         already_present=already_present,
+        present=present,
+        resumed=resume,
+        journal_path=str(journal.path) if journal is not None else None,
     )
+    if journal is not None:
+        journal.start_run(resume=resume, total=len(files))
     if import_handler == "gradual-DICOM":
         # One request per instance: every file is its own batch.
         batches = [
             Batch(index=i, files=(f,)) for i, f in enumerate(f for b in batches for f in b.files)
         ]
 
+    result.sent_batches = list(batches)
     progress = _Progress(progress_callback, len(batches), 0)
     bodies = [
         _make_body(
@@ -564,6 +646,8 @@ def _run(
         max_attempts=max_attempts,
         timeout=timeout,
     )
+    if journal is not None:
+        send = functools.partial(_send_and_record, send, journal)
     if batches:
         progress.emit("starting")
         pool = cf.ThreadPoolExecutor(
@@ -590,7 +674,7 @@ def _run(
             raise UploadCancelled(
                 f"interrupted: {sent} of {len(files)} instances were sent in "
                 f"{result.batches_succeeded} complete batches; nothing was committed. "
-                "Run the same command again with --overwrite append to send the rest",
+                "Run the same command again with --resume to send the rest",
                 result,
             ) from None
         pool.shutdown(wait=True)
@@ -602,19 +686,22 @@ def _run(
             result.errors.append(f"batch {o.index + 1} ({o.files} files): {o.error}")
 
     session_uris: list[str] = []
-    for o in outcomes:
-        for uri in o.uris:
-            if uri not in session_uris:
-                session_uris.append(uri)
+    for uri in [u for o in outcomes for u in o.uris] + [p.url for p in adopted]:
+        if uri not in session_uris:
+            session_uris.append(uri)
     result.prearchive_uris = session_uris
+    if resume and not batches and not adopted and existing is not None:
+        result.nothing_to_send = True
 
     if session_uris:
         emit(progress_callback, ProgressEvent("committing", 0, len(session_uris), "archiving"))
         for uri in session_uris:
             try:
                 result.archive_uri = _commit(
-                    xnat, uri, project, subject, session, overwrite, direct_archive
+                    xnat, uri, project, subject, session, commit_overwrite, direct_archive
                 )
+                if journal is not None:
+                    journal.record_commit(result.archive_uri)
             except ServerResponseError as exc:
                 result.errors.append(f"commit of {uri} failed: {exc.message}")
         emit(
@@ -642,11 +729,86 @@ def _run(
 
     result.duration = time.monotonic() - started
     result.success = not result.errors
+    if journal is not None:
+        journal.record_done(
+            ok=result.success,
+            matched=result.verification.matched if result.verification is not None else 0,
+            expected=len(files),
+        )
     emit(
         progress_callback,
         ProgressEvent("done", len(files), len(files), "done", bytes_sent=result.bytes_sent),
     )
     return result
+
+
+# Prearchive states in which new data starts a new session row (§3.4 step 6).
+_NOT_INTERRUPTIBLE = frozenset(
+    {
+        "ARCHIVING",
+        "QUEUED_ARCHIVING",
+        "MOVING",
+        "QUEUED_MOVING",
+        "DELETING",
+        "QUEUED_DELETING",
+        "SEPARATING",
+        "QUEUED_SEPARATING",
+    }
+)
+
+
+def _resume_candidates(
+    xnat: XnatSession,
+    files: Sequence[DicomFile],
+    existing: list[dict[str, str]] | None,
+    adopted: Sequence[PrearchiveSession],
+    state: JournalState,
+    present: dict[str, str],
+) -> list[DicomFile]:
+    """The instances a resume must send; fills ``present`` with those it need not send.
+
+    The archive listing is authoritative. The prearchive session is listed when the server
+    offers a prearchive file listing; otherwise an instance the journal confirmed counts as
+    present when the prearchive session it was sent into is still there (re-sending would only
+    replace it, so trusting the journal saves time without risking a duplicate, and the
+    verification after the commit catches anything lost).
+    """
+    archived = present_names(parse_file_rows(existing)) if existing is not None else set()
+    pre_names: set[tuple[str, str]] | None = set()
+    for p in adopted:
+        listed = list_prearchive_files(xnat, p.url)
+        if listed is None:
+            pre_names = None
+            break
+        assert pre_names is not None
+        pre_names |= present_names(listed)
+    todo: list[DicomFile] = []
+    for f in files:
+        keys = {(scan_id_for(f), stored_name(f)), (scan_id_for(f), template_name(f))}
+        if keys & archived:
+            present[f.path] = "already in the archived session"
+        elif pre_names is not None and adopted and keys & pre_names:
+            present[f.path] = "already in the uncommitted prearchive session"
+        elif pre_names is None and f.sop_instance_uid in state.confirmed:
+            present[f.path] = "confirmed by the journal, in the uncommitted prearchive session"
+        else:
+            todo.append(f)
+    return todo
+
+
+def _send_and_record(
+    send: Callable[[Batch, tuple[str, int, object]], BatchOutcome],
+    journal: Journal,
+    batch: Batch,
+    body: tuple[str, int, object],
+) -> BatchOutcome:
+    """Send a batch and, once the server confirmed it, journal its instances."""
+    outcome = send(batch, body)
+    if outcome.success:
+        journal.record_sent(
+            [f.sop_instance_uid for f in batch.files], batch=batch.index, uris=outcome.uris
+        )
+    return outcome
 
 
 def _tally(result: UploadResult, progress: _Progress) -> None:

@@ -1,0 +1,122 @@
+"""``xio verify PROJECT SUBJECT SESSION SOURCE``: does the server hold exactly our instances?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from xnatio.cli import configure_logging
+from xnatio.display import ProgressDisplay
+from xnatio.verify import VerifyReport, verify_session
+
+EXIT_OK, EXIT_MISMATCH = 0, 1
+
+
+def _print(report: VerifyReport, quiet: bool) -> None:
+    if quiet and report.ok:
+        return
+    click.echo(("OK: " if report.ok else "MISMATCH: ") + report.where)
+    c = report.comparison
+    if c is not None:
+        click.echo(
+            f"{c.matched} of {c.expected} instances present exactly once in their scan; "
+            f"{len(c.missing)} missing, {len(c.duplicated)} duplicated, "
+            f"{len(c.misplaced)} misplaced, {len(c.extra)} extra files"
+        )
+        for scan, (expected, found) in c.per_scan.items():
+            mark = "" if expected == found else "  <-- differs"
+            click.echo(f"  scan {scan}: {expected} expected, {found} on the server{mark}")
+    for line in report.problems()[:100]:
+        click.echo(f"error: {line}", err=True)
+    if len(report.problems()) > 100:
+        click.echo(f"... and {len(report.problems()) - 100} more (see --json)", err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("project")
+@click.argument("subject")
+@click.argument("session")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for the session to appear and settle (C-STORE sessions).",
+)
+@click.option("--server", help="XNAT URL (or XNAT_SERVER).")
+@click.option("--user", help="XNAT username (or XNAT_USERNAME).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env.")
+@click.option("--json", "as_json", is_flag=True, help="The full comparison as JSON on stdout.")
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(["auto", "bar", "json", "none"]),
+    default="auto",
+    show_default=True,
+    help="Progress display on stderr while waiting.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    project: str,
+    subject: str,
+    session: str,
+    source: Path,
+    wait: float,
+    server: str | None,
+    user: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    env_name: str | None,
+    as_json: bool,
+    progress_mode: str,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Compare PROJECT/SUBJECT/SESSION on the server with the DICOM files in SOURCE.
+
+    Checks per scan the instance counts and the exact set of instances, and reports missing,
+    duplicated, misplaced and extra files, and where the session is (archived, still in the
+    prearchive, under another label, or absent). Exit codes: 0 everything matches, 1 it does
+    not, 2 usage or input error, 3 authentication or connection failure.
+    """
+    from xnatio.commands.upload_dicom import load_config
+
+    configure_logging(verbose, quiet)
+    config = load_config(
+        server=server,
+        user=user,
+        password_stdin=password_stdin,
+        insecure=insecure,
+        env_name=env_name,
+        required=True,
+    )
+    assert config is not None
+    if quiet and progress_mode == "auto":
+        progress_mode = "none"
+    mode = progress_mode if not as_json or progress_mode != "auto" else "none"
+    with ProgressDisplay(mode, unit="seconds") as display:
+        report = verify_session(
+            server=config.server,
+            username=config.username,
+            password=config.password,
+            verify_tls=config.verify_tls,
+            project=project,
+            subject=subject,
+            session=session,
+            source_dir=source,
+            wait=wait,
+            progress_callback=display,
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print(report, quiet)
+    ctx.exit(EXIT_OK if report.ok else EXIT_MISMATCH)

@@ -1,0 +1,296 @@
+"""Upload journals: what was confirmed sent, so an interrupted upload resumes without re-sending.
+
+A journal is an append-only JSON-lines file, one per upload, keyed by the server, the target
+labels and a digest of the source inventory (paths, sizes, SOP Instance UIDs). The first line is a
+header holding the key; later lines record runs, instances confirmed by the server (a REST batch
+answered 200 with the expected session URI, or a C-STORE success status), commits and the end of
+a run. Each record is flushed and fsync'd when written, so after a crash, a Ctrl-C or a power
+loss the file holds everything that was confirmed up to the last batch boundary. A torn last line
+(the process died mid-write) is ignored when read and cut off before the next append.
+
+The journal only narrows the candidates: a resume still asks the server what it holds, and sends
+whatever the server cannot confirm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from xnatio.errors import InputError
+from xnatio.inventory import DicomFile
+
+__all__ = [
+    "Journal",
+    "JournalKey",
+    "JournalState",
+    "default_journal_dir",
+    "inventory_digest",
+    "read_journal",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def default_journal_dir() -> Path:
+    """``$XDG_CACHE_HOME/xnatio/journals``, or ``~/.cache/xnatio/journals``."""
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "xnatio" / "journals"
+
+
+def inventory_digest(files: Iterable[DicomFile]) -> str:
+    """SHA-256 over the sorted (path, size, SOP Instance UID) of every instance."""
+    h = hashlib.sha256()
+    for path, size, uid in sorted((f.path, f.size, f.sop_instance_uid) for f in files):
+        h.update(f"{path}\0{size}\0{uid}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _public_server(server: str) -> str:
+    """The server URL without any user information (never store credentials)."""
+    parts = urlsplit(server)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class JournalKey:
+    """What identifies one upload.
+
+    Attributes
+    ----------
+    server
+        The XNAT URL (for C-STORE without a server: ``dicom://host:port/AET``).
+    project, subject, session
+        Target labels.
+    inventory
+        :func:`inventory_digest` of the source.
+    transport
+        ``rest`` or ``dicom-store``.
+    """
+
+    server: str
+    project: str
+    subject: str
+    session: str
+    inventory: str
+    transport: str = "rest"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        server: str,
+        project: str,
+        subject: str,
+        session: str,
+        files: Sequence[DicomFile],
+        transport: str = "rest",
+    ) -> JournalKey:
+        """Build a key from the target and the inventory's files."""
+        return cls(
+            _public_server(server), project, subject, session, inventory_digest(files), transport
+        )
+
+    def file_name(self) -> str:
+        """A stable file name for this key in the journal folder."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        return f"{self.project}-{self.session}-{digest}.jsonl"
+
+
+@dataclass
+class JournalState:
+    """What a journal file says.
+
+    Attributes
+    ----------
+    key
+        The header's key, or None for an empty or missing file.
+    confirmed
+        SOP Instance UIDs confirmed sent in any run.
+    session_uris
+        Prearchive (or Direct-Archive) session URIs named by the server, in order.
+    committed
+        Archive URIs returned by commits.
+    runs
+        Runs started.
+    complete
+        True when the last run ended with every instance verified on the server.
+    torn
+        True when a torn last line was ignored.
+    """
+
+    key: JournalKey | None = None
+    confirmed: set[str] = field(default_factory=set)
+    session_uris: list[str] = field(default_factory=list)
+    committed: list[str] = field(default_factory=list)
+    runs: int = 0
+    complete: bool = False
+    torn: bool = False
+
+    @property
+    def unfinished(self) -> bool:
+        """A run started and did not end verified."""
+        return self.runs > 0 and not self.complete
+
+
+def read_journal(path: Path) -> tuple[JournalState, int]:
+    """Read a journal; return its state and the byte length of its intact part.
+
+    Lines that do not parse (a torn last line) are ignored.
+    """
+    state = JournalState()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return state, 0
+    good = 0
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            state.torn = True  # no newline: the process died mid-write
+            break
+        line = data[pos:end]
+        pos = end + 1
+        try:
+            record = json.loads(line)
+        except ValueError:
+            state.torn = True
+            break
+        if not isinstance(record, dict):
+            state.torn = True
+            break
+        _apply(state, record)
+        good = pos
+    return state, good
+
+
+def _apply(state: JournalState, record: dict[str, Any]) -> None:
+    kind = record.get("type")
+    if kind == "header":
+        key = record.get("key") or {}
+        known = JournalKey.__dataclass_fields__
+        state.key = JournalKey(**{k: str(v) for k, v in key.items() if k in known})
+    elif kind == "run":
+        state.runs += 1
+        state.complete = False
+    elif kind == "sent":
+        state.confirmed.update(str(u) for u in record.get("sop", []))
+        for uri in record.get("uris", []):
+            if uri not in state.session_uris:
+                state.session_uris.append(str(uri))
+    elif kind == "commit":
+        state.committed.append(str(record.get("uri", "")))
+    elif kind == "done":
+        state.complete = bool(record.get("ok"))
+
+
+class Journal:
+    """An open journal file for one upload (thread-safe appends).
+
+    Parameters
+    ----------
+    path
+        The journal file; created with its folder if needed.
+    key
+        The upload's key. An existing file with another key is refused.
+
+    Raises
+    ------
+    InputError
+        The file belongs to another upload, or cannot be written.
+    """
+
+    def __init__(self, path: Path, key: JournalKey) -> None:
+        self.path = path
+        self.key = key
+        self._lock = threading.Lock()
+        self.state, good = read_journal(path)
+        if self.state.key is not None and self.state.key != key:
+            raise InputError(
+                f"journal {path} belongs to another upload ({self.state.key.project}/"
+                f"{self.state.key.subject}/{self.state.key.session} on {self.state.key.server}, "
+                "or a different source); choose another --journal path"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115
+            if self.state.torn:
+                logger.info("journal %s: ignoring a torn last record", path)
+            # Drop a torn tail so the next record starts on a line of its own.
+            self._fh.truncate(good)
+            self._fh.seek(good)
+        except OSError as exc:
+            raise InputError(f"cannot write the journal {path}: {exc}") from exc
+        if self.state.key is None:
+            self._write({"type": "header", "version": FORMAT_VERSION, "key": asdict(key)})
+
+    @classmethod
+    def for_upload(cls, key: JournalKey, path: str | Path | None = None) -> Journal:
+        """Open the journal at ``path``, or the default one for ``key`` in the cache folder."""
+        target = Path(path) if path is not None else default_journal_dir() / key.file_name()
+        return cls(target.expanduser(), key)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record.setdefault("time", round(time.time(), 3))
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._fh.write(line.encode())
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            _apply(self.state, record)
+
+    def start_run(self, *, resume: bool, total: int) -> None:
+        """Record the start of a run."""
+        self._write({"type": "run", "resume": resume, "files": total, "pid": os.getpid()})
+
+    def record_sent(
+        self,
+        uids: Sequence[str],
+        *,
+        batch: int | None = None,
+        association: int | None = None,
+        uris: Sequence[str] = (),
+    ) -> None:
+        """Record instances the server confirmed, with the session URIs it named."""
+        record: dict[str, Any] = {"type": "sent", "sop": list(uids), "uris": list(uris)}
+        if batch is not None:
+            record["batch"] = batch
+        if association is not None:
+            record["association"] = association
+        self._write(record)
+
+    def record_commit(self, uri: str) -> None:
+        """Record a commit (archive) of the session."""
+        self._write({"type": "commit", "uri": uri})
+
+    def record_done(self, *, ok: bool, matched: int, expected: int) -> None:
+        """Record the end of a run; ``ok`` means every instance was verified on the server."""
+        self._write({"type": "done", "ok": ok, "matched": matched, "expected": expected})
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._fh.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
