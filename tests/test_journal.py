@@ -1,0 +1,91 @@
+"""The journal file: append-only records, torn last line ignored, keys checked, no secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xnatio.errors import InputError
+from xnatio.inventory import DicomFile
+from xnatio.journal import Journal, JournalKey, default_journal_dir, read_journal
+
+
+def fake_files(n: int) -> list[DicomFile]:
+    return [
+        DicomFile(
+            path=f"s/IM{i}.dcm",
+            size=100 + i,
+            sop_instance_uid=f"1.2.3.{i}",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.0",
+            series_number="1",
+            instance_number=str(i),
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            modality="MR",
+        )
+        for i in range(n)
+    ]
+
+
+def key(
+    files: list[DicomFile], server: str = "https://user:secret@xnat.example:8443/"
+) -> JournalKey:
+    return JournalKey.create(server=server, project="P", subject="S", session="E", files=files)
+
+
+def test_records_and_torn_last_line(tmp_path: Path) -> None:
+    files = fake_files(4)
+    path = tmp_path / "j.jsonl"
+    with Journal(path, key(files)) as j:
+        j.start_run(resume=False, total=4)
+        j.record_sent(["1.2.3.0", "1.2.3.1"], batch=0, uris=["/data/prearchive/projects/P/1/E"])
+    # The process dies in the middle of the next record.
+    with open(path, "ab") as fh:
+        fh.write(b'{"type":"sent","sop":["1.2.3.2"')
+    state, good = read_journal(path)
+    assert state.torn and good < path.stat().st_size
+    assert state.confirmed == {"1.2.3.0", "1.2.3.1"}
+    assert state.unfinished and not state.complete
+    assert state.session_uris == ["/data/prearchive/projects/P/1/E"]
+
+    # Reopening cuts the torn tail; new records start on a line of their own.
+    with Journal(path, key(files)) as j:
+        assert j.state.confirmed == {"1.2.3.0", "1.2.3.1"}
+        j.start_run(resume=True, total=4)
+        j.record_sent(["1.2.3.2", "1.2.3.3"], batch=1)
+        j.record_done(ok=True, matched=4, expected=4)
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    state, _ = read_journal(path)
+    assert state.complete and not state.torn and state.runs == 2
+    assert len(state.confirmed) == 4
+    # No credentials from the server URL.
+    assert "secret" not in path.read_text() and "user" not in path.read_text()
+
+
+def test_key_depends_on_inventory_and_target(tmp_path: Path) -> None:
+    files = fake_files(3)
+    k = key(files)
+    assert k.server == "https://xnat.example:8443"
+    assert key(fake_files(4)).inventory != k.inventory
+    assert key(files).file_name() == k.file_name()
+    other = JournalKey.create(server=k.server, project="P", subject="S", session="E2", files=files)
+    assert other.file_name() != k.file_name()
+    path = tmp_path / "j.jsonl"
+    Journal(path, k).close()
+    with pytest.raises(InputError, match="belongs to another upload"):
+        Journal(path, other)
+
+
+def test_default_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_journal_dir() == tmp_path / "xnatio" / "journals"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert default_journal_dir() == Path.home() / ".cache" / "xnatio" / "journals"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    k = key(fake_files(1))
+    with Journal.for_upload(k) as j:
+        assert j.path.parent == tmp_path / "xnatio" / "journals"
