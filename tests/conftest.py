@@ -49,3 +49,11 @@ def make_sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
 def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
     """A running sandbox: project ``P1``, user admin/admin, HTTP only, short timers."""
     return make_sandbox()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads keep journals in the user's cache folder: give every test its own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))

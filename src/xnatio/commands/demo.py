@@ -24,8 +24,8 @@ from xnatio.inventory import build_inventory
 from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.synth import PRESETS, write_session
 from xnatio.uploaders.dicom_store import send_dicom_store
-from xnatio.uploaders.rest import list_session_files, upload_dicom_parallel_rest
-from xnatio.verify import compare, parse_file_rows
+from xnatio.uploaders.rest import upload_dicom_parallel_rest
+from xnatio.verify import compare, list_session_files, parse_file_rows
 from xnatio.xnat import XnatSession
 
 PROJECT = "DEMO"
