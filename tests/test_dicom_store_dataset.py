@@ -22,6 +22,7 @@ from pydicom.uid import (
 
 from xnatio.dimse_dataset import (
     DatasetParseError,
+    dataset_chunks,
     iter_chunks,
     open_dataset,
     splice_patient_comments,
@@ -244,3 +245,30 @@ def test_truncated_header_is_a_parse_error() -> None:
     fh = io.BytesIO(data[:200])
     with pytest.raises(DatasetParseError):
         splice_patient_comments(fh, open_dataset(fh), COMMENT)
+
+
+@pytest.mark.parametrize(
+    ("name", "syntax"),
+    [
+        ("no_meta.dcm", ImplicitVRLittleEndian),
+        ("ExplVR_LitEndNoMeta.dcm", ExplicitVRLittleEndian),
+        ("ExplVR_BigEndNoMeta.dcm", ExplicitVRBigEndian),
+    ],
+)
+def test_files_without_meta_are_recognised_by_their_bytes(name: str, syntax: str) -> None:
+    with _bundled(name).open("rb") as fh:
+        head = open_dataset(fh)
+    assert (head.offset, head.transfer_syntax_uid) == (0, syntax)
+
+
+@pytest.mark.parametrize("comment", [None, COMMENT])
+def test_odd_deflated_stream_gets_its_pad_byte(comment: str | None) -> None:
+    data = _bundled("image_dfl.dcm").read_bytes()
+    head = open_dataset(io.BytesIO(data))
+    assert (len(data) - head.offset) % 2 == 1  # the bundled file is odd: the case under test
+    sent = b"".join(dataset_chunks(io.BytesIO(data), comment))
+    assert len(sent) % 2 == 0
+    if comment is None:
+        assert sent == data[head.offset :] + b"\x00"
+    after = _rebuild(data, head.offset, sent)
+    assert after.get("PatientComments") == comment

@@ -198,7 +198,7 @@ class Association:
         self._message_id = 0
         self._closed = False
         limit = max_pdu if max_pdu > 0 else _UNLIMITED_PDU
-        self._fragment = limit - 6  # PDV item length (4) + context ID + control header
+        self._fragment = (limit - 6) & ~1  # PDV item length (4) + context ID + control header
 
     @classmethod
     def open(
@@ -309,7 +309,8 @@ class Association:
             res = answered.get(cid, ContextResult(cid, abstract, transfer, 2))
             self.contexts[(abstract, transfer)] = res
         limit = self.max_pdu if self.max_pdu > 0 else _UNLIMITED_PDU
-        self._fragment = max(limit, 64) - 6
+        # PDV fragments must have an even length (PS3.8 annex E.2).
+        self._fragment = (max(limit, 64) - 6) & ~1
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import BinaryIO
 __all__ = [
     "DatasetHead",
     "DatasetParseError",
+    "dataset_chunks",
     "open_dataset",
     "splice_patient_comments",
 ]
@@ -105,7 +106,7 @@ def open_dataset(stream: BinaryIO) -> DatasetHead:
     elif head[:2] == b"\x02\x00" and head[4:6].isalpha():
         pos = 0  # meta group without a preamble
     else:
-        return DatasetHead(IMPLICIT_VR_LITTLE_ENDIAN, 0, head)
+        return DatasetHead(_sniff(head), 0, head)
     transfer_syntax = ""
     # The meta group is always explicit VR little endian (PS3.10 section 7.1).
     while True:
@@ -135,6 +136,19 @@ def open_dataset(stream: BinaryIO) -> DatasetHead:
             )
         pos = start + length
     return DatasetHead(transfer_syntax or IMPLICIT_VR_LITTLE_ENDIAN, pos, head)
+
+
+def _sniff(head: bytes) -> str:
+    """The encoding of a data set that has no file meta group, guessed from its first element."""
+    if len(head) < 8:
+        return IMPLICIT_VR_LITTLE_ENDIAN
+    vr = head[4:6]
+    if not (vr.isalpha() and vr.isupper()):
+        return IMPLICIT_VR_LITTLE_ENDIAN
+    # Groups are small numbers (0x0008 first, usually): the byte order that reads smaller wins.
+    (little,) = struct.unpack_from("<H", head, 0)
+    (big,) = struct.unpack_from(">H", head, 0)
+    return EXPLICIT_VR_LITTLE_ENDIAN if little <= big else EXPLICIT_VR_BIG_ENDIAN
 
 
 class _Walker:
@@ -276,7 +290,9 @@ def splice_patient_comments(
     if ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         raw = head.head[head.offset :] + stream.read()
         try:
-            inflated = zlib.decompress(raw, -15)
+            # decompressobj tolerates the trailing NUL pad byte after the deflate stream.
+            inflater = zlib.decompressobj(-15)
+            inflated = inflater.decompress(raw) + inflater.flush()
         except zlib.error as exc:
             raise DatasetParseError(f"cannot inflate deflated data set: {exc}") from exc
         try:
@@ -303,6 +319,30 @@ def splice_patient_comments(
         except struct.error as exc:
             raise DatasetParseError(str(exc)) from exc
     return prefix + buf[used:], iter_chunks(stream)
+
+
+def dataset_chunks(stream: BinaryIO, comment: str | None) -> Iterator[bytes]:
+    """The data set of the file in ``stream`` as it goes on the wire, in chunks.
+
+    The file's own bytes after the meta group, with Patient Comments set to ``comment`` unless it
+    is ``None``. A deflated data set of odd length gets the single trailing NUL byte that
+    PS3.5 annex A.5 asks for, because receivers refuse odd-length fragments.
+    """
+    head = open_dataset(stream)
+    if comment is not None:
+        first, rest = splice_patient_comments(stream, head, comment)
+    else:
+        first, rest = head.head[head.offset :], iter_chunks(stream)
+    if head.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        yield first
+        yield from rest
+        return
+    total = 0
+    for chunk in (first, *rest):
+        total += len(chunk)
+        yield chunk
+    if total % 2:
+        yield b"\x00"
 
 
 def iter_chunks(stream: BinaryIO, size: int = _CHUNK) -> Iterator[bytes]:

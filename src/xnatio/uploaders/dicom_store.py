@@ -34,9 +34,8 @@ from xnatio.dimse_client import (
 from xnatio.dimse_dataset import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     DatasetParseError,
-    iter_chunks,
+    dataset_chunks,
     open_dataset,
-    splice_patient_comments,
 )
 from xnatio.errors import ConnectionFailedError, InputError, XnatioError
 from xnatio.inventory import DicomFile, Inventory, build_inventory
@@ -370,14 +369,18 @@ class _Config:
 def _dataset_chunks(inventory: Inventory, f: DicomFile, comment: str | None) -> Iterator[bytes]:
     """The data set bytes of ``f`` as sent: the file's own bytes, routing comment spliced in."""
     with inventory.source.open(f.path) as stream:
-        head = open_dataset(stream)
-        if comment is not None:
-            first, rest = splice_patient_comments(stream, head, comment)
-            yield first
-            yield from rest
-        else:
-            yield head.head[head.offset :]
-            yield from iter_chunks(stream)
+        yield from dataset_chunks(stream, comment)
+
+
+def _syntax(inventory: Inventory, f: DicomFile) -> str:
+    """The transfer syntax of ``f``; files without a meta group are recognised by their bytes."""
+    if f.transfer_syntax_uid:
+        return f.transfer_syntax_uid
+    try:
+        with inventory.source.open(f.path) as stream:
+            return open_dataset(stream).transfer_syntax_uid
+    except (OSError, DatasetParseError):
+        return IMPLICIT_VR_LITTLE_ENDIAN
 
 
 _REFUSED = "not sent: the receiver refused"
@@ -386,10 +389,6 @@ _REFUSED = "not sent: the receiver refused"
 def _uid_name(uid: str) -> str:
     name = UID(uid).name
     return uid if name == uid else f"{name} ({uid})"
-
-
-def _pair(f: DicomFile) -> tuple[str, str]:
-    return (f.sop_class_uid, f.transfer_syntax_uid or IMPLICIT_VR_LITTLE_ENDIAN)
 
 
 def _describe(exc: BaseException) -> str:
@@ -603,11 +602,11 @@ def _echo(cfg: _Config) -> None:
         assoc.release()
 
 
-def _context_groups(files: list[DicomFile]) -> list[list[tuple[str, str]]]:
+def _context_groups(pairs_of: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     """Split the (SOP Class, Transfer Syntax) pairs into groups of at most 128."""
     counts: dict[tuple[str, str], int] = {}
-    for f in files:
-        counts[_pair(f)] = counts.get(_pair(f), 0) + 1
+    for pair in pairs_of:
+        counts[pair] = counts.get(pair, 0) + 1
     pairs = sorted(counts, key=lambda p: (-counts[p], p))
     return [pairs[i : i + _MAX_CONTEXTS] for i in range(0, len(pairs), _MAX_CONTEXTS)]
 
@@ -778,8 +777,9 @@ def _send(
     if echo:
         _echo(cfg)
 
-    groups = _context_groups(files)
-    group_of = {pair: g for g, pairs in enumerate(groups) for pair in pairs}
+    pairs = [(f.sop_class_uid, _syntax(inventory, f)) for f in files]
+    groups = _context_groups(pairs)
+    group_of = {pair: g for g, members in enumerate(groups) for pair in members}
     jobs: list[_Job] = []
     pre_failed: dict[int, InstanceOutcome] = {}
     for i, f in enumerate(files):
@@ -788,7 +788,7 @@ def _send(
                 f.path, f.sop_instance_uid, None, "not sent: no SOP Class or Instance UID", 0, None
             )
             continue
-        jobs.append(_Job(i, f, _pair(f), group_of[_pair(f)]))
+        jobs.append(_Job(i, f, pairs[i], group_of[pairs[i]]))
     workers = max(1, min(num_batches, len(jobs)))
     state = _State(jobs, groups, workers)
     state.outcomes.update(pre_failed)
