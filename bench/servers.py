@@ -202,7 +202,7 @@ class SandboxProcess(_Managed):
 
 
 class StorescpProcess(_Managed):
-    """DCMTK ``storescp`` writing to a fresh folder, with ``TCP_NODELAY=1`` in its environment.
+    """DCMTK ``storescp --fork`` writing to a fresh folder, with ``TCP_NODELAY=1`` set.
 
     Parameters
     ----------
@@ -229,9 +229,11 @@ class StorescpProcess(_Managed):
         self.port = free_port()
         out = self.data / "in"
         out.mkdir()
-        # +xa: accept every transfer syntax; -od: where files go. TCP_NODELAY=1 makes DCMTK
-        # disable Nagle's algorithm on its sockets (otherwise ACK delays dominate small PDUs).
-        cmd = [exe, "-aet", self.aet, "+xa", "-od", str(out), str(self.port)]
+        # +xa: accept every transfer syntax; -od: where files go; --fork: one process per
+        # association, as XNAT's receiver serves associations in parallel (without it storescp
+        # takes one association at a time). TCP_NODELAY=1 makes DCMTK disable Nagle's algorithm
+        # on its sockets (otherwise delayed ACKs dominate small PDUs).
+        cmd = [exe, "--fork", "-aet", self.aet, "+xa", "-od", str(out), str(self.port)]
         env = {**os.environ, "TCP_NODELAY": "1"}
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
