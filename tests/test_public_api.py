@@ -1,0 +1,164 @@
+"""The public API is complete, documented in code, and listed in docs/api.md.
+
+For each public module, every name in ``__all__`` must exist and carry a docstring; public
+functions use numpydoc sections (``Parameters`` when they take arguments, ``Returns`` when they
+return something); and docs/api.md has a section for the name that mentions every parameter of its
+signature, so adding a keyword argument without documenting it fails here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+API_DOC = ROOT / "docs" / "api.md"
+
+PUBLIC_MODULES = ["xnatio", "xnatio.uploaders", "xnatio.sandbox", "xnatio.verify"]
+
+# Names a module without ``__all__`` must still offer (and docs/api.md documents for it).
+FALLBACK_NAMES = {"xnatio.verify": ["Comparison", "VerifyReport", "verify_session"]}
+
+# Numpydoc sections missing in the code today: (qualified name, section). Each is an expected
+# failure, not a strict one, so the test passes again as soon as the docstring is completed.
+KNOWN_GAPS = {
+    ("xnatio.uploaders.plan_upload", "Parameters"),
+    ("xnatio.uploaders.plan_upload", "Returns"),
+    ("xnatio.uploaders.upload_resource", "Returns"),
+}
+
+
+def public_names(module_name: str) -> list[str]:
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    if names is None:
+        return list(FALLBACK_NAMES.get(module_name, []))
+    return list(names)
+
+
+PUBLIC = [(m, n) for m in PUBLIC_MODULES for n in public_names(m)]
+IDS = [f"{m}.{n}" for m, n in PUBLIC]
+
+
+def _obj(module_name: str, name: str) -> Any:
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _sections(doc: str) -> set[str]:
+    """Numpydoc section titles in a docstring (a title line followed by a dashed line)."""
+    lines = [ln.strip() for ln in doc.splitlines()]
+    return {
+        lines[i]
+        for i in range(len(lines) - 1)
+        if lines[i] and set(lines[i + 1]) == {"-"} and len(lines[i + 1]) >= len(lines[i])
+    }
+
+
+def api_section(name: str) -> str:
+    """The text of docs/api.md under the heading that names ``name``, up to the next heading."""
+    lines = API_DOC.read_text(encoding="utf-8").splitlines()
+    heading = re.compile(rf"^(#+)\s+`{re.escape(name)}`\s*$")
+    for i, line in enumerate(lines):
+        m = heading.match(line)
+        if m is None:
+            continue
+        level = len(m.group(1))
+        end = i + 1
+        while end < len(lines):
+            other = re.match(r"^(#+)\s", lines[end])
+            if other is not None and len(other.group(1)) <= level:
+                break
+            end += 1
+        return "\n".join(lines[i:end])
+    return ""
+
+
+def test_public_modules_declare_all() -> None:
+    """The three core modules list their public names explicitly."""
+    for module_name in ["xnatio", "xnatio.uploaders", "xnatio.sandbox"]:
+        module = importlib.import_module(module_name)
+        assert isinstance(getattr(module, "__all__", None), list), module_name
+        assert len(set(module.__all__)) == len(module.__all__), f"{module_name}: duplicates"
+
+
+@pytest.mark.parametrize(("module_name", "name"), PUBLIC, ids=IDS)
+def test_name_exists_and_has_a_docstring(module_name: str, name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert hasattr(module, name), f"{module_name}.__all__ lists {name!r}, which does not exist"
+    obj = getattr(module, name)
+    if inspect.isclass(obj) or inspect.isroutine(obj):
+        doc = inspect.getdoc(obj) or ""
+        # A class inheriting its parent's docstring does not document itself.
+        own = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+        assert own and doc.strip(), f"{module_name}.{name} has no docstring"
+
+
+def _numpydoc_cases() -> list[Any]:
+    cases = []
+    for module_name, name in PUBLIC:
+        obj = _obj(module_name, name)
+        if not inspect.isfunction(obj):
+            continue
+        sig = inspect.signature(obj)
+        needed = []
+        if sig.parameters:
+            needed.append("Parameters")
+        if sig.return_annotation not in (inspect.Signature.empty, None, "None"):
+            needed.append("Returns")
+        for section in needed:
+            qual = f"{module_name}.{name}"
+            marks = []
+            if (qual, section) in KNOWN_GAPS:
+                marks.append(
+                    pytest.mark.xfail(reason="docstring section missing in code", strict=False)
+                )
+            cases.append(pytest.param(qual, section, marks=marks, id=f"{qual}-{section}"))
+    return cases
+
+
+@pytest.mark.parametrize(("qualname", "section"), _numpydoc_cases())
+def test_functions_have_numpydoc_sections(qualname: str, section: str) -> None:
+    module_name, _, name = qualname.rpartition(".")
+    doc = inspect.getdoc(_obj(module_name, name)) or ""
+    assert section in _sections(doc), f"{qualname}: docstring has no {section!r} section"
+
+
+@pytest.mark.parametrize(("module_name", "name"), PUBLIC, ids=IDS)
+def test_name_is_documented_in_api_md(module_name: str, name: str) -> None:
+    section = api_section(name)
+    assert section, f"docs/api.md has no heading for `{name}` ({module_name})"
+    obj = _obj(module_name, name)
+    if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+        return
+    try:
+        params = list(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):
+        return
+    undocumented = [
+        p
+        for p in params
+        if p not in ("self", "args", "kwargs") and not re.search(rf"\b{p}\b", section)
+    ]
+    assert not undocumented, f"docs/api.md, `{name}`: parameters not mentioned: {undocumented}"
+
+
+def test_api_md_documents_no_stale_names() -> None:
+    """Every name with a heading in docs/api.md is public today."""
+    text = API_DOC.read_text(encoding="utf-8")
+    documented = re.findall(r"^###\s+`([^`]+)`\s*$", text, flags=re.MULTILINE)
+    public = {n for _, n in PUBLIC}
+    stale = [n for n in documented if n not in public]
+    assert not stale, f"docs/api.md documents names that are not public: {stale}"
+
+
+def test_every_public_module_has_a_heading() -> None:
+    text = API_DOC.read_text(encoding="utf-8")
+    for module_name in PUBLIC_MODULES:
+        assert re.search(rf"^##\s+`{re.escape(module_name)}`\s*$", text, flags=re.MULTILINE), (
+            module_name
+        )
