@@ -939,6 +939,42 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(404, f"Unable to find prearchive session {project}/{ts}/{folder}")
         return self._table(req, [row], "Prearchive session")
 
+    def prearchive_scans(self, req: _Request, project: str, ts: str, folder: str) -> Response:
+        rows = self.server.sandbox.store.prearchive_scans(project, ts, folder)
+        return self._table(req, rows, "Scans")
+
+    def prearchive_scan_resources(
+        self, req: _Request, project: str, ts: str, folder: str, scan: str
+    ) -> Response:
+        rows = self.server.sandbox.store.prearchive_scan_resources(project, ts, folder, scan)
+        return self._table(req, rows, "Resources")
+
+    def prearchive_scan_files(
+        self, req: _Request, project: str, ts: str, folder: str, scan: str, resource: str
+    ) -> Response:
+        store = self.server.sandbox.store
+        rows = store.prearchive_scan_files(project, ts, folder, scan, resource)
+        # XNAT's URI column: the request's own path plus the file's path in the resource.
+        base = req.path.rstrip("/")
+        table = [{"Name": r["Name"], "Size": r["Size"], "URI": f"{base}/{r['path']}"} for r in rows]
+        return self._table(req, table, "Files")
+
+    def prearchive_scan_file(
+        self,
+        req: _Request,
+        project: str,
+        ts: str,
+        folder: str,
+        scan: str,
+        resource: str,
+        path: str,
+    ) -> Response:
+        store = self.server.sandbox.store
+        found = store.prearchive_file_path(project, ts, folder, scan, resource, path)
+        if found is None or not found.is_file():
+            raise HttpError(400, f"Unable to access the file at: {path}")
+        return Response(200, b"", "application/octet-stream", file=found)
+
     def archive_service(self, req: _Request) -> Response:
         store = self.server.sandbox.store
         sources = req.query.get("src") or []
@@ -1232,6 +1268,7 @@ class _ImportRequest:
 
 _Route = Callable[..., Response]
 _EXP = ("data", "projects", "{}", "subjects", "{}", "experiments", "{}")
+_PREARC = ("data", "prearchive", "projects", "{}", "{}", "{}")
 
 _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
     (frozenset({"GET", "POST", "DELETE"}), ("data", "JSESSION"), _Handler.jsession),
@@ -1266,6 +1303,13 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
     (frozenset({"GET"}), ("data", "prearchive", "projects", "{}"), _Handler.prearchive),
     (frozenset({"GET", "POST"}), ("data", "prearchive", "projects", "{}", "{}", "{}"),
      _Handler.prearchive_session),
+    (frozenset({"GET"}), (*_PREARC, "scans"), _Handler.prearchive_scans),
+    (frozenset({"GET"}), (*_PREARC, "scans", "{}", "resources"),
+     _Handler.prearchive_scan_resources),
+    (frozenset({"GET"}), (*_PREARC, "scans", "{}", "resources", "{}", "files"),
+     _Handler.prearchive_scan_files),
+    (frozenset({"GET"}), (*_PREARC, "scans", "{}", "resources", "{}", "files", "{*}"),
+     _Handler.prearchive_scan_file),
     (frozenset({"GET", "POST"}), ("xapi", "direct-archive", "{}", "{}", "{}"),
      _Handler.direct_archive),
 ]  # fmt: skip

@@ -228,7 +228,8 @@ CREATE TABLE IF NOT EXISTS sessions(
     status TEXT NOT NULL, subject TEXT NOT NULL, lastmod REAL NOT NULL, uploaded REAL NOT NULL,
     autoarchive INTEGER, prevent_anon INTEGER NOT NULL, prevent_auto_commit INTEGER NOT NULL,
     source TEXT NOT NULL, visit TEXT NOT NULL, protocol TEXT NOT NULL, scan_date TEXT NOT NULL,
-    scan_time TEXT NOT NULL, dir TEXT NOT NULL, UNIQUE(kind, project, timestamp, folder));
+    scan_time TEXT NOT NULL, dir TEXT NOT NULL, built INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(kind, project, timestamp, folder));
 CREATE INDEX IF NOT EXISTS sessions_key ON sessions(kind, project, tag, name);
 CREATE TABLE IF NOT EXISTS session_files(
     session_n INTEGER NOT NULL, scan TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL,
@@ -369,6 +370,9 @@ class SandboxStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(sessions)")}
+        if "built" not in columns:  # a data folder from before the column existed
+            self._db.execute("ALTER TABLE sessions ADD COLUMN built INTEGER NOT NULL DEFAULT 0")
         self._db.execute("BEGIN")
         self._file_locks: set[tuple[int, str, str]] = set()
         self._active: dict[int, int] = {}
@@ -1206,6 +1210,94 @@ class SandboxStore:
             for r in rows
         ]
 
+    def _built_prearc(self, project: str, timestamp: str, folder: str) -> sqlite3.Row:
+        """The row of a prearchive session whose session document exists (built at least once).
+
+        XNAT's prearchive scan listings read ``<folder>.xml``, which the build writes; before
+        the first build they answer 404 "Unable to locate prearc resource.".
+        """
+        row = self._find_prearc(project, timestamp, folder)
+        if row is None or not row["built"]:
+            raise ClientError("Unable to locate prearc resource.", 404)
+        return row
+
+    def prearchive_scans(self, project: str, timestamp: str, folder: str) -> list[dict[str, str]]:
+        """``GET /data/prearchive/projects/P/TS/FOLDER/scans`` rows: ID, xsiType,
+        series_description (XNAT's PrearcScansListResource columns), in scan order.
+
+        Raises
+        ------
+        ClientError
+            404 "Unable to locate prearc resource." when the session is unknown or not built.
+        """
+        with self._lock:
+            row = self._built_prearc(project, timestamp, folder)
+            rows = self._q(
+                "SELECT scan, series_description, modality FROM session_files "
+                "WHERE session_n=? ORDER BY name",
+                (row["n"],),
+            )
+        scans: dict[str, dict[str, str]] = {}
+        for r in rows:
+            scans.setdefault(
+                r["scan"],
+                {
+                    "ID": r["scan"],
+                    "xsiType": _SCAN_XSI.get(r["modality"], "xnat:otherDicomScanData"),
+                    "series_description": r["series_description"],
+                },
+            )
+        return [scans[k] for k in sorted(scans, key=_scan_sort_key)]
+
+    def _prearc_scan_rows(
+        self, project: str, timestamp: str, folder: str, scan: str
+    ) -> tuple[sqlite3.Row, list[sqlite3.Row]]:
+        row = self._built_prearc(project, timestamp, folder)
+        files = self._q(
+            "SELECT * FROM session_files WHERE session_n=? AND scan=? ORDER BY name",
+            (row["n"], scan),
+        )
+        if not files:
+            raise ClientError("Unable to identify scan", 404)
+        return row, files
+
+    def prearchive_scan_resources(
+        self, project: str, timestamp: str, folder: str, scan: str
+    ) -> list[dict[str, str]]:
+        """``…/scans/{id}/resources`` rows: label, file_count, file_size (PrearcScanResourceList).
+
+        Raises ClientError 404 for an unknown or unbuilt session, or an unknown scan.
+        """
+        with self._lock:
+            _, files = self._prearc_scan_rows(project, timestamp, folder, scan)
+        size = sum(int(f["size"]) for f in files)
+        return [{"label": "DICOM", "file_count": str(len(files)), "file_size": str(size)}]
+
+    def prearchive_scan_files(
+        self, project: str, timestamp: str, folder: str, scan: str, resource: str
+    ) -> list[dict[str, str]]:
+        """``…/scans/{id}/resources/{label}/files`` rows: Name, Size, and the path of the file
+        inside the resource as ``path`` (the HTTP layer makes XNAT's URI column from it).
+
+        Raises ClientError 404 for an unknown or unbuilt session, scan or resource label.
+        """
+        with self._lock:
+            _, files = self._prearc_scan_rows(project, timestamp, folder, scan)
+        if resource != "DICOM":
+            raise ClientError("Unable to identify resource", 404)
+        return [{"Name": f["name"], "Size": str(f["size"]), "path": f["name"]} for f in files]
+
+    def prearchive_file_path(
+        self, project: str, timestamp: str, folder: str, scan: str, resource: str, name: str
+    ) -> Path | None:
+        """Where one file of a prearchive scan resource is on disk, or ``None`` if it is not
+        listed there. Raises ClientError 404 like :meth:`prearchive_scan_files`."""
+        with self._lock:
+            row, files = self._prearc_scan_rows(project, timestamp, folder, scan)
+            if resource != "DICOM" or name not in {f["name"] for f in files}:
+                return None
+            return self._safe_path(row["dir"], "SCANS", scan, "DICOM", name)
+
     # ------------------------------------------------------------------ archiving (§3.8)
 
     @staticmethod
@@ -1258,7 +1350,7 @@ class SandboxStore:
                 raise ClientError("Unable to identify project", 404)
             self._archiving_sessions.add(sn)
             self._archiving_targets.add(tkey)
-            self._db.execute("UPDATE sessions SET status=? WHERE n=?", (ARCHIVING, sn))
+            self._db.execute("UPDATE sessions SET status=?, built=1 WHERE n=?", (ARCHIVING, sn))
         try:
             with self._lock:
                 # Files still being written into this session finish first.
@@ -1515,7 +1607,7 @@ class SandboxStore:
             code = self._project_code(row["project"]) if row["project"] else None
             archive = aa in (4, 5) or auto_archive is True or (code is not None and code >= 4)
             # The build itself is instant here: BUILDING then READY.
-            self._db.execute("UPDATE sessions SET status=? WHERE n=?", (READY, row["n"]))
+            self._db.execute("UPDATE sessions SET status=?, built=1 WHERE n=?", (READY, row["n"]))
             self._commit()
             if not archive:
                 return 200, self._prearc_uri(row)
@@ -1601,7 +1693,9 @@ class SandboxStore:
                         "UPDATE sessions SET status=? WHERE n=?", (RECEIVING, row["n"])
                     )
                     continue
-                self._db.execute("UPDATE sessions SET status=? WHERE n=?", (READY, row["n"]))
+                self._db.execute(
+                    "UPDATE sessions SET status=?, built=1 WHERE n=?", (READY, row["n"])
+                )
                 if not auto_archive:
                     out.append(uri)
                     continue
@@ -1694,7 +1788,8 @@ class SandboxStore:
                 except FileNotFoundError:
                     log.warning("direct-archive file missing: %s", src)
             self._db.execute(
-                "UPDATE sessions SET kind='prearc', timestamp=?, dir=?, status=? WHERE n=?",
+                "UPDATE sessions SET kind='prearc', timestamp=?, dir=?, status=?, built=1 "
+                "WHERE n=?",
                 (ts, d, status, sn),
             )
             src_dir = self._safe_path(row["dir"])
@@ -1734,7 +1829,8 @@ class SandboxStore:
                 if aa is None:
                     aa = code
                 self._db.execute(
-                    "UPDATE sessions SET status=?, autoarchive=? WHERE n=?", (READY, aa, row["n"])
+                    "UPDATE sessions SET status=?, autoarchive=?, built=1 WHERE n=?",
+                    (READY, aa, row["n"]),
                 )
                 if row["project"] and (aa in (4, 5) or (code is not None and code >= 4)):
                     flags = _Flags(False, aa not in (None, 0), code == 5)
