@@ -6,6 +6,10 @@ association whatever the reactor delay, DCMTK ``storescu`` 0.12-0.20 s. Its reac
 per association and copies every fragment; here one blocking socket per association writes each
 file as P-DATA-TF PDUs in a single ``sendmsg`` call straight from the file's bytes.
 
+TCP_QUICKACK, re-armed after every read, is what makes one association fast against receivers
+that still use Nagle's algorithm: 300 files on one association to Orthanc 1.10 (default
+settings) took 14.4 s without it (as long as ``storescu``, 14.8 s) and 0.69 s with it.
+
 Only what a Storage SCU needs is implemented (DICOM PS3.8 section 9 for PDUs, PS3.7 section 9 and
 annex E for the C-ECHO and C-STORE messages): no asynchronous operations window, no extended
 negotiation, no SCP role.
