@@ -833,8 +833,11 @@ class _Handler(BaseHTTPRequestHandler):
         resource: str,
         path: str,
     ) -> Response:
+        store = self.server.sandbox.store
+        if req.method == "DELETE":
+            store.delete_file(project, subject, label, scan, path, resource=resource)
+            return Response(200, b"")
         if req.method in ("GET", "HEAD"):
-            store = self.server.sandbox.store
             found = store.resource_file_path(project, subject, label, scan, resource, path)
             if found is None or not found.is_file():
                 if _true(req.param("accept-not-found")):
@@ -1293,11 +1296,11 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
     (frozenset({"GET"}), (*_EXP, "scans", "{}", "files"), _Handler.scan_files),
     (frozenset({"GET", "PUT", "POST"}), (*_EXP, "scans", "{}", "resources", "{}", "files"),
      _Handler.resource_files),
-    (frozenset({"GET", "PUT", "POST"}), (*_EXP, "scans", "{}", "resources", "{}", "files", "{*}"),
-     _Handler.resource_file),
+    (frozenset({"GET", "PUT", "POST", "DELETE"}),
+     (*_EXP, "scans", "{}", "resources", "{}", "files", "{*}"), _Handler.resource_file),
     (frozenset({"GET", "PUT", "POST"}), (*_EXP, "resources", "{}", "files"),
      _Handler.session_resource_files),
-    (frozenset({"GET", "PUT", "POST"}), (*_EXP, "resources", "{}", "files", "{*}"),
+    (frozenset({"GET", "PUT", "POST", "DELETE"}), (*_EXP, "resources", "{}", "files", "{*}"),
      _Handler.session_resource_file),
     (frozenset({"GET"}), ("data", "prearchive"), _Handler.prearchive),
     (frozenset({"GET"}), ("data", "prearchive", "projects", "{}"), _Handler.prearchive),

@@ -1953,6 +1953,54 @@ class SandboxStore:
                 "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?)", (rn, rel, size, md5, "", "")
             )
 
+    def delete_file(
+        self,
+        project: str,
+        subject: str,
+        label: str,
+        scan: str | None,
+        name: str,
+        *,
+        resource: str = "DICOM",
+    ) -> None:
+        """Delete one stored file of an archived session: its catalog entry and its bytes.
+
+        ``DELETE …/experiments/E/scans/{scan}/resources/{resource}/files/{name}`` (``scan``
+        None for a session resource). Tests use it to simulate a file lost on the server.
+
+        Parameters
+        ----------
+        project, subject, label
+            The session (subject and session by label or accession ID).
+        scan
+            Scan ID, or None for a session-level resource.
+        name
+            The file's path inside the resource, as the ``Name``/URI of the file listing.
+        resource
+            Resource label or ID.
+
+        Raises
+        ------
+        ClientError
+            404 "Unable to identify project / subject / image session / scan", or "Unable to
+            find file." when the resource holds no such file.
+        """
+        exp = self._resolve_for_resource(project, subject, label, scan)
+        scan_id = scan or ""
+        with self._lock:
+            row = self._q1(
+                "SELECT r.n, r.label FROM resources r JOIN files f ON f.resource_n=r.n "
+                "WHERE r.experiment_id=? AND r.scan_id=? AND (r.label=? OR CAST(r.n AS TEXT)=?) "
+                "AND f.path=?",
+                (exp["id"], scan_id, resource, resource, name),
+            )
+            if row is None:
+                raise ClientError("Unable to find file.", 404)
+            path = self._safe_path(self._resource_dir(exp, scan_id, row["label"]), *name.split("/"))
+            self._db.execute("DELETE FROM files WHERE resource_n=? AND path=?", (row["n"], name))
+            self._commit()
+            path.unlink(missing_ok=True)
+
     def resource_files(
         self, project: str, subject: str, label: str, scan: str | None, resource: str
     ) -> list[dict[str, str]] | None:
