@@ -723,6 +723,88 @@ class _Handler(BaseHTTPRequestHandler):
     def refresh_catalog(self, req: _Request) -> Response:
         return Response(200, b"")
 
+    # site configuration: DICOM routing rules (§6.2)
+
+    def dicom_config(self, req: _Request, kind: str) -> Response:
+        store = self.server.sandbox.store
+        if req.method == "GET":
+            info = store.routing_rules_info(kind)
+            if _true(req.param("contents")) and not _true(req.param("meta")):
+                if info is None or info["status"] == "disabled":
+                    raise HttpError(
+                        404,
+                        f"Config not found for user {req.user} and project null on tool "
+                        f"[dicom] path [{kind}]",
+                    )
+                return Response(200, info["contents"].encode(), "text/plain;charset=UTF-8")
+            if info is None:
+                raise HttpError(
+                    404,
+                    f"Couldn't find config for user {req.user} and project null on tool "
+                    f"[dicom] path [{kind}]",
+                )
+            row = {
+                "tool": "dicom",
+                "path": kind,
+                "project": "",
+                "user": info["user"],
+                "create_date": info["create_date"],
+                "reason": "",
+                "contents": "" if _true(req.param("meta")) else info["contents"],
+                "unversioned": "false",
+                "version": info["version"],
+                "status": info["status"],
+            }
+            return self._table(req, [row], "Configuration")
+        if req.method == "DELETE":
+            store.set_routing_rules_enabled(kind, False, user=req.user)
+            return Response(200, b"")
+        # PUT: a site administrator's request (the sandbox's one user is one).
+        status = req.param("status")
+        if status is not None:
+            if status not in ("enabled", "disabled", "true", "false"):
+                raise HttpError(
+                    400,
+                    "Only valid values for the status flag are enabled or true and disabled or "
+                    f"false: {status}",
+                )
+            enabled = status in ("enabled", "true")
+            store.set_routing_rules_enabled(kind, enabled, user=req.user)
+            if not enabled or not req.body.length:
+                return Response(200, b"")
+        text = self._config_body(req)
+        info = store.routing_rules_info(kind)
+        if info is not None and info["contents"] == text:
+            return Response(200, b"")
+        store.set_routing_rules(kind, text, user=req.user)
+        return Response(201, b"")
+
+    def _config_body(self, req: _Request) -> str:
+        """The text of a config PUT: the raw body, or the one file of a multipart form."""
+        if req.media_type == "multipart/form-data":
+            form = read_multipart(req.body, str(req.headers["Content-Type"]), self._spool_dir())
+            try:
+                if not form.files:
+                    raise HttpError(400, "Unable to identify upload format.")
+                if len(form.files) > 1:
+                    raise HttpError(400, "Importer is limited to one uploaded resource at a time.")
+                return form.files[0].path.read_text("utf-8")
+            finally:
+                for part in form.files:
+                    part.path.unlink(missing_ok=True)
+        parts: list[bytes] = []
+        size = 0
+        while not req.body.at_eof:
+            chunk = req.body.read(1 << 16)
+            size += len(chunk)
+            if size > 1 << 22:
+                raise HttpError(413, "Configuration too large")
+            parts.append(chunk)
+        try:
+            return b"".join(parts).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "The configuration is not UTF-8 text.") from None
+
     # projects, subjects, experiments (§4.2, §5)
 
     def projects(self, req: _Request) -> Response:
@@ -1281,6 +1363,8 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
      _Handler.import_service),
     (frozenset({"POST"}), ("data", "services", "archive"), _Handler.archive_service),
     (frozenset({"POST"}), ("data", "services", "refresh", "catalog"), _Handler.refresh_catalog),
+    (frozenset({"GET", "PUT", "DELETE"}), ("data", "config", "dicom", "{}"),
+     _Handler.dicom_config),
     (frozenset({"GET"}), ("data", "projects"), _Handler.projects),
     (frozenset({"GET", "PUT"}), ("data", "projects", "{}"), _Handler.project),
     (frozenset({"GET"}), ("data", "projects", "{}", "prearchive_code"),

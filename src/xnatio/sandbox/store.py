@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -449,7 +450,10 @@ class SandboxStore:
     _RULE_KINDS = ("projectRules", "subjectRules", "sessionRules", "aaRules")
 
     def _load_rules(self) -> RoutingRules:
-        texts = {k: self.get_routing_rules(k) for k in self._RULE_KINDS}
+        texts = {
+            k: self.get_routing_rules(k) if self._rules_meta(k).get("status") != "disabled" else ""
+            for k in self._RULE_KINDS
+        }
         return RoutingRules(
             project=tuple(parse_rules(texts["projectRules"])),
             subject=tuple(parse_rules(texts["subjectRules"])),
@@ -468,7 +472,7 @@ class SandboxStore:
             row = self._q1("SELECT value FROM config WHERE key=?", (f"dicom/{kind}",))
             return "" if row is None else str(row[0])
 
-    def set_routing_rules(self, kind: str, text: str) -> None:
+    def set_routing_rules(self, kind: str, text: str, *, user: str = "admin") -> None:
         """Set a site routing config (``PUT /data/config/dicom/<kind>``).
 
         One rule a line, ``(gggg,eeee):regex[:group]``; the first rule that matches wins. Raises
@@ -481,7 +485,68 @@ class SandboxStore:
         except ValueError as exc:
             raise ClientError(str(exc)) from exc
         with self._lock:
+            meta = self._rules_meta(kind)
+            meta.update(
+                version=int(meta.get("version", 0)) + 1,
+                status="enabled",
+                create_date=_now_str(),
+                user=user,
+            )
             self._db.execute("INSERT OR REPLACE INTO config VALUES(?,?)", (f"dicom/{kind}", text))
+            self._db.execute(
+                "INSERT OR REPLACE INTO config VALUES(?,?)",
+                (f"dicom/{kind}#meta", json.dumps(meta)),
+            )
+            self._commit()
+            self._rules = self._load_rules()
+
+    def _rules_meta(self, kind: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._q1("SELECT value FROM config WHERE key=?", (f"dicom/{kind}#meta",))
+        if row is None:
+            return {}
+        meta: dict[str, Any] = json.loads(row[0])
+        return meta
+
+    def routing_rules_info(self, kind: str) -> dict[str, str] | None:
+        """The config-service record of a routing config, or ``None`` if it was never set.
+
+        Keys: ``contents``, ``version`` (1 for the first PUT), ``status`` (``enabled`` or
+        ``disabled``; disabled rules are not applied), ``create_date``, ``user``.
+        """
+        if kind not in self._RULE_KINDS:
+            return None
+        with self._lock:
+            meta = self._rules_meta(kind)
+            row = self._q1("SELECT value FROM config WHERE key=?", (f"dicom/{kind}",))
+        if row is None:
+            return None
+        return {
+            "contents": str(row[0]),
+            "version": str(meta.get("version", 1)),
+            "status": str(meta.get("status", "enabled")),
+            "create_date": str(meta.get("create_date", "")),
+            "user": str(meta.get("user", "")),
+        }
+
+    def set_routing_rules_enabled(self, kind: str, enabled: bool, *, user: str = "admin") -> None:
+        """Enable or disable a routing config (``PUT …?status=enabled|disabled``, ``DELETE``).
+
+        A disabled config keeps its text but is not applied. Raises ClientError 404 for an
+        unknown kind.
+        """
+        if kind not in self._RULE_KINDS:
+            raise ClientError(f"Unknown DICOM routing config: {kind}", 404)
+        with self._lock:
+            meta = self._rules_meta(kind)
+            meta.update(status="enabled" if enabled else "disabled", user=user)
+            if self._q1("SELECT 1 FROM config WHERE key=?", (f"dicom/{kind}",)) is None:
+                self._db.execute("INSERT INTO config VALUES(?,?)", (f"dicom/{kind}", ""))
+                meta.update(version=1, create_date=_now_str())
+            self._db.execute(
+                "INSERT OR REPLACE INTO config VALUES(?,?)",
+                (f"dicom/{kind}#meta", json.dumps(meta)),
+            )
             self._commit()
             self._rules = self._load_rules()
 
