@@ -155,7 +155,8 @@ def run_console(block: Block, cwd: Path, env: dict[str, str]) -> None:
     assert steps, f"{block.where}: console block without a '$ ' command"
     script = []
     for n, step in enumerate(steps):
-        script += [f"echo '@@step {n}'", step.command, f'echo "@@rc {n} $?"']
+        # The newline before the marker keeps it on its own line after output without one.
+        script += [f"echo '@@step {n}'", step.command, f"__rc=$?; printf '\\n@@rc {n} %s\\n' $__rc"]
     proc = subprocess.run(
         ["bash", "-c", "\n".join(script)],
         cwd=cwd,
@@ -349,3 +350,20 @@ def test_helpers_understand_the_conventions() -> None:
     steps = parse_console("$ echo a \\\n  b\na b\n$ true\n")
     assert [s.command for s in steps] == ["echo a \n  b", "true"]
     assert steps[0].shown == ["a b"]
+
+
+def test_sandbox_doc_lists_every_route() -> None:
+    """docs/sandbox.md's endpoint table names every route of the sandbox, with its methods."""
+    from xnatio.sandbox.server import iter_routes
+
+    text = (ROOT / "docs" / "sandbox.md").read_text(encoding="utf-8")
+    rows: dict[str, set[str]] = {}
+    for m in re.finditer(r"^\|\s*([A-Z, ]+?)\s*\|\s*`([^`]+)`", text, flags=re.MULTILINE):
+        path = re.sub(r"\{[^}]*\}", "{}", m.group(2))
+        rows[path] = {w.strip() for w in m.group(1).split(",")}
+    missing = []
+    for methods, pattern in iter_routes():
+        path = pattern.replace("{*}", "{}")
+        if rows.get(path) != set(methods.split(",")):
+            missing.append(f"{methods} {pattern}")
+    assert not missing, f"docs/sandbox.md's endpoint table lacks or misstates: {missing}"
