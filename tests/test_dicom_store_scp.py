@@ -27,6 +27,7 @@ from xnatio.progress import ProgressEvent
 from xnatio.synth import write_session
 from xnatio.uploaders.dicom_store import (
     DicomStoreResult,
+    InstanceOutcome,
     send_dicom_store,
     status_category,
     status_meaning,
@@ -410,3 +411,67 @@ def test_inventory_is_accepted_and_left_open(scp: FakeScp, session: Path) -> Non
         assert result.success
         with inv.source.open(inv.files[0].path) as fh:  # still usable
             assert len(fh.read(4)) == 4
+
+
+def test_on_instance_reports_each_final_outcome_once(scp: FakeScp, session: Path) -> None:
+    uids = sorted(_source_dataset(p).SOPInstanceUID for p in session.rglob("*.dcm"))
+
+    # uids[0] fails for good, uids[1] succeeds on its second attempt, uids[2] warns.
+    def behaviour(uid: str, n: int) -> int:
+        if uid == uids[0]:
+            return 0xC000
+        if uid == uids[1]:
+            return 0xA700 if n == 1 else 0
+        return 0xB000 if uid == uids[2] else 0
+
+    scp.behaviour = behaviour
+    seen: list[tuple[InstanceOutcome, str, int]] = []
+    lock = threading.Lock()
+    events: list[ProgressEvent] = []
+
+    def on_instance(outcome: InstanceOutcome) -> None:
+        with lock:
+            # Requests the SCP had seen for this instance when its outcome was reported.
+            seen.append(
+                (outcome, threading.current_thread().name, scp.requests[outcome.sop_instance_uid])
+            )
+
+    result = _send(
+        session, scp.port, max_attempts=2, on_instance=on_instance, progress_callback=events.append
+    )
+    assert sorted(o.sop_instance_uid for o, _, _ in seen) == uids  # each exactly once
+    assert {o.sop_instance_uid: o for o, _, _ in seen} == {
+        o.sop_instance_uid: o for o in result.outcomes
+    }
+    assert all(name.startswith("xnatio-cstore-") for _, name, _ in seen)
+    by_uid = {o.sop_instance_uid: (o.category, o.attempts, n) for o, _, n in seen}
+    assert by_uid[uids[0]] == ("failure", 2, 2)  # reported only after the last attempt
+    assert by_uid[uids[1]] == ("success", 2, 2)
+    assert by_uid[uids[2]] == ("warning", 1, 1)
+    # Progress still counts every instance.
+    assert max(e.current for e in events if e.phase == "uploading") == 8
+
+
+def test_on_instance_reports_instances_never_sent(session: Path) -> None:
+    seen: list[InstanceOutcome] = []
+    with pytest.raises(ConnectionFailedError):
+        _send(session, _free_port(), on_instance=seen.append)
+    assert seen == []  # the C-ECHO failed: nothing had an outcome
+    port = _free_port()
+    result = _send(session, port, on_instance=seen.append, echo=False, timeout=0.5)
+    assert result.failed == 8
+    assert sorted(o.path for o in seen) == sorted(o.path for o in result.outcomes)
+    assert all(o.status is None and o.meaning.startswith("not sent") for o in seen)
+
+
+def test_an_error_in_on_instance_stops_the_send_and_is_raised(scp: FakeScp, session: Path) -> None:
+    calls: list[InstanceOutcome] = []
+
+    def on_instance(outcome: InstanceOutcome) -> None:
+        calls.append(outcome)
+        raise OSError("journal disk full")
+
+    with pytest.raises(OSError, match="journal disk full"):
+        _send(session, scp.port, num_batches=1, on_instance=on_instance)
+    assert len(calls) == 1  # no further calls after the first error
+    assert sum(scp.requests.values()) < 8  # nothing new started

@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -261,7 +261,13 @@ class _Job:
 class _State:
     """Work queues per context group, shared by the worker threads under one lock."""
 
-    def __init__(self, jobs: list[_Job], groups: list[list[tuple[str, str]]], workers: int) -> None:
+    def __init__(
+        self,
+        jobs: list[_Job],
+        groups: list[list[tuple[str, str]]],
+        workers: int,
+        on_instance: Callable[[InstanceOutcome], None] | None = None,
+    ) -> None:
         self.cond = threading.Condition()
         self.queues: list[deque[_Job]] = [deque() for _ in groups]
         for job in jobs:
@@ -278,6 +284,29 @@ class _State:
         self.bytes_done = 0
         self.retries = 0
         self.last_connect_error = ""
+        self.on_instance = on_instance
+        self.callback_error: BaseException | None = None
+
+    def report(self, outcomes: list[InstanceOutcome]) -> None:
+        """Hand final outcomes to ``on_instance`` (never under the lock).
+
+        The first exception it raises stops the send; no further outcomes are reported.
+        """
+        if self.on_instance is None:
+            return
+        for outcome in outcomes:
+            if self.callback_error is not None:
+                return
+            try:
+                self.on_instance(outcome)
+            except BaseException as exc:
+                with self.cond:
+                    if self.callback_error is None:
+                        self.callback_error = exc
+                    self.stop.set()
+                    self.cond.notify_all()
+                logger.error("on_instance raised %r; stopping the send", exc)
+                return
 
     def next_group(self, prefer: int | None) -> int | None:
         """A group with queued work (``prefer`` if it has some); None when all work is done."""
@@ -310,7 +339,7 @@ class _State:
             self.cond.notify_all()
 
     def finish(self, job: _Job, outcome: InstanceOutcome) -> int:
-        """Record the final outcome of ``job``; returns how many instances are done."""
+        """Record the final outcome of ``job``, report it; returns how many instances are done."""
         with self.cond:
             self.in_flight -= 1
             self.outcomes[job.index] = outcome
@@ -318,10 +347,13 @@ class _State:
             if outcome.category != "failure":
                 self.bytes_done += job.file.size
             self.cond.notify_all()
-            return self.done
+            done = self.done
+        self.report([outcome])
+        return done
 
     def worker_exit(self) -> None:
         """Called by each worker on its way out; the last one fails whatever is left."""
+        left: list[InstanceOutcome] = []
         with self.cond:
             self.alive -= 1
             if self.alive == 0:
@@ -329,7 +361,7 @@ class _State:
                 for queue in self.queues:
                     while queue:
                         job = queue.popleft()
-                        self.outcomes[job.index] = InstanceOutcome(
+                        outcome = InstanceOutcome(
                             job.file.path,
                             job.file.sop_instance_uid,
                             None,
@@ -337,7 +369,10 @@ class _State:
                             job.attempts,
                             None,
                         )
+                        self.outcomes[job.index] = outcome
+                        left.append(outcome)
             self.cond.notify_all()
+        self.report(left)
 
     def register(self, assoc: Association) -> int:
         with self.cond:
@@ -631,6 +666,7 @@ def send_dicom_store(
     timeout: float = 60.0,
     allow_multiple_studies: bool = False,
     tcp_quickack: bool = True,
+    on_instance: Callable[[InstanceOutcome], None] | None = None,
 ) -> DicomStoreResult:
     """Send a DICOM session to a Storage SCP (XNAT's DICOM receiver) with C-STORE.
 
@@ -668,6 +704,16 @@ def send_dicom_store(
     tcp_quickack
         On Linux, keep ``TCP_QUICKACK`` set so a receiver still using Nagle's algorithm is not
         stalled by our delayed ACKs.
+    on_instance
+        Called once per instance as soon as its final outcome is known: accepted (success or
+        warning status), or failed after its last attempt, refused context, unreadable file,
+        or never sent because every association attempt failed. The outcome is the one that
+        :attr:`DicomStoreResult.outcomes` will hold. Calls come from the worker threads (and
+        from the calling thread for instances without UIDs, before any sending), possibly
+        several at once, in completion order; each happens before the instance counts as done
+        in progress events. Instances left without an outcome by Ctrl-C get no call. If the
+        callback raises, the send stops (instances in flight finish, nothing new starts, no
+        further calls), and :func:`send_dicom_store` raises that exception.
 
     Returns
     -------
@@ -730,6 +776,7 @@ def send_dicom_store(
             echo=echo,
             timeout=timeout,
             quickack=tcp_quickack,
+            on_instance=on_instance,
         )
     finally:
         if own:
@@ -751,6 +798,7 @@ def _send(
     echo: bool,
     timeout: float,
     quickack: bool,
+    on_instance: Callable[[InstanceOutcome], None] | None = None,
 ) -> DicomStoreResult:
     files = inventory.files
     if not files:
@@ -790,9 +838,12 @@ def _send(
             continue
         jobs.append(_Job(i, f, pairs[i], group_of[pairs[i]]))
     workers = max(1, min(num_batches, len(jobs)))
-    state = _State(jobs, groups, workers)
+    state = _State(jobs, groups, workers, on_instance)
     state.outcomes.update(pre_failed)
     state.done = len(pre_failed)
+    state.report(list(pre_failed.values()))
+    if state.callback_error is not None:
+        raise state.callback_error
     emit(
         progress_callback,
         ProgressEvent("uploading", state.done, len(files), "starting", bytes_total=cfg.bytes_total),
@@ -820,6 +871,8 @@ def _send(
             assoc.interrupt()
         for t in threads:
             t.join(5.0)
+    if state.callback_error is not None:
+        raise state.callback_error
     result = _result(inventory, state, time.monotonic() - started)
     if cancelled:
         raise DicomStoreCancelled(
