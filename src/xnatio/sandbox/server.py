@@ -879,6 +879,61 @@ class _Handler(BaseHTTPRequestHandler):
         body = item if "items" in item else {"items": [item]}
         return Response(200, json.dumps(body).encode(), "application/json")
 
+    def project_experiment(self, req: _Request, project: str, label: str) -> Response:
+        self._need_project(project)
+        item = self.server.sandbox.store.experiment_item(project, None, label)
+        if item is None:
+            raise HttpError(404, "Unable to identify image session")
+        return Response(200, json.dumps(item).encode(), "application/json")
+
+    def scan(self, req: _Request, project: str, subject: str, label: str, scan: str) -> Response:
+        item = self.server.sandbox.store.experiment_item(project, subject, label)
+        if item is None:
+            raise HttpError(404, "Unable to identify image session")
+        for child in item["items"][0]["children"]:
+            if child["field"] != "scans/scan":
+                continue
+            for scan_item in child["items"]:
+                if scan_item["data_fields"]["ID"] == scan:
+                    body = json.dumps({"items": [scan_item]}).encode()
+                    return Response(200, body, "application/json")
+        raise HttpError(404, "Unable to identify scan")
+
+    def scan_resources(
+        self, req: _Request, project: str, subject: str, label: str, scan: str
+    ) -> Response:
+        rows = self.server.sandbox.store.scan_resources(project, subject, label, scan)
+        if rows is None:
+            raise HttpError(404, "Unable to identify scan")
+        return self._table(req, rows, "Resources")
+
+    def subject_by_id(self, req: _Request, subject_id: str) -> Response:
+        project = self.server.sandbox.store.subject_project(subject_id)
+        if project is None:
+            raise HttpError(404, "Unable to identify subject")
+        return self.subject(req, project, subject_id)
+
+    def by_experiment_id(self, req: _Request, experiment_id: str, *rest: str) -> Response:
+        """``/data/experiments/{ID}[/...]``: the same answers as the project path."""
+        ref = self.server.sandbox.store.experiment_ref(experiment_id)
+        if ref is None:
+            raise HttpError(404, f"Unable to find experiment {experiment_id}")
+        parts = req.parts[3:]
+        # Answer as the equivalent project/subject/experiment path does (same route table).
+        project, subject_id, eid = ref
+        alias = _Request(
+            method=req.method,
+            path=req.path,
+            parts=["data", "projects", project, "subjects", subject_id, "experiments", eid, *parts],
+            query=req.query,
+            headers=req.headers,
+            body=req.body,
+            user=req.user,
+            session=req.session,
+        )
+        route, args = _match(alias)
+        return route(self, alias, *args)
+
     def scans(self, req: _Request, project: str, subject: str, label: str) -> Response:
         rows = self.server.sandbox.store.scans(project, subject, label)
         if rows is None:
@@ -1376,7 +1431,15 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
     (frozenset({"GET"}), ("data", "projects", "{}", "experiments"), _Handler.experiments),
     (frozenset({"GET"}), (*_EXP[:5], "experiments"), _Handler.experiments),
     (frozenset({"GET", "PUT"}), _EXP, _Handler.experiment),
+    (frozenset({"GET"}), ("data", "projects", "{}", "experiments", "{}"),
+     _Handler.project_experiment),
+    (frozenset({"GET"}), ("data", "subjects", "{}"), _Handler.subject_by_id),
+    (frozenset({"GET", "PUT", "POST", "DELETE"}), ("data", "experiments", "{}", "{*}"),
+     _Handler.by_experiment_id),
+    (frozenset({"GET"}), ("data", "experiments", "{}"), _Handler.by_experiment_id),
     (frozenset({"GET"}), (*_EXP, "scans"), _Handler.scans),
+    (frozenset({"GET"}), (*_EXP, "scans", "{}"), _Handler.scan),
+    (frozenset({"GET"}), (*_EXP, "scans", "{}", "resources"), _Handler.scan_resources),
     (frozenset({"GET"}), (*_EXP, "scans", "{}", "files"), _Handler.scan_files),
     (frozenset({"GET", "PUT", "POST"}), (*_EXP, "scans", "{}", "resources", "{}", "files"),
      _Handler.resource_files),

@@ -808,7 +808,66 @@ class SandboxStore:
                 return None
             return self._scan_rows(exp["id"])
 
-    def experiment_item(self, project: str, subject: str, label: str) -> dict[str, Any] | None:
+    def experiment_ref(self, experiment_id: str) -> tuple[str, str, str] | None:
+        """(project, subject ID, experiment ID) for an experiment accession ID, or ``None``.
+
+        ``/data/experiments/{ID}`` takes accession IDs only (labels need a project).
+        """
+        with self._lock:
+            row = self._q1(
+                "SELECT project, subject_id FROM experiments WHERE id=?", (experiment_id,)
+            )
+        return None if row is None else (str(row[0]), str(row[1]), experiment_id)
+
+    def subject_project(self, subject_id: str) -> str | None:
+        """The project of a subject accession ID (``/data/subjects/{ID}``), or ``None``."""
+        with self._lock:
+            row = self._q1("SELECT project FROM subjects WHERE id=?", (subject_id,))
+        return None if row is None else str(row[0])
+
+    def scan_resources(
+        self, project: str, subject: str | None, label: str, scan: str
+    ) -> list[dict[str, str]] | None:
+        """``…/scans/{id}/resources`` rows (CatalogResourceList columns plus file counts), or
+        ``None`` if the session or the scan is missing."""
+        with self._lock:
+            exp = self._resolve_experiment(project, subject, label)
+            if exp is None:
+                return None
+            if (
+                self._q1(
+                    "SELECT 1 FROM scans WHERE experiment_id=? AND scan_id=?", (exp["id"], scan)
+                )
+                is None
+            ):
+                return None
+            rows = self._q(
+                "SELECT r.n, r.label, r.format, r.content, count(f.path) AS cnt, "
+                "coalesce(sum(f.size),0) AS sz FROM resources r LEFT JOIN files f "
+                "ON f.resource_n=r.n WHERE r.experiment_id=? AND r.scan_id=? "
+                "GROUP BY r.n ORDER BY r.n",
+                (exp["id"], scan),
+            )
+        return [
+            {
+                "xnat_abstractresource_id": str(r["n"]),
+                "label": r["label"],
+                "element_name": "xnat:resourceCatalog",
+                "category": "scans",
+                "cat_id": scan,
+                "cat_desc": "",
+                "file_count": str(r["cnt"]),
+                "file_size": str(r["sz"]),
+                "format": r["format"],
+                "content": r["content"],
+                "tags": "",
+            }
+            for r in rows
+        ]
+
+    def experiment_item(
+        self, project: str, subject: str | None, label: str
+    ) -> dict[str, Any] | None:
         """The experiment as item JSON (§1.5): ``{"items": [{meta, data_fields, children}]}``.
 
         ``None`` until the session is archived.
