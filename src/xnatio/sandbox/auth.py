@@ -10,19 +10,29 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import secrets
+import string
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["AuthManager", "BasicResult", "Session"]
+__all__ = ["AliasToken", "AuthManager", "BasicResult", "Session"]
 
 LOGIN_FAILED = (
     "Your login attempt failed because the username and password combination you provided was "
     "invalid or your user already has the maximum number of user sessions open. After {n} failed "
     "login attempts, your user account will be locked."
 )
+ALIAS_INVALID = (
+    "Your security token has expired or is invalid. Please try again after updating your session."
+)
+_ALIAS_FORMAT = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE
+)
+_SECRET_CHARS = string.ascii_letters + string.digits
 TOKEN_INVALID = (
     "The authentication token is invalid. You must provide a username and password separated by "  # noqa: S105
     "the ':' character."
@@ -43,11 +53,52 @@ class Session:
 class BasicResult:
     """Outcome of checking an ``Authorization: Basic`` header.
 
-    ``user`` is set on success; otherwise ``message`` says why it failed.
+    ``user`` is set on success; otherwise ``message`` says why it failed and ``status`` is the
+    HTTP status to answer with (401, or 403 for an unknown or expired alias token).
     """
 
     user: str | None
     message: str = ""
+    status: int = 401
+
+
+@dataclass
+class AliasToken:
+    """An alias token (§2.4): a UUID alias and a secret that stand in for a user's password.
+
+    ``expires`` is on the manager's (monotonic) clock; ``expires_ms`` and ``created_ms`` are
+    wall-clock epoch milliseconds, as XNAT reports them.
+    """
+
+    id: int
+    alias: str
+    secret: str = field(repr=False)
+    user: str
+    created_ms: int
+    expires_ms: int
+    expires: float
+    single_use: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        """The token as ``/data/services/tokens/issue`` returns it."""
+        return {
+            "alias": self.alias,
+            "secret": self.secret,
+            "xdatUserId": self.user,
+            "singleUse": self.single_use,
+            "estimatedExpirationTime": self.expires_ms,
+            "validIPAddresses": [],
+            "id": self.id,
+            "enabled": True,
+            "created": self.created_ms,
+            "timestamp": self.created_ms,
+            "disabled": 0,
+        }
+
+
+def is_alias_format(name: str) -> bool:
+    """Whether a user name looks like an alias token's alias (a UUID), as XNAT checks."""
+    return bool(_ALIAS_FORMAT.match(name))
 
 
 class AuthManager:
@@ -63,6 +114,8 @@ class AuthManager:
         Failures in a row that lock an account (XNAT: 20); 0 disables lockout.
     lockout_seconds
         How long a locked account stays locked (XNAT: one hour).
+    alias_token_timeout
+        Seconds an alias token stays valid (XNAT's ``aliasTokenTimeout``: two days).
     clock
         Monotonic time source, replaceable in tests.
     """
@@ -74,6 +127,7 @@ class AuthManager:
         session_timeout: float = 900.0,
         max_failed_logins: int = 20,
         lockout_seconds: float = 3600.0,
+        alias_token_timeout: float = 172800.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._passwords = dict(users)
@@ -86,6 +140,9 @@ class AuthManager:
         self._failures: dict[str, int] = {}
         self._locked_until: dict[str, float] = {}
         self._since_sweep = 0
+        self.alias_token_timeout = alias_token_timeout
+        self._tokens: dict[str, AliasToken] = {}
+        self._token_ids = 0
 
     def __repr__(self) -> str:
         return f"AuthManager(users={sorted(self._passwords)!r}, sessions={len(self._sessions)})"
@@ -111,6 +168,8 @@ class AuthManager:
         # XNAT refuses a value that does not split into exactly two parts (a ':' in the password).
         if len(parts) != 2:
             return BasicResult(None, TOKEN_INVALID)
+        if is_alias_format(parts[0]):
+            return self.check_alias(parts[0], parts[1])
         return self.check_password(parts[0], parts[1])
 
     def check_password(self, user: str, password: str) -> BasicResult:
@@ -136,6 +195,73 @@ class AuthManager:
             if self.max_failed_logins > 0 and failures >= self.max_failed_logins:
                 self._locked_until[user] = now + self.lockout_seconds
             return BasicResult(None, self.login_failed_message)
+
+    # -- alias tokens (§2.4) ---------------------------------------------------------------------
+
+    def has_user(self, name: str) -> bool:
+        """Whether an account with this name exists."""
+        with self._lock:
+            return name in self._passwords
+
+    def issue_token(self, user: str, *, single_use: bool = False) -> AliasToken:
+        """A new alias token for ``user``, valid for ``alias_token_timeout`` seconds."""
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            self._token_ids += 1
+            token = AliasToken(
+                id=self._token_ids,
+                alias=str(uuid.uuid4()),
+                secret="".join(secrets.choice(_SECRET_CHARS) for _ in range(64)),
+                user=user,
+                created_ms=now_ms,
+                expires_ms=now_ms + int(self.alias_token_timeout * 1000),
+                expires=self._clock() + self.alias_token_timeout,
+                single_use=single_use,
+            )
+            self._tokens[token.alias] = token
+            return token
+
+    def _live_token(self, alias: str) -> AliasToken | None:
+        token = self._tokens.get(alias)
+        if token is not None and self._clock() >= token.expires:
+            del self._tokens[alias]  # XNAT sweeps expired tokens; here on first sight
+            return None
+        return token
+
+    def validate_token(self, alias: str, secret: str) -> str | None:
+        """The user of a live token with this alias and secret, or ``None``."""
+        with self._lock:
+            token = self._live_token(alias)
+            if token is None or not hmac.compare_digest(token.secret, secret):
+                return None
+            return token.user
+
+    def token_owner(self, alias: str) -> str | None:
+        """The user of a live token with this alias, or ``None``."""
+        with self._lock:
+            token = self._live_token(alias)
+            return None if token is None else token.user
+
+    def invalidate_token(self, alias: str) -> bool:
+        """End a token; False if no live token has this alias."""
+        with self._lock:
+            return self._tokens.pop(alias, None) is not None
+
+    def check_alias(self, alias: str, secret: str) -> BasicResult:
+        """Basic credentials made of an alias and its secret.
+
+        An unknown or expired alias gives 403 with XNAT's "security token" message; a wrong
+        secret is an ordinary failed login (401). A single-use token ends once used.
+        """
+        with self._lock:
+            token = self._live_token(alias)
+            if token is None:
+                return BasicResult(None, ALIAS_INVALID, 403)
+            if not hmac.compare_digest(token.secret, secret):
+                return BasicResult(None, self.login_failed_message)
+            if token.single_use:
+                del self._tokens[alias]
+            return BasicResult(token.user)
 
     def is_locked(self, user: str) -> bool:
         """Whether ``user`` is locked out right now."""

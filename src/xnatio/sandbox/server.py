@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from xnatio.sandbox.auth import AuthManager, Session
+from xnatio.sandbox.auth import AuthManager, Session, is_alias_format
 from xnatio.sandbox.bodies import (
     ArchiveEntry,
     BodyReader,
@@ -102,6 +102,8 @@ class SandboxConfig:
         Faults armed at start, in the form of :meth:`xnatio.sandbox.faults.Faults.apply`.
     request_timeout
         Seconds a connection may sit idle (between or inside requests) before it is closed.
+    alias_token_timeout
+        Seconds an alias token from ``/data/services/tokens/issue`` stays valid (XNAT: 2 days).
     """
 
     data_dir: Path | str
@@ -119,6 +121,7 @@ class SandboxConfig:
     lockout_seconds: float = 3600.0
     faults: Mapping[str, Any] | None = None
     request_timeout: float = 300.0
+    alias_token_timeout: float = 172800.0
 
 
 class Sandbox:
@@ -150,6 +153,7 @@ class Sandbox:
             session_timeout=config.session_timeout,
             max_failed_logins=config.max_failed_logins,
             lockout_seconds=config.lockout_seconds,
+            alias_token_timeout=config.alias_token_timeout,
         )
         self._store_faults = StoreFaults()
         self.faults = Faults(self._store_faults, self.auth.expire_all)
@@ -627,8 +631,8 @@ class _Handler(BaseHTTPRequestHandler):
         if header[:6].lower() == "basic ":
             result = auth.check_basic(header)
             if result.user is None:
-                body = tomcat_page(401, result.message)
-                raise _Reply(Response(401, body, "text/html;charset=utf-8"))
+                body = tomcat_page(result.status, result.message)
+                raise _Reply(Response(result.status, body, "text/html;charset=utf-8"))
             session = auth.new_session(result.user)
             req.user, req.session = result.user, session
             self._session_cookie(session, new=True)
@@ -685,9 +689,13 @@ class _Handler(BaseHTTPRequestHandler):
         user = (form.get("username") or [""])[0]
         password = (form.get("password") or [""])[0]
         auth = self.server.sandbox.auth
-        result = auth.check_password(user, password)
+        if is_alias_format(user):
+            result = auth.check_alias(user, password)
+        else:
+            result = auth.check_password(user, password)
         if result.user is None:
-            return Response(401, tomcat_page(401, result.message), "text/html;charset=utf-8")
+            page = tomcat_page(result.status, result.message)
+            return Response(result.status, page, "text/html;charset=utf-8")
         session = auth.new_session(result.user)
         self._session_cookie(session, new=True)
         return Response(200, session.id.encode())
@@ -719,6 +727,44 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, TypeError) as exc:
                 raise HttpError(400, f"bad fault specification: {exc}") from None
         return Response(200, json.dumps(faults.snapshot()).encode(), "application/json")
+
+    # alias tokens (§2.4)
+
+    def tokens(self, req: _Request, operation: str, *args: str) -> Response:
+        auth = self.server.sandbox.auth
+        if operation == "issue":
+            user = req.user
+            if len(args) == 2 and args[0] == "user":
+                user = args[1]
+                if req.user not in (user, self.server.sandbox.config.user):
+                    raise HttpError(
+                        403,
+                        "Non-admin users can only request operations on alias tokens for their "
+                        "own account",
+                    )
+                if not auth.has_user(user):
+                    raise HttpError(404, f"Can't find a user with the username {user}")
+            elif args:
+                raise HttpError(404, "The server has not found anything matching the request URI")
+            token = auth.issue_token(user)
+            return Response(200, json.dumps(token.as_json()).encode(), "application/json")
+        if operation == "validate" and len(args) == 2:
+            owner = auth.validate_token(args[0], args[1])
+            body = {"valid": owner} if owner is not None else {}
+            return Response(200, json.dumps(body).encode(), "application/json")
+        if operation == "invalidate" and len(args) == 1:
+            owner = auth.token_owner(args[0])
+            if owner is None:
+                raise HttpError(404, f"Can't find an alias token with the alias {args[0]}")
+            if req.user not in (owner, self.server.sandbox.config.user):
+                raise HttpError(
+                    403,
+                    "Non-admin users can only request operations on alias tokens for their own "
+                    "account",
+                )
+            auth.invalidate_token(args[0])
+            return Response(200, json.dumps({"result": "OK"}).encode(), "application/json")
+        raise HttpError(400, f"Unknown alias token operation: {operation}")
 
     def refresh_catalog(self, req: _Request) -> Response:
         return Response(200, b"")
@@ -1418,6 +1464,10 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
      _Handler.import_service),
     (frozenset({"POST"}), ("data", "services", "archive"), _Handler.archive_service),
     (frozenset({"POST"}), ("data", "services", "refresh", "catalog"), _Handler.refresh_catalog),
+    (frozenset({"GET", "POST"}), ("data", "services", "tokens", "{}"), _Handler.tokens),
+    (frozenset({"GET", "POST"}), ("data", "services", "tokens", "{}", "{}"), _Handler.tokens),
+    (frozenset({"GET", "POST"}), ("data", "services", "tokens", "{}", "{}", "{}"),
+     _Handler.tokens),
     (frozenset({"GET", "PUT", "DELETE"}), ("data", "config", "dicom", "{}"),
      _Handler.dicom_config),
     (frozenset({"GET"}), ("data", "projects"), _Handler.projects),
