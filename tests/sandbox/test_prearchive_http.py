@@ -33,7 +33,7 @@ def _rows(client: httpx.Client, path: str) -> list[dict[str, str]]:
 
 
 def _build(client: httpx.Client, url: str) -> None:
-    r = client.post(url, params={"action": "commit"})  # P1 is Manual: build only
+    r = client.post(url, params={"action": "build"})
     assert r.status_code == 200, r.text
 
 
@@ -92,3 +92,85 @@ def test_verify_client_reads_the_prearchive_listings(
         ("2", "s2_IM0002.dcm"),
     ]
     assert all(f.size > 0 and f.uri.startswith(url + "/scans/") for f in listed)
+
+
+def _status(client: httpx.Client, url: str) -> str:
+    (row,) = _rows(client, url)
+    return row["status"]
+
+
+def test_build_and_reset_status(client: httpx.Client) -> None:
+    url = _upload(client, make_files(1))
+    reset = client.post(url, params={"action": "reset-status"})
+    assert reset.status_code == 200 and reset.text == url
+    assert reset.headers["content-type"].startswith("text/uri-list")
+    assert _status(client, url) == "RECEIVING"  # never built: no session document
+    r = client.post(url, params={"action": "build"})
+    assert r.status_code == 200 and r.text == url
+    assert _status(client, url) == "READY"
+    assert client.get("/data/projects/P1/subjects/S1/experiments/E1").status_code == 404
+    client.post(url, params={"action": "reset-status", "tag": "1.2.3"})
+    (row,) = _rows(client, url)
+    assert (row["status"], row["tag"]) == ("READY", "1.2.3")
+    bad = client.post(url, params={"action": "frobnicate"})
+    assert bad.status_code == 400
+    assert "unsupported action on prearchive session: frobnicate" in bad.text
+    none = client.post(url)
+    assert none.status_code == 400 and "No action parameter was specified" in none.text
+    missing = client.post(url.rsplit("/", 1)[0] + "/NOPE", params={"action": "build"})
+    assert missing.status_code == 404
+
+
+def test_move_to_another_project(sandbox: Sandbox, client: httpx.Client) -> None:
+    assert client.put("/data/projects/P2").status_code == 200
+    url = _upload(client, make_files(2))
+    ts = url.split("/")[-2]
+    denied = client.post(url, params={"action": "move", "newProject": "NOPE"})
+    assert denied.status_code == 403
+    assert "Unable to modify session data for destination project." in denied.text
+    r = client.post(url, params={"action": "move", "newProject": "P2"}, follow_redirects=False)
+    assert r.status_code == 301, r.text
+    new_url = f"/data/prearchive/projects/P2/{ts}/E1"
+    assert r.text == new_url
+    assert _rows(client, "/data/prearchive/projects/P1") == []
+    (row,) = _rows(client, "/data/prearchive/projects/P2")
+    assert (row["project"], row["status"], row["url"]) == ("P2", "READY", new_url[len("/data") :])
+    assert len(_rows(client, new_url + "/scans/1/resources/DICOM/files")) == 2
+    assert not (sandbox.store.data_dir / "prearchive" / "P1" / ts).exists()
+    # Committed from its new home, it archives into P2.
+    commit = client.post(
+        new_url,
+        params={"action": "commit", "AA": "true"},
+        follow_redirects=False,
+    )
+    assert commit.status_code == 301, commit.text
+    assert "/archive/projects/P2/" in commit.text
+    assert len(_rows(client, "/data/projects/P2/subjects/S1/experiments/E1/scans/ALL/files")) == 2
+
+
+def test_move_out_of_unassigned(client: httpx.Client) -> None:
+    r = client.post(
+        IMPORT,
+        params={"import-handler": "DICOM-zip", "inbody": "true", "project": "NOPE"},
+        content=tar_bytes(make_files(1)),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    url = r.text.strip()
+    assert "/prearchive/projects/Unassigned/" in url
+    moved = client.post(url, params={"action": "move", "newProject": "P1"}, follow_redirects=False)
+    assert moved.status_code == 301
+    assert moved.text.startswith("/data/prearchive/projects/P1/")
+    assert _rows(client, "/data/prearchive/projects/Unassigned") == []
+
+
+def test_delete_a_prearchive_session(sandbox: Sandbox, client: httpx.Client) -> None:
+    url = _upload(client, make_files(2))
+    ts = url.split("/")[-2]
+    r = client.delete(url)
+    assert r.status_code == 200, r.text
+    assert _rows(client, "/data/prearchive/projects/P1") == []
+    assert not (sandbox.store.data_dir / "prearchive" / "P1" / ts).exists()
+    assert client.delete(url).status_code == 404
+    # A new upload of the same study starts a fresh session.
+    again = _upload(client, make_files(1))
+    assert again != url and len(_rows(client, "/data/prearchive/projects/P1")) == 1

@@ -1102,10 +1102,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def prearchive_session(self, req: _Request, project: str, ts: str, folder: str) -> Response:
         store = self.server.sandbox.store
+        if req.method == "DELETE":
+            store.delete_prearchive(project, ts, folder)
+            return Response(200, b"")
+        if req.method == "POST" and req.param("action") != "commit":
+            return self._prearchive_action(req, project, ts, folder)
         if req.method == "POST":
-            action = req.param("action")
-            if action != "commit":
-                raise HttpError(400, f"Unsupported action: {action}")
             auto: bool | None = None
             for name, values in req.query.items():
                 if ("AA" in name or "auto-archive" in name) and values and _true(values[0]):
@@ -1124,6 +1126,29 @@ class _Handler(BaseHTTPRequestHandler):
         if row is None:
             raise HttpError(404, f"Unable to find prearchive session {project}/{ts}/{folder}")
         return self._table(req, [row], "Prearchive session")
+
+    def _prearchive_action(self, req: _Request, project: str, ts: str, folder: str) -> Response:
+        """``action=build``, ``reset-status`` and ``move`` (§9); answers as XNAT does."""
+        store = self.server.sandbox.store
+        action = req.param("action")
+        if action == "build":
+            uri = store.build_prearchive(project, ts, folder)
+            return Response(200, _data_uri(uri).encode(), "text/uri-list")
+        if action == "reset-status":
+            uri = store.reset_prearchive_status(project, ts, folder, tag=req.param("tag"))
+            return Response(200, _data_uri(uri).encode(), "text/uri-list")
+        if action == "move":
+            moved = store.move_prearchive(project, ts, folder, req.param("newProject") or "")
+            if moved is None:  # locked: XNAT sets no status and no body
+                return Response(200, b"")
+            return Response(301, _data_uri(moved).encode(), "text/uri-list")
+        if action is None:
+            message = f"No action parameter was specified for the request by user {req.user}"
+        else:
+            message = (
+                f"User {req.user} requested an unsupported action on prearchive session: {action}"
+            )
+        raise HttpError(400, message)
 
     def prearchive_scans(self, req: _Request, project: str, ts: str, folder: str) -> Response:
         rows = self.server.sandbox.store.prearchive_scans(project, ts, folder)
@@ -1501,8 +1526,7 @@ _ROUTES: list[tuple[frozenset[str], tuple[str, ...], _Route]] = [
      _Handler.session_resource_file),
     (frozenset({"GET"}), ("data", "prearchive"), _Handler.prearchive),
     (frozenset({"GET"}), ("data", "prearchive", "projects", "{}"), _Handler.prearchive),
-    (frozenset({"GET", "POST"}), ("data", "prearchive", "projects", "{}", "{}", "{}"),
-     _Handler.prearchive_session),
+    (frozenset({"GET", "POST", "DELETE"}), _PREARC, _Handler.prearchive_session),
     (frozenset({"GET"}), (*_PREARC, "scans"), _Handler.prearchive_scans),
     (frozenset({"GET"}), (*_PREARC, "scans", "{}", "resources"),
      _Handler.prearchive_scan_resources),

@@ -1742,6 +1742,130 @@ class SandboxStore:
             flags = _Flags(override, merge, overwrite_files or override or code == 5)
         return 301, self._archive_session(int(row["n"]), target, flags, user)
 
+    def _prearc_or_404(self, project: str, timestamp: str, folder: str) -> sqlite3.Row:
+        row = self._find_prearc(project, timestamp, folder)
+        if row is None:
+            raise ClientError(
+                f"Unable to find prearchive session {project}/{timestamp}/{folder}", 404
+            )
+        return row
+
+    def _locked(self, row: sqlite3.Row) -> bool:
+        """Whether another operation holds the session (archive, move, or files arriving)."""
+        n = int(row["n"])
+        return row["status"] not in _INTERRUPTIBLE or n in self._archiving_sessions
+
+    def build_prearchive(self, project: str, timestamp: str, folder: str) -> str:
+        """``POST <prearchive uri>?action=build`` (§9): build the session document now.
+
+        The session becomes READY (its scan listings become available); nothing is archived.
+        Returns the prearchive URI.
+
+        Raises
+        ------
+        ClientError
+            404 unknown session; 409 "session document locked" while it is archiving or in
+            another non-interruptible state.
+        """
+        with self._lock:
+            row = self._prearc_or_404(project, timestamp, folder)
+            if self._locked(row):
+                raise ClientError("session document locked", 409)
+            self._db.execute("UPDATE sessions SET status=?, built=1 WHERE n=?", (READY, row["n"]))
+            self._commit()
+            return self._prearc_uri(row)
+
+    def reset_prearchive_status(
+        self, project: str, timestamp: str, folder: str, *, tag: str | None = None
+    ) -> str:
+        """``POST <prearchive uri>?action=reset-status[&tag=UID]`` (§9).
+
+        Like XNAT's resetStatus, the row is re-read from the session folder whatever its
+        status: READY if a session document exists (it was built), RECEIVING otherwise. The
+        row's auto-archive, prevent_anon, prevent_auto_commit and SOURCE are kept; ``tag``
+        replaces the StudyInstanceUID. Returns the prearchive URI. ClientError 404 if unknown.
+        """
+        with self._lock:
+            row = self._prearc_or_404(project, timestamp, folder)
+            status = READY if row["built"] else RECEIVING
+            self._db.execute(
+                "UPDATE sessions SET status=?, tag=? WHERE n=?",
+                (status, tag or row["tag"], row["n"]),
+            )
+            self._commit()
+            return self._prearc_uri(row)
+
+    def move_prearchive(
+        self, project: str, timestamp: str, folder: str, new_project: str
+    ) -> str | None:
+        """``POST <prearchive uri>?action=move&newProject=P2`` (§9): move a session to another
+        project's prearchive, keeping its timestamp and folder; it is rebuilt (READY).
+
+        Returns
+        -------
+        str or None
+            The new prearchive URI; ``None`` when the session is locked (XNAT then answers 200
+            with no body and moves nothing).
+
+        Raises
+        ------
+        ClientError
+            403 "Unable to modify session data for destination project." for a missing
+            destination; 404 unknown session; 409 when the destination holds a session with
+            the same timestamp and folder.
+        """
+        if not new_project or not self.project_exists(new_project):
+            raise ClientError("Unable to modify session data for destination project.", 403)
+        with self._lock:
+            row = self._prearc_or_404(project, timestamp, folder)
+            if self._locked(row) or self._active.get(int(row["n"])):
+                return None
+            if (row["project"] or "") == new_project:
+                return self._prearc_uri(row)
+            if self._find_prearc(new_project, timestamp, folder) is not None:
+                raise ClientError(
+                    f"A session {new_project}/{timestamp}/{folder} already exists.", 409
+                )
+            src = self._safe_path(row["dir"])
+            d = f"prearchive/{new_project}/{timestamp}/{folder}"
+            dst = self._safe_path(d)
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if src.exists():
+                    os.replace(src, dst)
+            except OSError as exc:
+                raise ServerError(f"Unable to move the session: {exc}") from exc
+            self._prune(src.parent)
+            self._db.execute(
+                "UPDATE sessions SET project=?, dir=?, status=?, built=1 WHERE n=?",
+                (new_project, d, READY, row["n"]),
+            )
+            self._commit()
+            moved = self._q1("SELECT * FROM sessions WHERE n=?", (row["n"],))
+            assert moved is not None
+            return self._prearc_uri(moved)
+
+    def delete_prearchive(self, project: str, timestamp: str, folder: str) -> None:
+        """``DELETE <prearchive uri>`` (§9): remove the session's row and its files.
+
+        Raises
+        ------
+        ClientError
+            404 unknown session; 409 while it is archiving, locked, or receiving files.
+        """
+        with self._lock:
+            row = self._prearc_or_404(project, timestamp, folder)
+            if self._locked(row) or self._active.get(int(row["n"])):
+                raise ClientError(
+                    f"The session {project}/{timestamp}/{folder} is locked: {row['status']}", 409
+                )
+            self._db.execute("DELETE FROM session_files WHERE session_n=?", (row["n"],))
+            self._db.execute("DELETE FROM sessions WHERE n=?", (row["n"],))
+            self._commit()
+            src = self._safe_path(row["dir"])
+        shutil.rmtree(src, ignore_errors=True)
+        self._prune(src.parent)
+
     @staticmethod
     def _parse_prearc_uri(uri: str) -> tuple[str, str, str]:
         parts = [p for p in uri.split("/") if p]
