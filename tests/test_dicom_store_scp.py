@@ -229,8 +229,9 @@ def test_out_of_resources_is_retried_on_a_fresh_association(scp: FakeScp, sessio
     retried = [o for o in result.outcomes if o.attempts == 2]
     assert retried
     assert len(retried) == sum(1 for n in scp.requests.values() if n == 2)
-    # Every failure status makes its worker start a new association.
-    assert result.associations >= 2 + len(retried)
+    # Every failure status ends its association; the retry goes out on another one (a fresh one,
+    # or the other worker's when it takes the job first and this worker finds nothing left).
+    assert 3 <= result.associations <= 2 + len(retried)
     assert events[-1].retries == len(retried)
 
 
