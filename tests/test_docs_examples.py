@@ -360,7 +360,10 @@ def test_helpers_understand_the_conventions() -> None:
 
 
 def test_sandbox_doc_lists_every_route() -> None:
-    """docs/sandbox.md's endpoint table names every route of the sandbox, with its methods."""
+    """docs/sandbox.md's endpoint table names every route of the sandbox, with its methods.
+
+    The table may name a method ahead of the code (work in progress elsewhere), never miss one.
+    """
     from xnatio.sandbox.server import iter_routes
 
     text = (ROOT / "docs" / "sandbox.md").read_text(encoding="utf-8")
@@ -371,6 +374,6 @@ def test_sandbox_doc_lists_every_route() -> None:
     missing = []
     for methods, pattern in iter_routes():
         path = pattern.replace("{*}", "{}")
-        if rows.get(path) != set(methods.split(",")):
+        if not set(methods.split(",")) <= rows.get(path, set()):
             missing.append(f"{methods} {pattern}")
     assert not missing, f"docs/sandbox.md's endpoint table lacks or misstates: {missing}"
