@@ -194,6 +194,7 @@ def run_dicom_store(
     journal: Path | bool = True,
     report_path: Path | None = None,
     journal_chunk: int | None = None,
+    timeout: float = 60.0,
     dry_run: bool,
     as_json: bool,
     progress_mode: str,
@@ -307,6 +308,7 @@ def run_dicom_store(
                 session=session,
                 routing_tags=routing_tags,
                 tls=tls,
+                timeout=timeout,
             )
             report: VerifyReport | None = None
             if verify and config is not None and not cancelled:
@@ -422,6 +424,7 @@ def _send_chunks(
     session: str,
     routing_tags: bool,
     tls: DicomTls | None,
+    timeout: float = 60.0,
 ) -> tuple[DicomStoreResult, bool]:
     """Send ``todo`` in chunks, journaling each chunk's confirmed instances (fsync'd)."""
     parts: list[DicomStoreResult] = []
@@ -445,6 +448,7 @@ def _send_chunks(
                 tls=tls,
                 progress_callback=offset,
                 echo=start == 0,
+                timeout=timeout,
                 allow_multiple_studies=True,  # checked once for the whole source
             )
         except DicomStoreCancelled as exc:

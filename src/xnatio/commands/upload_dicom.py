@@ -198,10 +198,10 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=1),
-    default=10800.0,
-    show_default=True,
-    help="Seconds per request.",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds per request (REST, default 10800) or per answer from the DICOM receiver "
+    "(C-STORE, default 60).",
 )
 @click.option(
     "--overwrite",
@@ -289,7 +289,7 @@ def command(
     upload_workers: int,
     archive_workers: int,
     archive_format: str,
-    timeout: float,
+    timeout: float | None,
     overwrite: str,
     direct_archive: bool,
     import_handler: str,
@@ -364,6 +364,7 @@ def command(
             journal=journal,
             report_path=report_path,
             journal_chunk=journal_chunk,
+            timeout=timeout if timeout is not None else 60.0,
             dry_run=dry_run,
             as_json=as_json,
             progress_mode=progress_mode,
@@ -417,7 +418,7 @@ def command(
                 archive_workers=archive_workers,
                 archive_format="zip" if archive_format == "zip" else "tar",
                 progress_callback=display,
-                timeout=timeout,
+                timeout=timeout if timeout is not None else 10800.0,
                 overwrite="append"
                 if overwrite == "append"
                 else "delete"
