@@ -225,6 +225,12 @@ def run_dicom_store(
     calling = _env(dicom_calling_aet, "XNAT_DICOM_CALLING_AET") or "XNATIO"
     tls = DicomTls(ca=dicom_tls_ca, cert=dicom_tls_cert, key=dicom_tls_key) if dicom_tls else None
 
+    if config is not None and (verify or resume) and not dry_run:
+        # The credentials serve the check after sending (and the resume's listings): a wrong
+        # password or server URL must stop us before anything is sent, not after.
+        with XnatSession(config, timeout=60.0) as xnat:
+            xnat.login()
+
     mode = progress_mode if not as_json or progress_mode != "auto" else "none"
     with ProgressDisplay(mode, unit="instances") as display:
         plan = plan_upload(
