@@ -890,7 +890,7 @@ def _send_batch(
         except httpx.TimeoutException:
             # Unknown outcome: the server may still be writing. Re-sending is safe (same entry
             # names and UIDs replace, never duplicate) once it has had time to finish.
-            error = f"timed out after {timeout:.0f} s (outcome unknown)"
+            error = f"timed out after {timeout:g} s (outcome unknown)"
         except httpx.TransportError as exc:
             error = f"connection error: {type(exc).__name__}: {exc}"
             _revalidate(xnat)
