@@ -10,9 +10,10 @@ TCP_QUICKACK, re-armed after every read, is what makes one association fast agai
 that still use Nagle's algorithm: 300 files on one association to Orthanc 1.10 (default
 settings) took 14.4 s without it (as long as ``storescu``, 14.8 s) and 0.69 s with it.
 
-Only what a Storage SCU needs is implemented (DICOM PS3.8 section 9 for PDUs, PS3.7 section 9 and
-annex E for the C-ECHO and C-STORE messages): no asynchronous operations window, no extended
-negotiation, no SCP role.
+The PDU and command set encodings are shared with the sandbox's receiver
+(:mod:`xnatio.dimse_pdu`). Only what a Storage SCU needs is implemented (DICOM PS3.8 section 9
+for PDUs, PS3.7 section 9 and annex E for the C-ECHO and C-STORE messages): no asynchronous
+operations window, no extended negotiation, no SCP role.
 """
 
 from __future__ import annotations
@@ -25,10 +26,36 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from xnatio import __version__
-from xnatio.errors import XnatioError
+from xnatio.dimse_pdu import (
+    A_ABORT,
+    A_ASSOCIATE_AC,
+    A_ASSOCIATE_RJ,
+    A_RELEASE_RP,
+    A_RELEASE_RQ,
+    CONTEXT_RESULTS,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    P_DATA_TF,
+    PDV_COMMAND,
+    PDV_LAST,
+    REJECT_REASONS,
+    RELEASE_RQ,
+    VERIFICATION_SOP_CLASS,
+    AssociationAbortedError,
+    DimseError,
+    abort_pdu,
+    aet_field,
+    associate_rq,
+    encode_command,
+    parse_associate,
+    parse_command,
+    pdv_header,
+    uid_bytes,
+)
 
 __all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION",
     "VERIFICATION_SOP_CLASS",
     "Association",
     "AssociationAbortedError",
@@ -38,40 +65,13 @@ __all__ = [
     "StoreResponse",
 ]
 
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
-_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-# A UID under the UUID-derived root 2.25 (PS3.5 annex B.2), fixed for this implementation.
-IMPLEMENTATION_CLASS_UID = "2.25.207713505136312853404474963153468283655"
-IMPLEMENTATION_VERSION = f"XNATIO_{__version__}"[:16]
 # What we accept: responses are small, but a larger value costs nothing.
 _OUR_MAX_PDU = 65536
 # Cap on our outgoing PDUs when the peer sets no limit (0), to keep memory use bounded.
 _UNLIMITED_PDU = 4 * 1024 * 1024
 _IOV_MAX = 512
 _HAS_QUICKACK = sys.platform.startswith("linux") and hasattr(socket, "TCP_QUICKACK")
-
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised",
-    (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
-_CONTEXT_RESULTS = {
-    0: "accepted",
-    1: "user rejection",
-    2: "no reason given",
-    3: "SOP class not supported",
-    4: "transfer syntax not supported",
-}
 _ABORT_SOURCES = {0: "the receiver (service user)", 2: "the receiver's DICOM layer"}
-
-
-class DimseError(XnatioError):
-    """A DICOM network exchange failed (connection, protocol or association level)."""
 
 
 class AssociationRejectedError(DimseError):
@@ -95,10 +95,6 @@ class AssociationRejectedError(DimseError):
     def permanent(self) -> bool:
         """True for a permanent rejection (retrying will not help)."""
         return self.result == 1
-
-
-class AssociationAbortedError(DimseError):
-    """The association ended abnormally: A-ABORT, a closed connection, a timeout, bad PDUs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +125,7 @@ class ContextResult:
     @property
     def reason(self) -> str:
         """The result in words."""
-        return _CONTEXT_RESULTS.get(self.result, f"unknown result {self.result}")
+        return CONTEXT_RESULTS.get(self.result, f"unknown result {self.result}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,40 +134,6 @@ class StoreResponse:
 
     status: int
     error_comment: str = ""
-
-
-def _uid(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\x00" if len(raw) % 2 else raw
-
-
-def _item(item_type: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", item_type, 0, len(body)) + body
-
-
-def _command(elements: list[tuple[int, bytes]]) -> bytes:
-    """Encode a command set in implicit VR little endian with its group length first."""
-    body = b"".join(
-        struct.pack("<HHI", 0, elem, len(value)) + value for elem, value in sorted(elements)
-    )
-    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
-
-
-def _parse_command(data: bytes) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 8 <= len(data):
-        _, elem, length = struct.unpack_from("<HHI", data, pos)
-        out[elem] = data[pos + 8 : pos + 8 + length]
-        pos += 8 + length
-    return out
-
-
-def _aet(title: str) -> bytes:
-    raw = title.encode("ascii")
-    if not 0 < len(raw) <= 16:
-        raise ValueError(f"AE title {title!r} must be 1-16 ASCII characters")
-    return raw.ljust(16)
 
 
 class Association:
@@ -245,7 +207,7 @@ class Association:
         """
         if not 0 < len(pairs) <= 128:
             raise ValueError("an association carries 1 to 128 presentation contexts")
-        called, calling = _aet(called_aet), _aet(calling_aet)
+        aet_field(called_aet), aet_field(calling_aet)  # validate before connecting
         raw = socket.create_connection((host, port), timeout=timeout)
         sock: socket.socket = raw
         try:
@@ -253,23 +215,19 @@ class Association:
             if ssl_context is not None:
                 sock = ssl_context.wrap_socket(raw, server_hostname=host)
             proposed = {2 * i + 1: pair for i, pair in enumerate(pairs)}
-            items = [_item(0x10, _APPLICATION_CONTEXT.encode("ascii"))]
-            for cid, (abstract, transfer) in proposed.items():
-                body = struct.pack("BBBB", cid, 0, 0, 0)
-                body += _item(0x30, abstract.encode("ascii"))
-                body += _item(0x40, transfer.encode("ascii"))
-                items.append(_item(0x20, body))
-            user = _item(0x51, struct.pack(">I", _OUR_MAX_PDU))
-            user += _item(0x52, IMPLEMENTATION_CLASS_UID.encode("ascii"))
-            user += _item(0x55, IMPLEMENTATION_VERSION.encode("ascii"))
-            items.append(_item(0x50, user))
-            body = struct.pack(">HH", 1, 0) + called + calling + bytes(32) + b"".join(items)
-            sock.sendall(struct.pack(">BBI", 0x01, 0, len(body)) + body)
+            sock.sendall(
+                associate_rq(
+                    called_aet,
+                    calling_aet,
+                    {cid: (a, (t,)) for cid, (a, t) in proposed.items()},
+                    _OUR_MAX_PDU,
+                )
+            )
             assoc = cls(sock, {}, 0, quickack)
             pdu_type, data = assoc._read_pdu()
-            if pdu_type == 0x03:
+            if pdu_type == A_ASSOCIATE_RJ:
                 result, source, reason = data[1], data[2], data[3]
-                text = _REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
+                text = REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
                 kind = "permanently" if result == 1 else "for now"
                 raise AssociationRejectedError(
                     f"the receiver rejected the association {kind}: {text}",
@@ -277,9 +235,9 @@ class Association:
                     source=source,
                     reason=reason,
                 )
-            if pdu_type == 0x07:
+            if pdu_type == A_ABORT:
                 raise AssociationAbortedError("the receiver aborted the association request")
-            if pdu_type != 0x02:
+            if pdu_type != A_ASSOCIATE_AC:
                 raise AssociationAbortedError(
                     f"unexpected PDU type {pdu_type} instead of A-ASSOCIATE-AC"
                 )
@@ -291,24 +249,15 @@ class Association:
             raise
 
     def _parse_accept(self, data: bytes, proposed: dict[int, tuple[str, str]]) -> None:
-        pos = 68  # protocol version, reserved, AE titles and reserved field
+        accept = parse_associate(data)
         answered: dict[int, ContextResult] = {}
-        while pos + 4 <= len(data):
-            item_type, _, length = struct.unpack_from(">BBH", data, pos)
-            body = data[pos + 4 : pos + 4 + length]
-            pos += 4 + length
-            if item_type == 0x21 and len(body) >= 4:
-                cid, result = body[0], body[2]
-                if cid in proposed:
-                    abstract, transfer = proposed[cid]
-                    answered[cid] = ContextResult(cid, abstract, transfer, result)
-            elif item_type == 0x50:
-                sub = 0
-                while sub + 4 <= len(body):
-                    sub_type, _, sub_len = struct.unpack_from(">BBH", body, sub)
-                    if sub_type == 0x51 and sub_len == 4:
-                        (self.max_pdu,) = struct.unpack_from(">I", body, sub + 4)
-                    sub += 4 + sub_len
+        for item in accept.contexts:
+            if item.context_id in proposed:
+                abstract, transfer = proposed[item.context_id]
+                answered[item.context_id] = ContextResult(
+                    item.context_id, abstract, transfer, item.result
+                )
+        self.max_pdu = accept.max_pdu or 0
         for cid, (abstract, transfer) in proposed.items():
             res = answered.get(cid, ContextResult(cid, abstract, transfer, 2))
             self.contexts[(abstract, transfer)] = res
@@ -349,16 +298,16 @@ class Association:
         parts: list[bytes] = []
         while True:
             pdu_type, data = self._read_pdu()
-            if pdu_type == 0x07:
+            if pdu_type == A_ABORT:
                 source = data[2] if len(data) > 2 else 0
                 who = _ABORT_SOURCES.get(source, "the receiver")
                 self._close()
                 raise AssociationAbortedError(f"association aborted by {who}")
-            if pdu_type == 0x05:
+            if pdu_type == A_RELEASE_RQ:
                 # The peer may not release first (PS3.8 7.2); treat it as a failure of the exchange.
                 self.abort()
                 raise AssociationAbortedError("the receiver asked to release during an operation")
-            if pdu_type != 0x04:
+            if pdu_type != P_DATA_TF:
                 self.abort()
                 raise AssociationAbortedError(f"unexpected PDU type {pdu_type} during an operation")
             pos = 0
@@ -367,11 +316,11 @@ class Association:
                 control = data[pos + 5]
                 fragment = data[pos + 6 : pos + 4 + item_len]
                 pos += 4 + item_len
-                if not control & 0x01:
+                if not control & PDV_COMMAND:
                     continue  # a data set fragment: C-STORE/C-ECHO responses carry none
                 parts.append(fragment)
-                if control & 0x02:
-                    return _parse_command(b"".join(parts))
+                if control & PDV_LAST:
+                    return parse_command(b"".join(parts))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -402,7 +351,7 @@ class Association:
             raise AssociationAbortedError(f"connection lost: {exc}") from exc
 
     def _pdv_header(self, context_id: int, control: int, length: int) -> bytes:
-        return struct.pack(">BBIIBB", 0x04, 0, length + 6, length + 2, context_id, control)
+        return pdv_header(context_id, control, length)
 
     def _next_id(self) -> int:
         self._message_id = self._message_id % 0xFFFF + 1
@@ -426,15 +375,15 @@ class Association:
         )
         if cid is None:
             raise ValueError("the receiver did not accept the verification SOP class")
-        cmd = _command(
+        cmd = encode_command(
             [
-                (0x0002, _uid(VERIFICATION_SOP_CLASS)),
+                (0x0002, uid_bytes(VERIFICATION_SOP_CLASS)),
                 (0x0100, struct.pack("<H", 0x0030)),
                 (0x0110, struct.pack("<H", self._next_id())),
                 (0x0800, struct.pack("<H", 0x0101)),
             ]
         )
-        self._send_buffers([self._pdv_header(cid, 0x03, len(cmd)), cmd])
+        self._send_buffers([self._pdv_header(cid, PDV_COMMAND | PDV_LAST, len(cmd)), cmd])
         return self._response()
 
     def store(
@@ -461,17 +410,20 @@ class Association:
             The status of the C-STORE-RSP (DICOM PS3.4 annex B.2.3).
         """
         cid = self._context_id(sop_class_uid, transfer_syntax_uid)
-        cmd = _command(
+        cmd = encode_command(
             [
-                (0x0002, _uid(sop_class_uid)),
+                (0x0002, uid_bytes(sop_class_uid)),
                 (0x0100, struct.pack("<H", 0x0001)),
                 (0x0110, struct.pack("<H", self._next_id())),
                 (0x0700, struct.pack("<H", 0)),
                 (0x0800, struct.pack("<H", 0x0000)),
-                (0x1000, _uid(sop_instance_uid)),
+                (0x1000, uid_bytes(sop_instance_uid)),
             ]
         )
-        out: list[bytes | memoryview] = [self._pdv_header(cid, 0x03, len(cmd)), cmd]
+        out: list[bytes | memoryview] = [
+            self._pdv_header(cid, PDV_COMMAND | PDV_LAST, len(cmd)),
+            cmd,
+        ]
         frag = self._fragment
         pending = memoryview(b"")
         queued = 0
@@ -488,7 +440,7 @@ class Association:
                 out, queued = [], 0
         if not len(pending):
             raise ValueError("empty data set")
-        out.append(self._pdv_header(cid, 0x02, len(pending)))
+        out.append(self._pdv_header(cid, PDV_LAST, len(pending)))
         out.append(pending)
         self._send_buffers(out)
         return self._response()
@@ -515,10 +467,10 @@ class Association:
         if self._closed:
             return
         try:
-            self._send_buffers([struct.pack(">BBIi", 0x05, 0, 4, 0)])
+            self._send_buffers([RELEASE_RQ])
             while True:
                 pdu_type, _ = self._read_pdu()
-                if pdu_type in (0x06, 0x07):
+                if pdu_type in (A_RELEASE_RP, A_ABORT):
                     break
         except DimseError:
             pass
@@ -530,7 +482,7 @@ class Association:
         if self._closed:
             return
         with contextlib.suppress(OSError):
-            self._sock.sendall(struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0))
+            self._sock.sendall(abort_pdu())
         self._close()
 
     def _close(self) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "DatasetHead",
     "DatasetParseError",
     "dataset_chunks",
+    "file_meta_header",
     "open_dataset",
     "splice_patient_comments",
 ]
@@ -352,3 +353,63 @@ def iter_chunks(stream: BinaryIO, size: int = _CHUNK) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def _meta_element(elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2sHI", 0x0002, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, elem, vr, len(value)) + value
+
+
+def file_meta_header(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    *,
+    implementation_class_uid: str,
+    implementation_version: str = "",
+    source_aet: str = "",
+) -> bytes:
+    """The 128-byte preamble, ``DICM`` and a file meta group (DICOM PS3.10 section 7.1).
+
+    Put in front of a received data set, it makes a DICOM file of it; the data set itself is
+    not touched. The group is explicit VR little endian, as the standard requires.
+
+    Parameters
+    ----------
+    sop_class_uid, sop_instance_uid
+        Media Storage SOP Class and Instance UIDs (0002,0002) and (0002,0003).
+    transfer_syntax_uid
+        The data set's transfer syntax (0002,0010).
+    implementation_class_uid, implementation_version
+        Who wrote the file (0002,0012) and (0002,0013).
+    source_aet
+        The AE title the data came from (0002,0016), left out when empty.
+
+    Examples
+    --------
+    >>> head = file_meta_header("1.2", "1.2.3", EXPLICIT_VR_LITTLE_ENDIAN,
+    ...                         implementation_class_uid="2.25.1")
+    >>> head[128:132], len(head) % 2
+    (b'DICM', 0)
+    """
+
+    def ui(value: str) -> bytes:
+        raw = value.encode("ascii")
+        return raw + b"\x00" if len(raw) % 2 else raw
+
+    def text(value: str) -> bytes:
+        raw = value.encode("ascii", "replace")
+        return raw + b" " if len(raw) % 2 else raw
+
+    body = _meta_element(0x0001, b"OB", b"\x00\x01")
+    body += _meta_element(0x0002, b"UI", ui(sop_class_uid))
+    body += _meta_element(0x0003, b"UI", ui(sop_instance_uid))
+    body += _meta_element(0x0010, b"UI", ui(transfer_syntax_uid))
+    body += _meta_element(0x0012, b"UI", ui(implementation_class_uid))
+    if implementation_version:
+        body += _meta_element(0x0013, b"SH", text(implementation_version[:16]))
+    if source_aet:
+        body += _meta_element(0x0016, b"AE", text(source_aet[:16]))
+    length = _meta_element(0x0000, b"UL", struct.pack("<I", len(body)))
+    return bytes(128) + b"DICM" + length + body
