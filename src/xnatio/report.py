@@ -120,7 +120,22 @@ def rest_rows(files: Sequence[DicomFile], result: UploadResult) -> list[ReportRo
             )
             continue
         unit = f"batch {index + 1}"
-        if not o.success:
+        if not o.success and v is not None and problem is None and uri:
+            # The batch failed part-way, yet the verification found this file in the session
+            # (written before the failure, then committed): it landed.
+            rows.append(
+                ReportRow(
+                    f.path,
+                    f.sop_instance_uid,
+                    series,
+                    unit,
+                    "sent",
+                    o.attempts,
+                    uri,
+                    f"found on the server although its batch failed ({o.error or 'failed'})",
+                )
+            )
+        elif not o.success:
             rows.append(
                 ReportRow(
                     f.path,
