@@ -29,7 +29,6 @@ FALLBACK_NAMES = {"xnatio.verify": ["Comparison", "VerifyReport", "verify_sessio
 KNOWN_GAPS = {
     ("xnatio.uploaders.plan_upload", "Parameters"),
     ("xnatio.uploaders.plan_upload", "Returns"),
-    ("xnatio.uploaders.upload_resource", "Returns"),
 }
 
 

@@ -143,6 +143,15 @@ def upload_resource(
         Send a folder file by file with this many parallel requests instead of one zip.
     verify
         Compare the resource listing with the local names and sizes afterwards.
+    progress_callback
+        Receives :class:`~xnatio.progress.ProgressEvent` objects (bytes for a zip, files for
+        ``per_file``).
+
+    Returns
+    -------
+    ResourceUploadResult
+        Success is True when every file is listed with its local size (files the server kept
+        because of ``overwrite=False`` are reported as duplicates instead).
 
     Raises
     ------
