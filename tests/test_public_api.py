@@ -27,8 +27,6 @@ FALLBACK_NAMES = {"xnatio.verify": ["Comparison", "VerifyReport", "verify_sessio
 # Numpydoc sections missing in the code today: (qualified name, section). Each is an expected
 # failure, not a strict one, so the test passes again as soon as the docstring is completed.
 KNOWN_GAPS = {
-    ("xnatio.uploaders.plan_upload", "Parameters"),
-    ("xnatio.uploaders.plan_upload", "Returns"),
 }
 
 

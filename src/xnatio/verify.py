@@ -9,6 +9,7 @@ it belongs to.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import re
 import time
@@ -17,6 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
 
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError
@@ -25,6 +29,8 @@ from xnatio.naming import safe_name, scan_folder, template_file_name
 from xnatio.plan import entry_name
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.xnat import XnatSession
+
+__all__ = ["Comparison", "VerifyReport", "verify_session"]
 
 _SCAN_IN_URI = re.compile(r"/scans/([^/]+)/")
 
@@ -319,20 +325,41 @@ def experiment_path(project: str, subject: str, session: str) -> str:
     return f"/data/projects/{project}/subjects/{subject}/experiments/{session}"
 
 
-def list_session_files(
-    xnat: XnatSession, project: str, subject: str, session: str
-) -> list[dict[str, str]] | None:
-    """The rows of ``scans/ALL/files`` for a session, or None when the session does not exist."""
-    response = xnat.request(
-        "GET",
-        experiment_path(project, subject, session) + "/scans/ALL/files",
-        params={"format": "json"},
-    )
-    if response.status_code == 404:
-        return None
-    xnat.check(response, f"listing the files of {project}/{subject}/{session}")
+def _rows(response: httpx.Response) -> list[dict[str, str]]:
     rows = response.json()["ResultSet"]["Result"]
     return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+
+
+def list_session_files(
+    xnat: XnatSession, project: str, subject: str, session: str, *, workers: int = 8
+) -> list[dict[str, str]] | None:
+    """The rows of the session's scan file listing, or None when the session does not exist.
+
+    With several scans, each scan's listing is fetched on its own connection, ``workers`` at a
+    time: on a distant server the listing of a large session is megabytes of JSON, and one
+    connection would move it at the speed of a single stream.
+    """
+    base = experiment_path(project, subject, session)
+    what = f"listing the files of {project}/{subject}/{session}"
+    response = xnat.request("GET", base + "/scans", params={"format": "json"})
+    if response.status_code == 404:
+        return None
+    scan_ids = [row["ID"] for row in _rows(xnat.check(response, what)) if row.get("ID")]
+    if len(scan_ids) <= 1 or workers <= 1:
+        whole = xnat.request("GET", base + "/scans/ALL/files", params={"format": "json"})
+        if whole.status_code == 404:
+            return None
+        return _rows(xnat.check(whole, what))
+
+    def one_scan(scan_id: str) -> list[dict[str, str]]:
+        listing = xnat.request(
+            "GET", f"{base}/scans/{quote(scan_id, safe='')}/files", params={"format": "json"}
+        )
+        return _rows(xnat.check(listing, what))
+
+    with cf.ThreadPoolExecutor(min(workers, len(scan_ids)), thread_name_prefix="xio-list") as pool:
+        parts = list(pool.map(one_scan, scan_ids))
+    return [row for part in parts for row in part]
 
 
 def find_prearchive_sessions(

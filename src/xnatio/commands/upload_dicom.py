@@ -386,16 +386,16 @@ def command(
     with ProgressDisplay(
         progress_mode if not as_json or progress_mode != "auto" else "none"
     ) as display:
-        plan = plan_upload(
-            source,
-            project=project,
-            subject=subject,
-            session=session,
-            num_batches=batches,
-            allow_multiple_studies=allow_multiple_studies,
-            progress_callback=display,
-        )
         if dry_run:
+            plan = plan_upload(
+                source,
+                project=project,
+                subject=subject,
+                session=session,
+                num_batches=batches,
+                allow_multiple_studies=allow_multiple_studies,
+                progress_callback=display,
+            )
             plan.inventory.source.close()
             if as_json:
                 click.echo(json.dumps(_plan_dict(plan), indent=2))
@@ -430,20 +430,19 @@ def command(
                 else "DICOM-zip",
                 allow_multiple_studies=allow_multiple_studies,
                 verify=not no_verify,
-                plan=plan,
                 journal=journal,
                 resume=resume,
             )
         except UploadCancelled as exc:
             display.__exit__(None, None, None)
             if report_path is not None:
-                write_report(report_path, rest_rows(plan.inventory.files, exc.result))
+                write_report(report_path, rest_rows(exc.result.files, exc.result))
             if as_json:
                 click.echo(json.dumps(_result_dict(exc.result), indent=2))
             click.echo(f"xio: {exc.message}", err=True)
             ctx.exit(130)
     if report_path is not None:
-        write_report(report_path, rest_rows(plan.inventory.files, result))
+        write_report(report_path, rest_rows(result.files, result))
     if as_json:
         click.echo(json.dumps(_result_dict(result), indent=2))
     else:

@@ -144,6 +144,7 @@ class UploadResult:
     resumed: bool = False
     nothing_to_send: bool = False
     journal_path: str | None = None
+    files: list[DicomFile] = field(default_factory=list, repr=False)
 
     @property
     def throughput_mb_s(self) -> float:
@@ -172,6 +173,26 @@ def plan_upload(
     progress_callback: ProgressCallback | None = None,
 ) -> UploadPlan:
     """Scan ``source_dir`` and cut it into batches, sending nothing.
+
+    Parameters
+    ----------
+    source_dir
+        A folder (searched recursively) or a ``.zip``, ``.tar``, ``.tar.gz``/``.tgz`` file.
+    project, subject, session
+        Target labels, checked against XNAT's ``[A-Za-z0-9_-]`` rule.
+    num_batches
+        How many byte-balanced batches to cut (never more than there are files).
+    allow_multiple_studies
+        Accept a source holding several StudyInstanceUIDs.
+    progress_callback
+        Receives ``scanning`` events while headers are read.
+
+    Returns
+    -------
+    UploadPlan
+        The inventory (its source stays open: close it, or hand the plan to
+        :func:`upload_dicom_parallel_rest`, which does), the batches, and file counts per study
+        and per scan.
 
     Raises
     ------
@@ -448,53 +469,86 @@ def upload_dicom_parallel_rest(
         server=normalise_server(server), username=username, password=password, verify_tls=verify_tls
     )
     started = time.monotonic()
-    if plan is None:
-        plan = plan_upload(
-            source_dir,
-            project=project,
-            subject=subject,
-            session=session,
-            num_batches=num_batches,
-            allow_multiple_studies=allow_multiple_studies,
-            progress_callback=progress_callback,
-        )
-    inventory = plan.inventory
     log: Journal | None = None
     try:
-        if journal is not False:
-            key = JournalKey.create(
-                server=config.server,
-                project=project,
-                subject=subject,
-                session=session,
-                files=inventory.files,
-            )
-            log = Journal.for_upload(key, None if journal is True else journal)
         with XnatSession(config, timeout=timeout, max_connections=upload_workers + 4) as xnat:
-            return _run(
-                xnat,
-                plan,
-                journal=log,
-                resume=resume,
-                project=project,
-                subject=subject,
-                session=session,
-                num_batches=num_batches,
-                upload_workers=upload_workers,
-                archive_format=archive_format,
-                progress_callback=progress_callback,
-                timeout=timeout,
-                overwrite=overwrite,
-                direct_archive=direct_archive,
-                import_handler=import_handler,
-                verify=verify,
-                max_attempts=max_attempts,
-                started=started,
-            )
+            if plan is None:
+                # Log in and look at the server while the headers are read: on a distant server
+                # these round trips would otherwise add to the time before the first byte.
+                with cf.ThreadPoolExecutor(1, thread_name_prefix="xio-preflight") as pool:
+                    checks = pool.submit(_preflight, xnat, project, subject, session)
+                    plan = plan_upload(
+                        source_dir,
+                        project=project,
+                        subject=subject,
+                        session=session,
+                        num_batches=num_batches,
+                        allow_multiple_studies=allow_multiple_studies,
+                        progress_callback=progress_callback,
+                    )
+                    try:
+                        existing = checks.result()
+                    except BaseException:
+                        plan.inventory.source.close()
+                        raise
+            else:
+                try:
+                    existing = _preflight(xnat, project, subject, session)
+                except BaseException:
+                    plan.inventory.source.close()
+                    raise
+            inventory = plan.inventory
+            try:
+                if journal is not False:
+                    key = JournalKey.create(
+                        server=config.server,
+                        project=project,
+                        subject=subject,
+                        session=session,
+                        files=inventory.files,
+                    )
+                    log = Journal.for_upload(key, None if journal is True else journal)
+                return _run(
+                    xnat,
+                    plan,
+                    existing=existing,
+                    journal=log,
+                    resume=resume,
+                    project=project,
+                    subject=subject,
+                    session=session,
+                    num_batches=num_batches,
+                    upload_workers=upload_workers,
+                    archive_format=archive_format,
+                    progress_callback=progress_callback,
+                    timeout=timeout,
+                    overwrite=overwrite,
+                    direct_archive=direct_archive,
+                    import_handler=import_handler,
+                    verify=verify,
+                    max_attempts=max_attempts,
+                    started=started,
+                )
+            finally:
+                inventory.source.close()
     finally:
         if log is not None:
             log.close()
-        inventory.source.close()
+
+
+def _preflight(
+    xnat: XnatSession, project: str, subject: str, session: str
+) -> list[dict[str, str]] | None:
+    """Log in, check the project, and list the session's files (None when it does not exist)."""
+    xnat.login()
+    response = xnat.request("GET", f"/data/projects/{project}", params={"format": "json"})
+    if response.status_code in (403, 404):
+        raise InputError(
+            f"project {project} does not exist on {xnat.config.server} or {xnat.config.username} "
+            "cannot read it; check the project ID (XNAT would silently file the data as Unassigned)"
+        )
+    xnat.check(response, f"checking project {project}")
+    return list_session_files(xnat, project, subject, session)
 
 
 _experiment_path = experiment_path
@@ -504,6 +558,7 @@ def _run(
     xnat: XnatSession,
     plan: UploadPlan,
     *,
+    existing: list[dict[str, str]] | None,
     journal: Journal | None,
     resume: bool,
     project: str,
@@ -523,16 +578,6 @@ def _run(
 ) -> UploadResult:
     inventory = plan.inventory
     files = inventory.files
-    xnat.login()
-    response = xnat.request("GET", f"/data/projects/{project}", params={"format": "json"})
-    if response.status_code in (403, 404):
-        raise InputError(
-            f"project {project} does not exist on {xnat.config.server} or {xnat.config.username} "
-            "cannot read it; check the project ID (XNAT would silently file the data as Unassigned)"
-        )
-    xnat.check(response, f"checking project {project}")
-
-    existing = list_session_files(xnat, project, subject, session)
     state = journal.state if journal is not None else JournalState()
     where = f" (journal {journal.path})" if journal is not None else ""
     present: dict[str, str] = {}
@@ -611,6 +656,7 @@ def _run(
         present=present,
         resumed=resume,
         journal_path=str(journal.path) if journal is not None else None,
+        files=list(files),
     )
     if journal is not None:
         journal.start_run(resume=resume, total=len(files))
