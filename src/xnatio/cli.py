@@ -95,6 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("xio: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        # A bug, not a user error: still one line, with the way to get the details.
+        if debug:
+            raise
+        click.echo(
+            f"xio: internal error: {type(exc).__name__}: {exc}; run again with XNATIO_DEBUG=1 "
+            "for the traceback and please report it",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

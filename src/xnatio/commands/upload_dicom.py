@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,10 @@ from urllib.parse import urlsplit
 import click
 
 from xnatio.cli import configure_logging
-from xnatio.config import XnatConfig, resolve_config
+from xnatio.commands.options import ServerOptions, load_config, server_options
+
+__all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
+from xnatio.config import XnatConfig
 from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
 from xnatio.report import check_report_path, rest_rows, write_report
@@ -26,48 +28,6 @@ from xnatio.uploaders.rest import (
 )
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
-
-
-def read_password_stdin() -> str:
-    """Read a password from the first line of standard input."""
-    line = sys.stdin.readline()
-    if not line:
-        raise InputError("--password-stdin: standard input is empty")
-    return line.rstrip("\r\n")
-
-
-def load_config(
-    *,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
-    required: bool,
-) -> XnatConfig | None:
-    """Resolve server and credentials; prompt for a hidden password on a terminal if needed."""
-    password = read_password_stdin() if password_stdin else None
-    verify: bool | None = False if insecure else None
-    try:
-        config = resolve_config(
-            server=server, username=user, password=password, verify_tls=verify, env_name=env_name
-        )
-    except InputError as exc:
-        if "no password" in exc.message and sys.stdin.isatty():
-            config = resolve_config(
-                server=server,
-                username=user,
-                password=click.prompt("XNAT password", hide_input=True),
-                verify_tls=verify,
-                env_name=env_name,
-            )
-        else:
-            raise
-    if config is None and required:
-        raise InputError("no XNAT server given: pass --server URL or set XNAT_SERVER")
-    if insecure:
-        click.echo("xio: warning: TLS certificate verification is OFF (--insecure)", err=True)
-    return config
 
 
 def _plan_dict(plan: UploadPlan) -> dict[str, Any]:
@@ -218,11 +178,7 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     show_default=True,
 )
 @click.option("--allow-multiple-studies", is_flag=True, help="Accept several studies in SOURCE.")
-@click.option("--server", help="XNAT URL (or XNAT_SERVER).")
-@click.option("--user", help="XNAT username (or XNAT_USERNAME).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
-@click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env.")
+@server_options
 @click.option("--dicom-host", help="C-STORE host (default: the XNAT server's host).")
 @click.option(
     "--dicom-port", type=click.IntRange(1, 65535), default=None, help="C-STORE port (8104)."
@@ -294,11 +250,7 @@ def command(
     direct_archive: bool,
     import_handler: str,
     allow_multiple_studies: bool,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
+    creds: ServerOptions,
     dicom_host: str | None,
     dicom_port: int | None,
     dicom_called_aet: str | None,
@@ -344,11 +296,11 @@ def command(
             source=source,
             num_batches=num_batches or 45,
             allow_multiple_studies=allow_multiple_studies,
-            server=server,
-            user=user,
-            password_stdin=password_stdin,
-            insecure=insecure,
-            env_name=env_name,
+            server=creds.server,
+            user=creds.user,
+            password_stdin=creds.password_stdin,
+            insecure=creds.insecure,
+            env_name=creds.env_name,
             dicom_host=dicom_host,
             dicom_port=dicom_port,
             dicom_called_aet=dicom_called_aet,
@@ -373,16 +325,7 @@ def command(
         ctx.exit(code)
 
     batches = num_batches or 42
-    config = None
-    if not dry_run:
-        config = load_config(
-            server=server,
-            user=user,
-            password_stdin=password_stdin,
-            insecure=insecure,
-            env_name=env_name,
-            required=True,
-        )
+    config = None if dry_run else creds.required_config()
     with ProgressDisplay(
         progress_mode if not as_json or progress_mode != "auto" else "none"
     ) as display:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from xnatio.cli import configure_logging
-from xnatio.commands.upload_dicom import load_config
+from xnatio.commands.options import ServerOptions, server_options
 from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.uploaders.resources import upload_resource
 
@@ -26,11 +26,7 @@ from xnatio.uploaders.resources import upload_resource
 @click.option("--no-overwrite", is_flag=True, help="Keep files that already exist on the server.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the listing afterwards.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=10800.0, show_default=True)
-@click.option("--server", help="XNAT URL (or XNAT_SERVER).")
-@click.option("--user", help="XNAT username (or XNAT_USERNAME).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
-@click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env.")
+@server_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
@@ -48,11 +44,7 @@ def command(
     no_overwrite: bool,
     no_verify: bool,
     timeout: float,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
+    creds: ServerOptions,
     as_json: bool,
     verbose: int,
     quiet: bool,
@@ -64,15 +56,7 @@ def command(
     right size, 1 otherwise, 2 for bad input, 3 when login fails.
     """
     configure_logging(verbose, quiet)
-    config = load_config(
-        server=server,
-        user=user,
-        password_stdin=password_stdin,
-        insecure=insecure,
-        env_name=env_name,
-        required=True,
-    )
-    assert config is not None
+    config = creds.required_config()
     with ProgressDisplay("none" if (quiet or as_json) else "auto", unit="files") as display:
         result = upload_resource(
             server=config.server,

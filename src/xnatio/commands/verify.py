@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from xnatio.cli import configure_logging
+from xnatio.commands.options import ServerOptions, server_options
 from xnatio.display import ProgressDisplay
 from xnatio.verify import VerifyReport, verify_session
 
@@ -46,11 +47,7 @@ def _print(report: VerifyReport, quiet: bool) -> None:
     show_default=True,
     help="Seconds to wait for the session to appear and settle (C-STORE sessions).",
 )
-@click.option("--server", help="XNAT URL (or XNAT_SERVER).")
-@click.option("--user", help="XNAT username (or XNAT_USERNAME).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
-@click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env.")
+@server_options
 @click.option("--json", "as_json", is_flag=True, help="The full comparison as JSON on stdout.")
 @click.option(
     "--progress",
@@ -70,11 +67,7 @@ def command(
     session: str,
     source: Path,
     wait: float,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
+    creds: ServerOptions,
     as_json: bool,
     progress_mode: str,
     verbose: int,
@@ -87,18 +80,8 @@ def command(
     prearchive, under another label, or absent). Exit codes: 0 everything matches, 1 it does
     not, 2 usage or input error, 3 authentication or connection failure.
     """
-    from xnatio.commands.upload_dicom import load_config
-
     configure_logging(verbose, quiet)
-    config = load_config(
-        server=server,
-        user=user,
-        password_stdin=password_stdin,
-        insecure=insecure,
-        env_name=env_name,
-        required=True,
-    )
-    assert config is not None
+    config = creds.required_config()
     if quiet and progress_mode == "auto":
         progress_mode = "none"
     mode = progress_mode if not as_json or progress_mode != "auto" else "none"

@@ -1,0 +1,137 @@
+"""Options shared by the commands that talk to an XNAT server, and how they become a config."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import click
+
+from xnatio.config import XnatConfig, resolve_config
+from xnatio.errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def read_password_stdin() -> str:
+    """Read a password from the first line of standard input."""
+    line = sys.stdin.readline()
+    if not line:
+        raise InputError("--password-stdin: standard input is empty")
+    return line.rstrip("\r\n")
+
+
+def load_config(
+    *,
+    server: str | None,
+    user: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    env_name: str | None,
+    required: bool,
+) -> XnatConfig | None:
+    """Resolve server and credentials; prompt for a hidden password on a terminal if needed.
+
+    Parameters
+    ----------
+    server, user
+        Values of ``--server`` and ``--user`` (None when not given).
+    password_stdin
+        Read the password from standard input (``--password-stdin``).
+    insecure
+        Turn TLS verification off (``--insecure``), with a warning.
+    env_name
+        Read ``.env.NAME`` instead of ``.env`` (``--env NAME``).
+    required
+        Raise when no server is configured anywhere.
+
+    Returns
+    -------
+    XnatConfig or None
+        None only when no server is configured and ``required`` is False.
+    """
+    password = read_password_stdin() if password_stdin else None
+    verify: bool | None = False if insecure else None
+    try:
+        config = resolve_config(
+            server=server, username=user, password=password, verify_tls=verify, env_name=env_name
+        )
+    except InputError as exc:
+        if "no password" in exc.message and sys.stdin.isatty():
+            config = resolve_config(
+                server=server,
+                username=user,
+                password=click.prompt("XNAT password", hide_input=True),
+                verify_tls=verify,
+                env_name=env_name,
+            )
+        else:
+            raise
+    if config is None and required:
+        raise InputError("no XNAT server given: pass --server URL or set XNAT_SERVER")
+    if insecure:
+        click.echo("xio: warning: TLS certificate verification is OFF (--insecure)", err=True)
+    return config
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The server and credential options of one command line (no password: never a flag)."""
+
+    server: str | None
+    user: str | None
+    password_stdin: bool
+    insecure: bool
+    env_name: str | None
+
+    def config(self, *, required: bool = True) -> XnatConfig | None:
+        """Resolve these options with the environment, ``.env`` and ``~/.netrc``."""
+        return load_config(
+            server=self.server,
+            user=self.user,
+            password_stdin=self.password_stdin,
+            insecure=self.insecure,
+            env_name=self.env_name,
+            required=required,
+        )
+
+    def required_config(self) -> XnatConfig:
+        """Like :meth:`config`, for commands that cannot run without a server."""
+        config = self.config(required=True)
+        assert config is not None  # required=True raises instead
+        return config
+
+
+_SERVER_OPTIONS = (
+    click.option("--server", help="XNAT URL (or XNAT_SERVER)."),
+    click.option("--user", help="XNAT username (or XNAT_USERNAME)."),
+    click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
+    click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
+    click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env."),
+)
+
+
+def server_options(func: F) -> F:
+    """Add ``--server --user --password-stdin --insecure --env`` to a command.
+
+    The command receives them as one ``creds: ServerOptions`` argument.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["creds"] = ServerOptions(
+            server=kwargs.pop("server"),
+            user=kwargs.pop("user"),
+            password_stdin=kwargs.pop("password_stdin"),
+            insecure=kwargs.pop("insecure"),
+            env_name=kwargs.pop("env_name"),
+        )
+        return func(*args, **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(_SERVER_OPTIONS):
+        decorated = option(decorated)
+    return cast(F, decorated)
