@@ -179,16 +179,18 @@ def test_env_file_with_password_readable_by_others_warns(
     assert SECRET not in text
 
 
+@pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["default", "quiet"])
 def test_env_file_warning_reaches_the_command_line(
-    sandbox: Sandbox, source: Path, tmp_path: Path
+    sandbox: Sandbox, source: Path, tmp_path: Path, quiet: list[str]
 ) -> None:
+    """The warning is a security matter, so -q does not hide it."""
     env_file = tmp_path / ".env"
     env_file.write_text(f"XNAT_SERVER={sandbox.url}\nXNAT_USERNAME=admin\nXNAT_PASSWORD=admin\n")
     env_file.chmod(0o644)
     env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_")}
     proc = subprocess.run(
         [sys.executable, "-m", "xnatio", "upload-dicom", "P1", "S1", "E1", str(source),
-         "--progress", "none"],
+         "--progress", "none", *quiet],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -122,3 +122,5 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger("xnatio")
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Security warnings (a password file readable by others) are shown even with -q.
+    logging.getLogger("xnatio.config").setLevel(min(level, logging.WARNING))
