@@ -510,11 +510,6 @@ def test_scp_disk_full(
     record("server disk full", SCP, outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox bug (reported): C-STORE instances whose writes all failed still leave a "
-    "session that is archived empty, and the resent data then stops in the prearchive (CONFLICT)",
-)
 def test_scp_disk_full_from_the_start(
     xio: Callable[..., Run], scp_sandbox: Sandbox, source: Path, uids: dict[str, str],
     tmp_path: Path,

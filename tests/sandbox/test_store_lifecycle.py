@@ -250,6 +250,56 @@ def test_disk_full_and_delay(tmp_path: Path) -> None:
         s.close()
 
 
+def _folders(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_dir()] if root.exists() else []
+
+
+@pytest.mark.parametrize("direct_archive", [False, True])
+def test_a_session_whose_every_write_failed_is_not_kept(
+    store: SandboxStore, direct_archive: bool
+) -> None:
+    # Disk full from the first instance: no row, no folder, nothing for the ticker to build
+    # (XNAT builds a session from its files; an empty one would be archived empty and the
+    # data sent again would then stop in the prearchive as a conflict).
+    study = uid()
+    files = series(study, 2)
+    store.faults.disk_full = True
+    for name, data in files:
+        with pytest.raises(ClientError):
+            ingest(store, [(name, data)], project="P1", subject="S1", session="E1",
+                   direct_archive=direct_archive)  # fmt: skip
+    assert store.prearchive_rows(None) == []
+    assert store.direct_archive_status("P1", study, "E1") is None
+    assert _folders(store.data_dir / "prearchive/P1") == []  # no timestamp folder
+    assert not (store.data_dir / "archive/P1/arc001/E1").exists()
+    store.tick()
+    assert store.experiments("P1") == []
+
+    # Space is back: the same data is received, built and archived as usual.
+    store.faults.disk_full = False
+    uris = ingest(store, files, project="P1", subject="S1", session="E1",
+                  direct_archive=direct_archive)  # fmt: skip
+    assert uris[0].startswith("/xapi/" if direct_archive else "/prearchive/")
+    store.set_prearchive_code("P1", 4)
+    store.tick()
+    assert store.prearchive_rows(None) == []
+    listing = store.scan_files("P1", "S1", "E1")
+    assert listing is not None and len(listing) == 2
+
+
+def test_a_failed_write_keeps_a_session_that_has_files(store: SandboxStore) -> None:
+    study = uid()
+    first, second = series(study, 2)
+    uri = ingest(store, [first], project="P1", subject="S1", session="E1")[0]
+    store.faults.disk_full = True
+    with pytest.raises(ClientError):
+        ingest(store, [second], project="P1", subject="S1", session="E1")
+    _, _, _, project, ts, folder = uri.split("/")
+    assert [f["name"] for f in store.prearchive_files(project, ts, folder)] == [first[0]]
+    store.faults.disk_full = False
+    assert ingest(store, [second], project="P1", subject="S1", session="E1") == [uri]
+
+
 def test_hostile_names_stay_inside_the_data_folder(store: SandboxStore) -> None:
     sop = uid()
     data = make_dicom(study=uid(), sop=sop)

@@ -23,6 +23,7 @@ the get-or-create step and bookkeeping, never while bytes are copied.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -1075,7 +1076,35 @@ class SandboxStore:
             if not recorded:
                 with self._lock:
                     self._release(key)
+                    # A session this failed write would leave without any file is not kept:
+                    # XNAT builds a session from the files in its folder, and an empty one
+                    # must not be built, archived empty, and then block the data sent again.
+                    self._drop_if_empty(key[0])
         return uri
+
+    def _drop_if_empty(self, sn: int) -> bool:
+        """Forget session ``sn`` and its empty folders if it holds no file and nothing is
+        being written to it or archived from it; caller holds the lock. True if dropped."""
+        if self._active.get(sn) or sn in self._archiving_sessions:
+            return False
+        if self._q1("SELECT 1 FROM session_files WHERE session_n=? LIMIT 1", (sn,)) is not None:
+            return False
+        row = self._q1("SELECT kind, dir FROM sessions WHERE n=?", (sn,))
+        if row is None:
+            return False
+        self._db.execute("DELETE FROM sessions WHERE n=?", (sn,))
+        try:
+            top = self._safe_path(str(row["dir"]))
+        except ClientError:
+            return True
+        if top.is_dir():
+            # Only empty folders go (deepest first); anything holding a file stays.
+            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        if row["kind"] != "da":
+            self._prune(top.parent)  # the timestamp folder, if nothing else is in it
+        return True
 
     def _release(self, key: tuple[int, str, str]) -> None:
         self._file_locks.discard(key)
@@ -2067,6 +2096,8 @@ class SandboxStore:
             for row in rows:
                 if self._active.get(int(row["n"])):
                     continue
+                if self._drop_if_empty(int(row["n"])):
+                    continue  # no file was ever written: there is nothing to build
                 if row["kind"] == "da":
                     da_rows.append(row)
                     continue
