@@ -28,6 +28,7 @@ from xnatio.synth import write_session
 from xnatio.uploaders.dicom_store import (
     DicomStoreResult,
     InstanceOutcome,
+    check_receiver,
     send_dicom_store,
     status_category,
     status_meaning,
@@ -302,9 +303,49 @@ def test_unknown_called_ae_is_one_clear_line(
     assert _send(session, scp.port, called_aet="XNAT").success
 
 
+FIX_ADDRESS = "check --dicom-host/--dicom-port and that the receiver is running"
+
+
 def test_closed_port_is_a_connection_failure(session: Path) -> None:
-    with pytest.raises(ConnectionFailedError, match="connection refused"):
+    with pytest.raises(ConnectionFailedError) as info:
         _send(session, _free_port())
+    message = info.value.message
+    assert "connection refused" in message and FIX_ADDRESS in message
+    assert "\n" not in message
+
+
+def test_connect_timeout_says_how_to_fix_it(session: Path) -> None:
+    # A listener that never accepts, its backlog already full: SYNs go unanswered.
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        filler.connect(("127.0.0.1", port))
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionFailedError) as info:
+            _send(session, port, timeout=0.3)
+        assert time.monotonic() - t0 < 5
+    message = info.value.message
+    assert "connection timed out" in message and FIX_ADDRESS in message
+    assert f"127.0.0.1:{port}" in message
+
+
+def test_check_receiver_echoes_and_sends_nothing(
+    make_scp: Callable[[AE], FakeScp], session: Path
+) -> None:
+    ae = _storage_ae("XNAT")
+    ae.require_called_aet = True
+    scp = make_scp(ae)
+    check_receiver(host="127.0.0.1", port=scp.port, timeout=5.0)
+    with pytest.raises(ConnectionFailedError, match="called AE title not recognised"):
+        check_receiver(host="127.0.0.1", port=scp.port, called_aet="NOTXNAT", timeout=5.0)
+    with pytest.raises(ConnectionFailedError, match="connection refused; check --dicom-host"):
+        check_receiver(host="127.0.0.1", port=_free_port(), timeout=5.0)
+    with pytest.raises(InputError, match="calling AE title"):
+        check_receiver(host="127.0.0.1", port=scp.port, calling_aet="X" * 17)
+    assert not scp.requests
+    # What send_dicom_store does after its own check, when the caller made it.
+    assert _send(session, scp.port, echo=False).success
 
 
 def test_bad_labels_are_refused_before_connecting(session: Path) -> None:

@@ -14,6 +14,7 @@ measurements that led to it).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -426,13 +427,18 @@ def _uid_name(uid: str) -> str:
     return uid if name == uid else f"{name} ({uid})"
 
 
+_FIX_ADDRESS = "check --dicom-host/--dicom-port and that the receiver is running"
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, XnatioError):
         return exc.message
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+        return f"connection refused; {_FIX_ADDRESS}"
     if isinstance(exc, TimeoutError):
-        return "connection timed out"
+        return f"connection timed out; {_FIX_ADDRESS}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror}); check --dicom-host"
     return str(exc) or type(exc).__name__
 
 
@@ -637,6 +643,61 @@ def _echo(cfg: _Config) -> None:
         assoc.release()
 
 
+def _check_aets(called_aet: str, calling_aet: str) -> None:
+    for kind, aet in (("called", called_aet), ("calling", calling_aet)):
+        if not 0 < len(aet) <= 16 or not aet.isascii() or "\\" in aet:
+            raise InputError(f"{kind} AE title {aet!r} must be 1-16 ASCII characters")
+
+
+def check_receiver(
+    *,
+    host: str,
+    port: int = 8104,
+    called_aet: str = "XNAT",
+    calling_aet: str = "XNATIO",
+    tls: DicomTls | None = None,
+    timeout: float = 60.0,
+    tcp_quickack: bool = True,
+) -> None:
+    """C-ECHO a receiver: the check :func:`send_dicom_store` makes before sending anything.
+
+    A caller that keeps state about a send (the command line's resume journal) runs this
+    first and then calls :func:`send_dicom_store` with ``echo=False``, so that a receiver that
+    refuses us leaves no trace of a send that never began.
+
+    Parameters
+    ----------
+    host, port
+        The receiver.
+    called_aet, calling_aet
+        The receiver's AE title and ours.
+    tls
+        Use TLS with these settings.
+    timeout
+        Seconds allowed to connect and for each answer.
+    tcp_quickack
+        As for :func:`send_dicom_store`.
+
+    Raises
+    ------
+    InputError
+        An AE title that is not 1-16 ASCII characters; TLS files that cannot be loaded.
+    ConnectionFailedError
+        One line: closed port, unreachable host, rejected association, TLS failure, or a
+        C-ECHO answered with a failure.
+    """
+    _check_aets(called_aet, calling_aet)
+    try:
+        ssl_context = tls.context() if tls is not None else None
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"cannot load the TLS files: {exc}") from exc
+    cfg = _Config(
+        host, port, called_aet, calling_aet, timeout, ssl_context, 1, None, 0, 0, None,
+        tcp_quickack,
+    )  # fmt: skip
+    _echo(cfg)
+
+
 def _context_groups(pairs_of: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     """Split the (SOP Class, Transfer Syntax) pairs into groups of at most 128."""
     counts: dict[tuple[str, str], int] = {}
@@ -743,9 +804,7 @@ def send_dicom_store(
         raise InputError("--num-batches must be at least 1")
     if max_attempts < 1:
         raise InputError("max_attempts must be at least 1")
-    for kind, aet in (("called", called_aet), ("calling", calling_aet)):
-        if not 0 < len(aet) <= 16 or not aet.isascii() or "\\" in aet:
-            raise InputError(f"{kind} AE title {aet!r} must be 1-16 ASCII characters")
+    _check_aets(called_aet, calling_aet)
     comment = (
         routing_comment(project, subject, session)
         if (routing_tags and project and subject and session)
