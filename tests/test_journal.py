@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,51 @@ def test_default_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     k = key(fake_files(1))
     with Journal.for_upload(k) as j:
         assert j.path.parent == tmp_path / "xnatio" / "journals"
+
+
+def sent_records(path: Path) -> list[list[str]]:
+    lines = path.read_text().splitlines()
+    return [r["sop"] for r in map(json.loads, lines) if r["type"] == "sent"]
+
+
+def test_batched_sent_from_many_threads(tmp_path: Path) -> None:
+    files = fake_files(400)
+    path = tmp_path / "j.jsonl"
+    with Journal(path, key(files)) as j:
+        j.start_run(resume=False, total=400)
+        with j.batched(interval=60.0, max_records=50) as batch:
+
+            def worker(part: list[DicomFile]) -> None:
+                for f in part:
+                    batch.add(f.sop_instance_uid)
+
+            threads = [threading.Thread(target=worker, args=(files[i::8],)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        # The interval never passed: records were written by count, and the rest at close.
+        records = sent_records(path)
+        assert sorted(u for r in records for u in r) == sorted(f.sop_instance_uid for f in files)
+        assert 2 <= len(records) <= 400 // 50 + 1
+        assert j.state.confirmed == {f.sop_instance_uid for f in files}
+
+
+def test_batched_sent_writes_on_time_and_reports_a_failed_write(tmp_path: Path) -> None:
+    files = fake_files(3)
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, key(files))
+    batch = j.batched(interval=0.05, max_records=1000)
+    batch.add("1.2.3.0")
+    deadline = time.monotonic() + 5
+    while not sent_records(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent_records(path) == [["1.2.3.0"]]  # written without waiting for more or for close
+    # The file can no longer be written: the next add or close says so, once, clearly.
+    j.close()
+    batch.add("1.2.3.1")
+    with pytest.raises(InputError, match="cannot write the journal"):
+        batch.close()
+    with pytest.raises(InputError, match="cannot write the journal"):
+        batch.add("1.2.3.2")
+    assert read_journal(path)[0].confirmed == {"1.2.3.0"}

@@ -30,6 +30,7 @@ from xnatio.errors import InputError
 from xnatio.inventory import DicomFile
 
 __all__ = [
+    "BatchedSent",
     "Journal",
     "JournalKey",
     "JournalState",
@@ -276,6 +277,13 @@ class Journal:
             record["association"] = association
         self._write(record)
 
+    def batched(self, *, interval: float = 0.5, max_records: int = 256) -> BatchedSent:
+        """A thread-safe collector of confirmed instances, written in batches.
+
+        See :class:`BatchedSent`; use it as a context manager so the last batch is written.
+        """
+        return BatchedSent(self, interval=interval, max_records=max_records)
+
     def record_commit(self, uri: str) -> None:
         """Record a commit (archive) of the session."""
         self._write({"type": "commit", "uri": uri})
@@ -290,6 +298,99 @@ class Journal:
             self._fh.close()
 
     def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BatchedSent:
+    """Collects confirmed SOP Instance UIDs from any thread; writes them as ``sent`` records.
+
+    One write (and one fsync) covers everything collected since the last one. A background
+    thread writes every ``interval`` seconds while something is pending, and at once when
+    ``max_records`` are pending; :meth:`close` writes the rest. After a crash the journal lacks
+    at most the last ``interval`` seconds of confirmations: those instances are then confirmed
+    by the server's listing or sent again, never lost.
+
+    Parameters
+    ----------
+    journal
+        The open journal.
+    interval
+        Seconds between writes while instances are pending.
+    max_records
+        Pending instances that trigger a write before ``interval`` has passed.
+
+    Raises
+    ------
+    InputError
+        From :meth:`add` or :meth:`close`, when the journal could not be written (for example
+        a full disk); nothing more is written after that.
+    """
+
+    def __init__(self, journal: Journal, *, interval: float = 0.5, max_records: int = 256) -> None:
+        if interval <= 0 or max_records < 1:
+            raise ValueError("interval must be positive and max_records at least 1")
+        self.journal = journal
+        self.interval = interval
+        self.max_records = max_records
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._wake = threading.Event()
+        self._closed = False
+        self._error: InputError | None = None
+        self._thread = threading.Thread(target=self._run, name="xnatio-journal", daemon=True)
+        self._thread.start()
+
+    def add(self, uid: str) -> None:
+        """Note one confirmed instance (thread-safe; never waits for the disk)."""
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise RuntimeError("the journal batch is closed")
+            self._pending.append(uid)
+            full = len(self._pending) >= self.max_records
+        if full:
+            self._wake.set()
+
+    def _flush(self) -> None:
+        """Write what is pending as one record (called by one thread at a time)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch or self._error is not None:
+            return
+        try:
+            self.journal.record_sent(batch)
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                self._error = InputError(f"cannot write the journal {self.journal.path}: {exc}")
+            logger.error("%s", self._error.message)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            with self._lock:
+                closed = self._closed
+            if closed:
+                return
+            self._flush()
+
+    def close(self) -> None:
+        """Write whatever is pending and stop the background thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake.set()
+        self._thread.join()
+        self._flush()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> BatchedSent:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,13 +1,14 @@
 """The C-STORE half of ``xio upload-dicom`` (``--transport dicom-store``).
 
 Adds what the transport itself leaves to its caller: a journal of the instances the receiver
-confirmed (written between chunks of the session, so an interrupted send resumes with
-``--resume``), the check of the XNAT session after sending (waiting for XNAT to build it), and
-the per-file report.
+confirmed (recorded as each instance's outcome arrives and written in batches, so an interrupted
+send resumes with ``--resume``), the check of the XNAT session after sending (waiting for XNAT to
+build it), and the per-file report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,13 +24,15 @@ from xnatio.config import XnatConfig
 from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory
-from xnatio.journal import Journal, JournalKey
+from xnatio.journal import BatchedSent, Journal, JournalKey
 from xnatio.progress import ProgressCallback, ProgressEvent
 from xnatio.report import dicom_store_rows, write_report
 from xnatio.uploaders.dicom_store import (
     DicomStoreCancelled,
     DicomStoreResult,
     DicomTls,
+    InstanceOutcome,
+    check_receiver,
     send_dicom_store,
 )
 from xnatio.uploaders.rest import plan_upload
@@ -61,56 +64,10 @@ def _result_dict(result: DicomStoreResult) -> dict[str, Any]:
     return data
 
 
-def default_chunk(num_batches: int) -> int:
-    """Instances per journal chunk: large enough that the associations opened per chunk cost
-    little, small enough that an interruption re-sends little."""
-    return max(200, 8 * num_batches)
-
-
-class _Offset:
-    """Turns a chunk's progress events into events for the whole send."""
-
-    def __init__(self, callback: ProgressCallback, total: int, bytes_total: int) -> None:
-        self.callback = callback
-        self.total = total
-        self.bytes_total = bytes_total
-        self.done = 0
-        self.bytes_done = 0
-        self.retries = 0
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if event.phase != "uploading":
-            return
-        self.callback(
-            dataclasses.replace(
-                event,
-                current=self.done + event.current,
-                total=self.total,
-                bytes_sent=self.bytes_done + event.bytes_sent,
-                bytes_total=self.bytes_total,
-                retries=self.retries + event.retries,
-            )
-        )
-
-
-def _merge(
-    files: list[DicomFile], parts: list[DicomStoreResult], duration: float
-) -> DicomStoreResult:
-    outcomes = [o for r in parts for o in r.outcomes]
-    sent = sum(r.sent for r in parts)
-    failed = sum(r.failed for r in parts)
-    return DicomStoreResult(
-        success=failed == 0,
-        total_files=len(files),
-        sent=sent,
-        warned=sum(r.warned for r in parts),
-        failed=failed,
-        duration=duration,
-        bytes_sent=sum(r.bytes_sent for r in parts),
-        errors=[e for r in parts for e in r.errors],
-        outcomes=outcomes,
-        associations=sum(r.associations for r in parts),
-    )
+# Journal writes while sending: at most every this many seconds, or sooner when this many
+# confirmed instances are pending (``--journal-chunk``).
+JOURNAL_INTERVAL = 0.5
+JOURNAL_RECORDS = 256
 
 
 def _resume_todo(
@@ -295,14 +252,13 @@ def run_dicom_store(
                 )
             else:
                 todo = list(files)
-            if log is not None:
-                log.start_run(resume=resume, total=len(files))
-            result, cancelled = _send_chunks(
+            result, cancelled = _send_and_journal(
                 inventory,
                 todo,
                 files,
                 log,
-                chunk=journal_chunk or default_chunk(num_batches),
+                resume=resume,
+                journal_records=journal_chunk or JOURNAL_RECORDS,
                 display=display,
                 host=host,
                 port=int(port_text),
@@ -318,17 +274,8 @@ def run_dicom_store(
             )
             report: VerifyReport | None = None
             if verify and config is not None and not cancelled:
-                report = verify_session(
-                    server=config.server,
-                    username=config.username,
-                    password=config.password,
-                    verify_tls=config.verify_tls,
-                    project=project,
-                    subject=subject,
-                    session=session,
-                    inventory=files,
-                    wait=wait,
-                    progress_callback=display,
+                report = _verify_after_send(
+                    config, files, result, project, subject, session, wait, display
                 )
             ok = result.success and (report is None or report.ok)
             if log is not None and not cancelled:
@@ -371,7 +318,9 @@ def run_dicom_store(
         )
         if report is not None:
             c = report.comparison
-            counted = f"; {c.matched} of {c.expected} instances present exactly once" if c else ""
+            partial = result.failed and c is not None and c.expected < len(files)
+            which = "stored instances" if partial else "instances"
+            counted = f"; {c.matched} of {c.expected} {which} present exactly once" if c else ""
             click.echo(f"verified: {report.where}{counted}")
             for line in report.problems()[:100]:
                 click.echo(f"error: {line}", err=True)
@@ -412,13 +361,14 @@ def _wait_until_settled(
         time.sleep(min(2.0, max(0.05, wait - waited)))
 
 
-def _send_chunks(
+def _send_and_journal(
     inventory: Inventory,
     todo: list[DicomFile],
     files: list[DicomFile],
     log: Journal | None,
     *,
-    chunk: int,
+    resume: bool,
+    journal_records: int,
     display: ProgressCallback,
     host: str,
     port: int,
@@ -432,42 +382,126 @@ def _send_chunks(
     tls: DicomTls | None,
     timeout: float = 60.0,
 ) -> tuple[DicomStoreResult, bool]:
-    """Send ``todo`` in chunks, journaling each chunk's confirmed instances (fsync'd)."""
-    parts: list[DicomStoreResult] = []
-    offset = _Offset(display, len(todo), sum(f.size for f in todo))
+    """Send ``todo`` in one go, journaling each confirmed instance as its outcome arrives.
+
+    The journal's run starts only once the receiver answered the C-ECHO: a send refused there
+    (wrong AE title, host or port) stores nothing and must not leave an unfinished journal
+    behind. Confirmations are written in batches (every :data:`JOURNAL_INTERVAL` seconds, or
+    every ``journal_records`` instances, and at the end), each batch flushed and fsync'd.
+
+    Returns
+    -------
+    tuple
+        The result (``total_files`` counts the whole source) and whether Ctrl-C stopped it.
+    """
+    if not todo:
+        if log is not None:
+            log.start_run(resume=resume, total=len(files))
+        empty = DicomStoreResult(
+            success=True,
+            total_files=len(files),
+            sent=0,
+            warned=0,
+            failed=0,
+            duration=0.0,
+            bytes_sent=0,
+        )
+        return empty, False
+    # Only once the receiver answered: a send refused here (wrong AE title, host or port)
+    # stored nothing, and must not leave an unfinished journal that asks for --resume.
+    check_receiver(
+        host=host,
+        port=port,
+        called_aet=called_aet,
+        calling_aet=calling_aet,
+        tls=tls,
+        timeout=timeout,
+    )
+    batch: BatchedSent | None = None
+    if log is not None:
+        log.start_run(resume=resume, total=len(files))
+        batch = log.batched(interval=JOURNAL_INTERVAL, max_records=journal_records)
+
+    def confirmed(outcome: InstanceOutcome) -> None:
+        if batch is not None and outcome.category != "failure":
+            batch.add(outcome.sop_instance_uid)
+
     cancelled = False
-    for start in range(0, len(todo), chunk):
-        part_files = todo[start : start + chunk]
-        part_inv = Inventory(source=inventory.source, files=part_files)
-        try:
-            part = send_dicom_store(
-                inventory=part_inv,
-                host=host,
-                port=port,
-                called_aet=called_aet,
-                calling_aet=calling_aet,
-                num_batches=num_batches,
+    try:
+        result = send_dicom_store(
+            inventory=Inventory(source=inventory.source, files=todo),
+            host=host,
+            port=port,
+            called_aet=called_aet,
+            calling_aet=calling_aet,
+            num_batches=num_batches,
+            project=project,
+            subject=subject,
+            session=session,
+            routing_tags=routing_tags,
+            tls=tls,
+            progress_callback=display,
+            timeout=timeout,
+            allow_multiple_studies=True,  # checked once for the whole source
+            echo=False,  # done just above
+            on_instance=confirmed,
+        )
+    except DicomStoreCancelled as exc:
+        result, cancelled = exc.result, True
+    except BaseException:
+        if batch is not None:
+            with contextlib.suppress(InputError):
+                batch.close()  # keep what was confirmed; the first error is the one to show
+        raise
+    if batch is not None:
+        batch.close()
+    return dataclasses.replace(result, total_files=len(files)), cancelled
+
+
+def _verify_after_send(
+    config: XnatConfig,
+    files: list[DicomFile],
+    result: DicomStoreResult,
+    project: str,
+    subject: str,
+    session: str,
+    wait: float,
+    display: ProgressCallback,
+) -> VerifyReport:
+    """Check the XNAT session after a send, waiting only for what the receiver stored.
+
+    The instances the sender saw fail are left out of the waiting check: XNAT will never
+    build them into the session, and waiting for them would take the whole ``wait``. They
+    stay in the sender's errors and in the report. When an instance's failure is uncertain
+    (its request went out and no answer came) and the server holds a file the check could
+    not place, one more look, without waiting, counts those instances too.
+    """
+    failed = {o.path: o for o in result.outcomes if o.category == "failure"}
+    stored = [f for f in files if f.path not in failed]
+    uncertain = {p for p, o in failed.items() if o.status is None and o.attempts > 0}
+    with XnatSession(config, timeout=300.0) as xnat:
+        xnat.login()
+
+        def look(inventory: list[DicomFile], seconds: float) -> VerifyReport:
+            return verify_session(
+                server=config.server,
+                username=config.username,
+                password=config.password,
+                verify_tls=config.verify_tls,
                 project=project,
                 subject=subject,
                 session=session,
-                routing_tags=routing_tags,
-                tls=tls,
-                progress_callback=offset,
-                echo=start == 0,
-                timeout=timeout,
-                allow_multiple_studies=True,  # checked once for the whole source
+                inventory=inventory,
+                wait=seconds,
+                progress_callback=display,
+                xnat=xnat,
             )
-        except DicomStoreCancelled as exc:
-            part, cancelled = exc.result, True
-        parts.append(part)
-        if log is not None:
-            ok = [o.sop_instance_uid for o in part.outcomes if o.category != "failure"]
-            if ok:
-                log.record_sent(ok, uris=())
-        offset.done += len(part_files)
-        offset.bytes_done += sum(f.size for f in part_files)
-        offset.retries += sum(max(0, o.attempts - 1) for o in part.outcomes)
-        if cancelled:
-            break
-    duration = sum(p.duration for p in parts)
-    return _merge(files, parts, duration), cancelled
+
+        if not stored:
+            # Nothing was stored: nothing to wait for; say where the session stands.
+            return look(files, 0.0)
+        report = look(stored, wait)
+        c = report.comparison
+        if uncertain and c is not None and c.extra:
+            report = look([f for f in files if f.path not in failed or f.path in uncertain], 0)
+        return report
