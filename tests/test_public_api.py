@@ -24,12 +24,6 @@ PUBLIC_MODULES = ["xnatio", "xnatio.uploaders", "xnatio.sandbox", "xnatio.verify
 # Names a module without ``__all__`` must still offer (and docs/api.md documents for it).
 FALLBACK_NAMES = {"xnatio.verify": ["Comparison", "VerifyReport", "verify_session"]}
 
-# Numpydoc sections missing in the code today: (qualified name, section). Each is an expected
-# failure, not a strict one, so the test passes again as soon as the docstring is completed.
-KNOWN_GAPS = {
-}
-
-
 def public_names(module_name: str) -> list[str]:
     module = importlib.import_module(module_name)
     names = getattr(module, "__all__", None)
@@ -109,12 +103,7 @@ def _numpydoc_cases() -> list[Any]:
             needed.append("Returns")
         for section in needed:
             qual = f"{module_name}.{name}"
-            marks = []
-            if (qual, section) in KNOWN_GAPS:
-                marks.append(
-                    pytest.mark.xfail(reason="docstring section missing in code", strict=False)
-                )
-            cases.append(pytest.param(qual, section, marks=marks, id=f"{qual}-{section}"))
+            cases.append(pytest.param(qual, section, id=f"{qual}-{section}"))
     return cases
 
 
