@@ -220,7 +220,13 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     default=None,
     help="Write one row per file to FILE (.jsonl or .csv).",
 )
-@click.option("--journal-chunk", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option(
+    "--journal-chunk",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="C-STORE: confirmed instances per journal write (tests use small values).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @click.option(
