@@ -131,23 +131,30 @@ def compare(files: Sequence[DicomFile], server_files: Sequence[ServerFile]) -> C
     by_name: dict[str, list[ServerFile]] = defaultdict(list)
     for sf in server_files:
         by_name[sf.name].append(sf)
+    names = [stored_name(f) for f in files]
+    known_names = set(names)
+    # XNAT's template names only appear when it renamed files (rename=true, or a name clash);
+    # computing them costs a Java-style hash per instance, so do it only when the server holds
+    # names that are not ours.
+    alts: list[str | None] = [None] * len(files)
+    if any(name not in known_names for name in by_name):
+        alts = [template_name(f) for f in files]
+        known_names.update(a for a in alts if a is not None)
     result = Comparison(expected=len(files))
     expected_counts: Counter[str] = Counter()
     found_counts: Counter[str] = Counter()
-    known_names: set[str] = set()
-    for f in files:
+    no_hits: list[ServerFile] = []
+    for f, name, alt in zip(files, names, alts, strict=True):
         scan = scan_id_for(f)
-        name = stored_name(f)
-        alt = template_name(f)
-        known_names.update((name, alt))
         expected_counts[scan] += 1
-        hits = by_name.get(name, []) + by_name.get(alt, [])
-        in_scan = [h for h in hits if h.scan == scan]
+        hits = by_name.get(name, no_hits)
+        if alt is not None:
+            hits = hits + by_name.get(alt, no_hits)
         if len(hits) == 0:
             result.missing.append(f.path)
         elif len(hits) > 1:
             result.duplicated.append(f.path)
-        elif not in_scan:
+        elif hits[0].scan != scan:
             result.misplaced.append((f.path, hits[0].scan))
             result.found[f.path] = hits[0].uri
         else:
