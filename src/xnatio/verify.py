@@ -332,41 +332,42 @@ def experiment_path(project: str, subject: str, session: str) -> str:
     return f"/data/projects/{project}/subjects/{subject}/experiments/{session}"
 
 
-def _rows(response: httpx.Response) -> list[dict[str, str]]:
-    rows = response.json()["ResultSet"]["Result"]
-    return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+def _server_files(response: httpx.Response) -> list[ServerFile]:
+    return parse_file_rows(response.json()["ResultSet"]["Result"])
 
 
 def list_session_files(
     xnat: XnatSession, project: str, subject: str, session: str, *, workers: int = 8
-) -> list[dict[str, str]] | None:
-    """The rows of the session's scan file listing, or None when the session does not exist.
+) -> list[ServerFile] | None:
+    """The DICOM files of an archived session, or None when the session does not exist.
 
     With several scans, each scan's listing is fetched on its own connection, ``workers`` at a
-    time: on a distant server the listing of a large session is megabytes of JSON, and one
-    connection would move it at the speed of a single stream.
+    time, and turned into compact records as it arrives: on a distant server the listing of a
+    large session is megabytes of JSON, and one connection would move it at the speed of a single
+    stream.
     """
     base = experiment_path(project, subject, session)
     what = f"listing the files of {project}/{subject}/{session}"
     response = xnat.request("GET", base + "/scans", params={"format": "json"})
     if response.status_code == 404:
         return None
-    scan_ids = [row["ID"] for row in _rows(xnat.check(response, what)) if row.get("ID")]
+    scans = xnat.check(response, what).json()["ResultSet"]["Result"]
+    scan_ids = [str(row["ID"]) for row in scans if row.get("ID")]
     if len(scan_ids) <= 1 or workers <= 1:
         whole = xnat.request("GET", base + "/scans/ALL/files", params={"format": "json"})
         if whole.status_code == 404:
             return None
-        return _rows(xnat.check(whole, what))
+        return _server_files(xnat.check(whole, what))
 
-    def one_scan(scan_id: str) -> list[dict[str, str]]:
+    def one_scan(scan_id: str) -> list[ServerFile]:
         listing = xnat.request(
             "GET", f"{base}/scans/{quote(scan_id, safe='')}/files", params={"format": "json"}
         )
-        return _rows(xnat.check(listing, what))
+        return _server_files(xnat.check(listing, what))
 
     with cf.ThreadPoolExecutor(min(workers, len(scan_ids)), thread_name_prefix="xio-list") as pool:
         parts = list(pool.map(one_scan, scan_ids))
-    return [row for part in parts for row in part]
+    return [sf for part in parts for sf in part]
 
 
 def find_prearchive_sessions(
@@ -464,8 +465,8 @@ def _look(
 ) -> VerifyReport:
     """One look at the server: archive, prearchive, other labels."""
     study_uids = {f.study_instance_uid for f in files}
-    rows = list_session_files(xnat, project, subject, session)
-    comparison = compare(files, parse_file_rows(rows)) if rows is not None else None
+    listed_files = list_session_files(xnat, project, subject, session)
+    comparison = compare(files, listed_files) if listed_files is not None else None
     pre = find_prearchive_sessions(xnat, project, session, study_uids)
     pre_cmp: Comparison | None = None
     counted: list[PrearchiveSession] = []
@@ -481,7 +482,9 @@ def _look(
         counted.append(dataclasses.replace(p, files=len(listed)))
     if pre and listable:
         pre_cmp = compare(files, pre_files)
-    others = _other_labels(xnat, project, subject, session, study_uids) if rows is None else []
+    others = (
+        _other_labels(xnat, project, subject, session, study_uids) if listed_files is None else []
+    )
     ours = [p for p in counted if p.project == project and p.name == session]
     elsewhere = [p for p in counted if p not in ours]
 
@@ -490,7 +493,7 @@ def _look(
         return f"{p.url} (status {p.status}{n})"
 
     location: Location
-    if rows is not None:
+    if listed_files is not None:
         if ours:
             location = "archived+prearchive"
             where = (

@@ -25,7 +25,7 @@ from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.synth import PRESETS, write_session
 from xnatio.uploaders.dicom_store import send_dicom_store
 from xnatio.uploaders.rest import upload_dicom_parallel_rest
-from xnatio.verify import compare, list_session_files, parse_file_rows
+from xnatio.verify import ServerFile, compare, list_session_files
 from xnatio.xnat import XnatSession
 
 PROJECT = "DEMO"
@@ -34,12 +34,12 @@ USER, PASSWORD = "admin", "admin"
 
 def _wait_for_session(
     sandbox: Sandbox, subject: str, session: str, expected: int, timeout: float
-) -> list[dict[str, str]]:
+) -> list[ServerFile]:
     """Poll the archive listing until it holds ``expected`` files (C-STORE sessions are built
     after an idle period) or ``timeout`` passes."""
     config = XnatConfig(sandbox.url, USER, PASSWORD)
     deadline = time.monotonic() + timeout
-    rows: list[dict[str, str]] = []
+    rows: list[ServerFile] = []
     with XnatSession(config, timeout=60) as xnat:
         while time.monotonic() < deadline:
             rows = list_session_files(xnat, PROJECT, subject, session) or []
@@ -142,7 +142,7 @@ def command(ctx: click.Context, size: str, keep: bool, data: Path | None, quiet:
             rows = _wait_for_session(
                 sandbox, "SUBJ01", "SUBJ01_DICOM", len(inventory.files), timeout=60
             )
-            check = compare(inventory.files, parse_file_rows(rows))
+            check = compare(inventory.files, rows)
         dicom_ok = dicom.success and check.ok
         failures += 0 if dicom_ok else 1
         rate = dicom.bytes_sent / dicom.duration / 1e6 if dicom.duration > 0 else 0.0

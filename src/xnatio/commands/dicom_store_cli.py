@@ -42,7 +42,6 @@ from xnatio.verify import (
     is_settling,
     list_prearchive_files,
     list_session_files,
-    parse_file_rows,
     present_names,
     scan_id_for,
     stored_name,
@@ -98,8 +97,8 @@ def _resume_todo(
     if config is not None:
         with XnatSession(config, timeout=300.0) as xnat:
             _wait_until_settled(xnat, project, session, wait, progress)
-            rows = list_session_files(xnat, project, subject, session)
-            archived = present_names(parse_file_rows(rows)) if rows is not None else set()
+            listed = list_session_files(xnat, project, subject, session)
+            archived = present_names(listed) if listed is not None else set()
             pre = set()
             for p in find_prearchive_sessions(xnat, project, session):
                 if p.project != project or p.name != session:

@@ -37,12 +37,12 @@ from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.verify import (
     Comparison,
     PrearchiveSession,
+    ServerFile,
     compare,
     experiment_path,
     find_prearchive_sessions,
     list_prearchive_files,
     list_session_files,
-    parse_file_rows,
     present_names,
     scan_id_for,
     stored_name,
@@ -538,7 +538,7 @@ def upload_dicom_parallel_rest(
 
 def _preflight(
     xnat: XnatSession, project: str, subject: str, session: str
-) -> list[dict[str, str]] | None:
+) -> list[ServerFile] | None:
     """Log in, check the project, and list the session's files (None when it does not exist)."""
     xnat.login()
     response = xnat.request("GET", f"/data/projects/{project}", params={"format": "json"})
@@ -558,7 +558,7 @@ def _run(
     xnat: XnatSession,
     plan: UploadPlan,
     *,
-    existing: list[dict[str, str]] | None,
+    existing: list[ServerFile] | None,
     journal: Journal | None,
     resume: bool,
     project: str,
@@ -625,7 +625,7 @@ def _run(
                 "--overwrite delete to replace files"
             )
         if overwrite == "append":
-            have = present_names(parse_file_rows(existing))
+            have = present_names(existing)
             todo = []
             for f in files:
                 if (scan_id_for(f), stored_name(f)) in have or (
@@ -806,7 +806,7 @@ _NOT_INTERRUPTIBLE = frozenset(
 def _resume_candidates(
     xnat: XnatSession,
     files: Sequence[DicomFile],
-    existing: list[dict[str, str]] | None,
+    existing: list[ServerFile] | None,
     adopted: Sequence[PrearchiveSession],
     state: JournalState,
     present: dict[str, str],
@@ -819,7 +819,7 @@ def _resume_candidates(
     replace it, so trusting the journal saves time without risking a duplicate, and the
     verification after the commit catches anything lost).
     """
-    archived = present_names(parse_file_rows(existing)) if existing is not None else set()
+    archived = present_names(existing) if existing is not None else set()
     pre_names: set[tuple[str, str]] | None = set()
     for p in adopted:
         listed = list_prearchive_files(xnat, p.url)
@@ -1072,10 +1072,10 @@ def _commit(
 def _verify(
     xnat: XnatSession, files: Sequence[DicomFile], project: str, subject: str, session: str
 ) -> Comparison:
-    rows: list[dict[str, str]] | None = None
+    listed: list[ServerFile] | None = None
     for attempt in range(1, 6):
-        rows = list_session_files(xnat, project, subject, session)
-        if rows is not None:
+        listed = list_session_files(xnat, project, subject, session)
+        if listed is not None:
             break
         time.sleep(0.5 * attempt)
-    return compare(files, parse_file_rows(rows or []))
+    return compare(files, listed or [])
