@@ -5,6 +5,7 @@ Examples::
     python -m bench rest-wan --size small --repeat 3
     python -m bench rest-loopback --size medium
     python -m bench rest-wan --quick --results-dir /tmp/r
+    python -m bench rest-scale --size large,xl-15k,xl --repeat 3
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.runner import DEFAULT_DATA, DEFAULT_RESULTS, SCENARIOS, SIZES, format_table, run_scenario
+from bench.runner import (
+    DEFAULT_DATA,
+    DEFAULT_RESULTS,
+    SCENARIOS,
+    SIZES,
+    format_phases,
+    format_table,
+    run_scenario,
+)
 
 __all__ = ["main"]
 
@@ -41,41 +50,76 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("scenario", choices=sorted(SCENARIOS))
-    p.add_argument("--size", choices=list(SIZES), help="dataset (default: the scenario's)")
+    p.add_argument(
+        "--size",
+        help=f"dataset, one of {', '.join(SIZES)} (default: the scenario's); scale scenarios "
+        "take a comma-separated list, compared side by side",
+    )
     p.add_argument("--repeat", type=int, default=None, help="runs per strategy (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny dataset, one repeat")
     p.add_argument("--strategies", help="comma-separated strategies instead of the defaults")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="where datasets live")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="profile each client run with py-spy into DIR (slower; summarise with "
+        "python -m bench.profile DIR/*.txt)",
+    )
     a = p.parse_args(args_in)
     repeat = a.repeat if a.repeat is not None else (1 if a.quick else 3)
     if repeat < 1:
         p.error("--repeat must be at least 1")
     names = [s.strip() for s in a.strategies.split(",") if s.strip()] if a.strategies else None
+    given = [s.strip() for s in a.size.split(",") if s.strip()] if a.size else []
+    unknown = [s for s in given if s not in SIZES]
+    if unknown:
+        p.error(f"unknown size {', '.join(unknown)} (choose from {', '.join(SIZES)})")
+    scale = bool(SCENARIOS[a.scenario].sizes)
+    if len(given) > 1 and not scale:
+        p.error(f"{a.scenario} runs on one size; only the scale scenarios compare several")
     try:
         report = run_scenario(
             a.scenario,
-            size=a.size,
+            size=None if scale else (given[0] if given else None),
+            sizes=given or None if scale else None,
             repeat=repeat,
             strategies=names,
             quick=a.quick,
             results_dir=a.results_dir,
             data_dir=a.data_dir,
             command="python -m bench " + shlex.join(args_in),
+            py_spy=a.py_spy,
         )
     except ValueError as exc:
         p.error(str(exc))
     m = report["machine"]
-    ds = report["dataset"]
-    print(
-        f"{report['scenario']} ({report['size']}: {ds['files']} files, {ds['bytes'] / 1e6:.1f} MB)"
-        f", {report['repeat']} repeats; ratio column = median / median of {report['reference']}"
-    )
+    if report.get("sizes"):
+        sets = ", ".join(
+            f"{k}: {v['files']} files, {v['bytes'] / 1e6:.1f} MB"
+            for k, v in report["datasets"].items()
+        )
+        print(
+            f"{report['scenario']} ({sets}), {report['repeat']} repeats; ratio column = time per "
+            f"1,000 files / that of {report['reference']}"
+        )
+    else:
+        ds = report["dataset"]
+        print(
+            f"{report['scenario']} ({report['size']}: {ds['files']} files, "
+            f"{ds['bytes'] / 1e6:.1f} MB), {report['repeat']} repeats; ratio column = median / "
+            f"median of {report['reference']}"
+        )
     print(
         f"machine: {m['cores']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}; "
         f"commit {(m['commit'] or '?')[:10]}{' (dirty)' if m['dirty'] else ''}"
     )
     print(format_table(report["summary"]))
+    phases = format_phases(report["summary"])
+    if phases:
+        print("\nxio's phases (median s; scan files/s = files / scan s):")
+        print(phases)
     stem = Path(a.results_dir) / f"{report['scenario']}-{report['size']}"
     print(f"results: {stem}.csv, {stem}.json, {stem}.png")
     ok = all(r.get("ok") == r.get("runs") for r in report["summary"] if r.get("runs"))

@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -23,6 +24,21 @@ from typing import Any
 from bench.strategies import Context, run_strategy
 
 __all__ = ["main", "measure"]
+
+
+def _peak_rss_kib() -> int:
+    """This process's own peak resident memory in KiB.
+
+    ``VmHWM`` from ``/proc/self/status`` where there is one: it belongs to this program's address
+    space alone. ``ru_maxrss`` of ``RUSAGE_SELF`` is not: Linux carries it over from the process
+    image before ``exec``, and Python starts children with ``vfork``, so a client started by a
+    runner that once held a large listing would report the runner's peak.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _cpu(who: int) -> float:
@@ -59,11 +75,8 @@ def measure(kind: str, name: str, ctx: Context) -> dict[str, Any]:
         facts = {"success": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
     duration = time.perf_counter() - t0
     cpu = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN) - cpu0
-    # ru_maxrss is in KiB on Linux; for children it is the largest single child.
-    rss_kib = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-    )
+    # KiB; for children (storescu, pynetdicom's app) ru_maxrss of the largest single child.
+    rss_kib = max(_peak_rss_kib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return {
         "strategy": name,
         "duration": duration,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.runner import format_table
+from bench.runner import format_phases, format_table
 
 __all__ = ["main", "markdown"]
 
@@ -31,15 +31,28 @@ def markdown(report: dict[str, Any]) -> str:
         Markdown text.
     """
     m = report["machine"]
-    ds = report["dataset"]
     commit = (m.get("commit") or "?")[:10] + (" + uncommitted changes" if m.get("dirty") else "")
+    command = report.get("command") or "python -m bench " + report["scenario"]
+    if report.get("sizes"):
+        sets = ", ".join(
+            f"{k} {v['files']:,} files / {v['bytes'] / 1e6:.0f} MB"
+            for k, v in report["datasets"].items()
+        )
+        what = f"**x ref** = time per 1,000 files / that of {report['reference']}"
+    else:
+        ds = report["dataset"]
+        sets = f"{ds['files']} files, {ds['bytes'] / 1e6:.0f} MB"
+        what = f"**x ref** = median / median of `{report['reference']}`"
     lines = [
-        f"`{report.get('command') or 'python -m bench ' + report['scenario']}` - "
-        f"{ds['files']} files, {ds['bytes'] / 1e6:.0f} MB, {report['repeat']} repeats, "
-        f"run {report['started']} at commit `{commit}`; "
-        f"**x ref** = median / median of `{report['reference']}`.",
+        f"`{command}` - {sets}, {report['repeat']} repeats, "
+        f"run {report['started']} at commit `{commit}`; {what}.",
         "",
         format_table(report["summary"], markdown=True),
+    ]
+    phases = format_phases(report["summary"], markdown=True)
+    if phases:
+        lines += ["", "xio's phases, median seconds (scan files/s = files / scan s):", "", phases]
+    lines += [
         "",
         f"![{report['scenario']} {report['size']}](../bench/results/"
         f"{report['scenario']}-{report['size']}.png)",

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -41,18 +42,23 @@ from bench.servers import (
     ProxyProcess,
     SandboxProcess,
     StorescpProcess,
+    find_tool,
     tool_available,
 )
-from bench.strategies import is_known
+from bench.strategies import LOCAL_STRATEGIES, is_known
 
 __all__ = [
+    "QUICK_SIZES",
     "SCENARIOS",
     "SIZES",
     "Scenario",
     "ensure_dataset",
+    "format_phases",
     "format_table",
     "machine_info",
+    "row_name",
     "run_scenario",
+    "split_row",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,12 +66,18 @@ DEFAULT_DATA = REPO / "bench" / "data"
 DEFAULT_RESULTS = REPO / "bench" / "results"
 
 #: Dataset sizes: (series, instances per series, rows, columns). small/medium/large follow
-#: ``xio synth --size``; ``quick`` is the smoke-test size (90 files, 3 MB).
+#: ``xio synth --size``; ``quick`` is the smoke-test size (90 files, 3 MB). ``xl`` is the scale
+#: session of issue 8 (100,000 small files, 64x64, ~10 KB each); ``xl-15k`` has xl's files at
+#: large's file count, so that time per 1,000 files compares like with like; ``quick-xl``
+#: (180 files) pairs with ``quick`` in the smoke test of the scale scenarios.
 SIZES: dict[str, tuple[int, int, int, int]] = {
     "quick": (3, 30, 128, 128),
     "small": (3, 100, 256, 256),
     "medium": (10, 300, 256, 256),
     "large": (30, 500, 320, 256),
+    "xl-15k": (15, 1000, 64, 64),
+    "xl": (100, 1000, 64, 64),
+    "quick-xl": (6, 30, 64, 64),
 }
 
 #: The default WAN profile: one-way delay (ms) and bytes per second per connection.
@@ -97,6 +109,10 @@ class Scenario:
         The dataset used without ``--size``.
     summary
         One line for the docs and ``--help``.
+    sizes
+        A scale scenario: every strategy runs on each of these datasets, side by side; rows are
+        named ``strategy@size``, and the ratio column compares time per 1,000 files with the
+        same strategy on the first size. ``default_size`` then names the results files.
     """
 
     name: str
@@ -107,6 +123,7 @@ class Scenario:
     reference: str
     default_size: str
     summary: str
+    sizes: tuple[str, ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -172,8 +189,68 @@ SCENARIOS: dict[str, Scenario] = {
             "small",
             "C-STORE to storescp through the WAN proxy: xio vs one storescu",
         ),
+        Scenario(
+            "rest-scale",
+            "rest",
+            "sandbox",
+            False,
+            ("xio", "inventory"),
+            "xio",
+            "xl",
+            "REST import on loopback, 15,000 vs 100,000 files: s per 1,000 files, RSS, scan rate",
+            sizes=("large", "xl-15k", "xl"),
+        ),
+        Scenario(
+            "dicom-scale",
+            "dicom",
+            "storescp",
+            False,
+            ("xio", "inventory"),
+            "xio",
+            "xl",
+            "C-STORE to storescp on loopback, 15,000 vs 100,000 files: time per 1,000 files, RSS",
+            sizes=("large", "xl-15k", "xl"),
+        ),
     )
 }
+
+#: The dataset pair a scale scenario uses with ``--quick``.
+QUICK_SIZES = ("quick", "quick-xl")
+
+
+def row_name(strategy: str, size: str | None) -> str:
+    """The row a strategy's runs are summarised under (``xio@xl`` in scale scenarios).
+
+    Parameters
+    ----------
+    strategy
+        The strategy.
+    size
+        The dataset, for scale scenarios; None otherwise.
+
+    Returns
+    -------
+    str
+        The row name.
+    """
+    return f"{strategy}@{size}" if size else strategy
+
+
+def split_row(row: str) -> tuple[str, str | None]:
+    """Inverse of :func:`row_name`.
+
+    Parameters
+    ----------
+    row
+        A row name.
+
+    Returns
+    -------
+    tuple
+        ``(strategy, size or None)``.
+    """
+    strategy, sep, size = row.partition("@")
+    return strategy, (size if sep else None)
 
 
 # -- datasets -------------------------------------------------------------------------------------
@@ -257,7 +334,9 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": packages,
         "tools": {
-            "dcmtk": _first_line([STORESCU, "--version"]) if tool_available(STORESCU) else None,
+            "dcmtk": _first_line([find_tool(STORESCU) or STORESCU, "--version"])
+            if tool_available(STORESCU)
+            else None,
             "orthanc": _first_line(
                 [shutil.which(ORTHANC, path="/usr/sbin:/usr/bin") or ORTHANC, "--version"]
             )
@@ -318,26 +397,39 @@ def _count_rest(url: str, project: str, subject: str, session: str) -> int:
 
 
 def _one_run(
-    scenario: Scenario, strategy: str, source: Path, expected: int, label: str
+    scenario: Scenario,
+    strategy: str,
+    source: Path,
+    expected: int,
+    label: str,
+    py_spy: Path | None = None,
 ) -> dict[str, Any]:
-    """Fresh servers, one client process, then a server-side count."""
+    """Fresh servers, one client process, then a server-side count.
+
+    With ``py_spy`` (a file path), the client runs under ``py-spy record`` (threads while
+    active, 100 samples/s, collapsed-stack format) and the profile is written there.
+    """
     with contextlib.ExitStack() as stack:
-        server: SandboxProcess | StorescpProcess | OrthancProcess
-        if scenario.server == "sandbox":
+        server: SandboxProcess | StorescpProcess | OrthancProcess | None
+        local = strategy in LOCAL_STRATEGIES
+        if local:
+            server = None
+        elif scenario.server == "sandbox":
             server = SandboxProcess()
         elif scenario.server == "storescp":
             server = StorescpProcess()
         else:
             server = OrthancProcess()
-        stack.enter_context(server)
-        port = server.port
-        if scenario.wan:
+        if server is not None:
+            stack.enter_context(server)
+        port = server.port if server is not None else 0
+        if scenario.wan and server is not None:
             proxy = ProxyProcess(port, delay_ms=WAN_DELAY_MS, rate=WAN_RATE)
             stack.enter_context(proxy)
             port = proxy.port
         work = Path(tempfile.mkdtemp(prefix="xio-bench-run-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
-        cmd = [
+        cmd_client = [
             sys.executable,
             "-m",
             "bench.client",
@@ -353,9 +445,15 @@ def _one_run(
             str(port),
         ]
         if scenario.kind == "rest":
-            cmd += ["--url", f"http://127.0.0.1:{port}"]
+            cmd_client += ["--url", f"http://127.0.0.1:{port}"]
+        elif server is not None:
+            cmd_client += ["--aet", server.aet]
+        if py_spy is not None:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            cmd = [spy, "record", "-r", "100", "--full-filenames", "-f", "raw", "-o", str(py_spy)]
+            cmd += ["--", *cmd_client]
         else:
-            cmd += ["--aet", server.aet]
+            cmd = cmd_client
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
         env = {k: v for k, v in env.items() if "proxy" not in k.lower()}  # all traffic is local
         try:
@@ -375,6 +473,11 @@ def _one_run(
             tail = proc.stderr.strip()[-400:]
             return {"strategy": strategy, "success": False, "error": f"client crashed: {tail}"}
         record: dict[str, Any] = json.loads(lines[-1])
+        if server is None:  # nothing was sent: the files the strategy saw must all be there
+            if record.get("success") and int(record.get("files", 0)) != expected:
+                record["success"] = False
+                record["error"] = f"saw {record.get('files')} of {expected} files"
+            return record
         # The strategy's own word is not enough: ask the server what it holds.
         try:
             if isinstance(server, SandboxProcess):
@@ -405,33 +508,42 @@ def _received_when_settled(server: StorescpProcess | OrthancProcess, expected: i
 
 
 def summarise(
-    runs: list[dict[str, Any]], strategies: list[str], reference: str, skipped: dict[str, str]
+    runs: list[dict[str, Any]],
+    strategies: list[str],
+    reference: str,
+    skipped: dict[str, str],
+    scale_reference: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per strategy from the individual runs.
 
     Parameters
     ----------
     runs
-        Every run's record.
+        Every run's record (``row`` names its row when present, else ``strategy``).
     strategies
-        Strategy order for the table.
+        Row order for the table (strategy names, or ``strategy@size`` in scale scenarios).
     reference
         The strategy the ratio column divides by.
     skipped
-        Strategies not run, with the reason.
+        Rows not run, with the reason.
+    scale_reference
+        For scale scenarios: the size whose time per 1,000 files the ratio column divides by,
+        each row against the same strategy on that size (``reference`` is then unused).
 
     Returns
     -------
     list of dict
         Rows with ``strategy``, ``runs``, ``ok``, ``median_s``, ``min_s``, ``max_s``, ``mb_s``,
-        ``files_s``, ``cpu_s``, ``cpu_s_per_gb``, ``peak_rss_mb``, ``ratio`` and ``note``.
+        ``files_s``, ``s_per_1k`` (median seconds per 1,000 files), ``cpu_s``, ``cpu_s_per_gb``,
+        ``peak_rss_mb``, ``ratio``, ``note`` and, when the strategy reported them, ``phases_s``
+        (median seconds per phase) and ``phase_rss_mb`` (largest RSS sample per phase, MB).
     """
     rows: list[dict[str, Any]] = []
     for name in strategies:
         if name in skipped:
             rows.append({"strategy": name, "runs": 0, "ok": 0, "note": f"skipped: {skipped[name]}"})
             continue
-        mine = [r for r in runs if r["strategy"] == name]
+        mine = [r for r in runs if r.get("row", r["strategy"]) == name]
         good = [r for r in mine if r.get("success")]
         row: dict[str, Any] = {"strategy": name, "runs": len(mine), "ok": len(good), "note": ""}
         if good:
@@ -446,14 +558,36 @@ def summarise(
                 max_s=max(times),
                 mb_s=nbytes / med / 1e6 if med else 0.0,
                 files_s=nfiles / med if med else 0.0,
+                s_per_1k=med / nfiles * 1000 if nfiles else 0.0,
                 cpu_s=cpu,
                 cpu_s_per_gb=cpu / (nbytes / 1e9) if nbytes else 0.0,
                 peak_rss_mb=max(float(r["peak_rss_mb"]) for r in good),
             )
+            phased = [r["phases"] for r in good if isinstance(r.get("phases"), dict)]
+            if phased:
+                keys = [k for k in phased[0] if all(k in ph for ph in phased)]
+                row["phases_s"] = {
+                    k: statistics.median(float(ph[k]) for ph in phased) for k in keys
+                }
+            sampled = [r["phase_rss_mb"] for r in good if r.get("phase_rss_mb")]
+            if sampled:
+                peaks: dict[str, float] = {}
+                for ph in sampled:
+                    for k, v in ph.items():
+                        peaks[k] = max(peaks.get(k, 0.0), float(v))
+                row["phase_rss_mb"] = peaks
         failed = [r for r in mine if not r.get("success")]
         if failed:
             row["note"] = f"{len(failed)} failed: {failed[0].get('error')}"[:300]
         rows.append(row)
+    if scale_reference is not None:
+        per_1k = {r["strategy"]: r["s_per_1k"] for r in rows if r.get("s_per_1k")}
+        for row in rows:
+            strategy, _ = split_row(row["strategy"])
+            base = per_1k.get(row_name(strategy, scale_reference))
+            if base and row.get("s_per_1k"):
+                row["ratio"] = row["s_per_1k"] / base
+        return rows
     ref = next((r for r in rows if r["strategy"] == reference and "median_s" in r), None)
     for row in rows:
         if ref is not None and "median_s" in row:
@@ -470,6 +604,7 @@ _COLUMNS = [
     ("ratio", "x ref", "{:.2f}"),
     ("mb_s", "MB/s", "{:.1f}"),
     ("files_s", "files/s", "{:.0f}"),
+    ("s_per_1k", "s/1k files", "{:.3f}"),
     ("cpu_s", "CPU s", "{:.2f}"),
     ("cpu_s_per_gb", "CPU s/GB", "{:.1f}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
@@ -491,11 +626,13 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     str
         The table (notes for skipped or failed strategies follow it).
     """
-    head = [h for _, h, _ in _COLUMNS]
+    # Time per 1,000 files only where it was computed (older results files lack it).
+    columns = [c for c in _COLUMNS if c[0] != "s_per_1k" or any("s_per_1k" in r for r in rows)]
+    head = [h for _, h, _ in columns]
     body = []
     for row in rows:
         cells = []
-        for key, _, fmt in _COLUMNS:
+        for key, _, fmt in columns:
             value = row.get(key)
             cells.append("-" if value is None else fmt.format(value))
         body.append(cells)
@@ -510,6 +647,55 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
             "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in body
         ]
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+_PHASES = [
+    ("import", "import s"),
+    ("scan", "scan s"),
+    ("setup", "setup s"),
+    ("send", "send s"),
+    ("commit", "commit s"),
+    ("verify", "verify s"),
+    ("total", "total s"),
+]
+
+
+def format_phases(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Median seconds per phase for the rows that reported phases (xio's), as a table.
+
+    Parameters
+    ----------
+    rows
+        From :func:`summarise`.
+    markdown
+        Markdown pipe table instead of aligned text.
+
+    Returns
+    -------
+    str
+        The table, or an empty string when no row has phases.
+    """
+    mine = [r for r in rows if r.get("phases_s")]
+    if not mine:
+        return ""
+    head = ["strategy"] + [h for _, h in _PHASES] + ["scan files/s", "peak RSS MB in"]
+    body = []
+    for r in mine:
+        ph = r["phases_s"]
+        cells = [r["strategy"]] + [f"{ph[k]:.2f}" if k in ph else "-" for k, _ in _PHASES]
+        nfiles = round(r["files_s"] * r["median_s"]) if r.get("files_s") else 0
+        cells.append(f"{nfiles / ph['scan']:.0f}" if ph.get("scan") and nfiles else "-")
+        rss = r.get("phase_rss_mb") or {}
+        cells.append(" ".join(f"{k} {v:.0f}" for k, v in rss.items() if k != "after") or "-")
+        body.append(cells)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c) + " |" for c in body]
+    else:
+        widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(head)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(cs, widths, strict=True)) for cs in body]
+    return "\n".join(lines)
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -533,17 +719,28 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("seconds (median, whiskers: min-max)")
     if max(med) / max(min(med), 1e-9) > 30:
         ax.set_xscale("log")
+    scale = bool(report.get("sizes"))
     for yy, r in zip(y, rows, strict=True):
         label = f" {r['median_s']:.1f} s"
-        if "ratio" in r:
+        if scale and r.get("s_per_1k"):
+            label += f", {r['s_per_1k']:.3f} s/1k files"
+            if "ratio" in r:
+                label += f" ({r['ratio']:.2f}x)"
+        elif "ratio" in r:
             label += f"  ({r['ratio']:.2f}x {report['reference']})"
         ax.text(r["max_s"], yy, label, va="center", fontsize=8)
-    ds = report["dataset"]
-    ax.set_title(
-        f"{report['scenario']} - {report['size']}: {ds['files']} files, {ds['bytes'] / 1e6:.0f} MB,"
-        f" {report['repeat']} repeats",
-        fontsize=10,
-    )
+    if scale:
+        sizes = ", ".join(
+            f"{k} {v['files']:,} files" for k, v in report.get("datasets", {}).items()
+        )
+        title = f"{report['scenario']}: {sizes}; {report['repeat']} repeats"
+    else:
+        ds = report["dataset"]
+        title = (
+            f"{report['scenario']} - {report['size']}: {ds['files']} files, "
+            f"{ds['bytes'] / 1e6:.0f} MB, {report['repeat']} repeats"
+        )
+    ax.set_title(title, fontsize=10)
     ax.margins(x=0.35)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -557,6 +754,7 @@ def run_scenario(
     name: str,
     *,
     size: str | None = None,
+    sizes: list[str] | None = None,
     repeat: int = 3,
     strategies: list[str] | None = None,
     quick: bool = False,
@@ -564,6 +762,7 @@ def run_scenario(
     data_dir: Path = DEFAULT_DATA,
     log: Any = None,
     command: str | None = None,
+    py_spy: Path | None = None,
 ) -> dict[str, Any]:
     """Run a scenario and write its results.
 
@@ -572,7 +771,12 @@ def run_scenario(
     name
         A key of :data:`SCENARIOS`.
     size
-        Dataset size (default: the scenario's; ``quick`` with ``quick``).
+        Dataset size (default: the scenario's; ``quick`` with ``quick``). Scale scenarios
+        take ``sizes`` instead.
+    sizes
+        For scale scenarios: the datasets to compare (default: the scenario's own, or
+        :data:`QUICK_SIZES` with ``quick``); the first is the ratio column's reference and the
+        last names the results files.
     repeat
         Runs per strategy (``quick`` makes it 1 unless given otherwise by the caller).
     strategies
@@ -585,6 +789,11 @@ def run_scenario(
         A callable taking one line of progress text (default: stderr).
     command
         The command line, recorded with the results.
+    py_spy
+        A folder: profile every client run with ``py-spy record`` into
+        ``<folder>/<row>-<repeat>.txt`` (collapsed stacks; ``python -m bench.profile`` sums
+        them up). Profiling slows the client: such runs are for finding where time goes, not
+        for the results tables.
 
     Raises
     ------
@@ -597,46 +806,84 @@ def run_scenario(
         The report also written to ``<results_dir>/<name>-<size>.json``.
     """
     scenario = SCENARIOS[name]
-    size = size or ("quick" if quick else scenario.default_size)
+    if scenario.sizes:
+        if size is not None and not sizes:
+            raise ValueError(f"{name} compares several sizes: give them as a list (sizes)")
+        size_list = list(sizes or (QUICK_SIZES if quick else scenario.sizes))
+    else:
+        if sizes:
+            raise ValueError(f"{name} runs on one size: give one")
+        size_list = [size or ("quick" if quick else scenario.default_size)]
+    bad = [s for s in size_list if s not in SIZES]
+    if bad:
+        raise ValueError(f"unknown sizes: {', '.join(bad)} (known: {', '.join(SIZES)})")
+    size = size_list[-1]
     names = strategies or list(scenario.strategies)
     unknown = [s for s in names if not is_known(scenario.kind, s)]
     if unknown:
         raise ValueError(f"unknown {scenario.kind} strategies: {', '.join(unknown)}")
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    source, nfiles, nbytes = ensure_dataset(size, data_dir)
-    say(f"{name}: {size} dataset, {nfiles} files, {nbytes / 1e6:.1f} MB; {repeat} repeats")
+    datasets: dict[str, dict[str, Any]] = {}
+    sources: dict[str, Path] = {}
+    for sz in size_list:
+        source, nfiles, nbytes = ensure_dataset(sz, data_dir)
+        sources[sz] = source
+        datasets[sz] = {"files": nfiles, "bytes": nbytes, "spec": SIZES[sz]}
+        say(f"{name}: {sz} dataset, {nfiles} files, {nbytes / 1e6:.1f} MB; {repeat} repeats")
     skipped = {s: why for s in names if (why := unavailable(scenario, s)) is not None}
     for s, why in skipped.items():
         say(f"  {s}: not available - {why}")
-    active = [s for s in names if s not in skipped]
+    scaled = bool(scenario.sizes)
+    # Every (strategy, size) pair is one row; the order of pairs rotates between repeats.
+    pairs = [(s, sz) for sz in size_list for s in names if s not in skipped]
+    rows = [row_name(s, sz if scaled else None) for sz in size_list for s in names]
     runs: list[dict[str, Any]] = []
     started = time.time()
     for rep in range(repeat):
-        order = active[rep % len(active) :] + active[: rep % len(active)] if active else []
-        for strategy in order:
-            label = f"B{rep + 1}_{strategy}".replace(".", "_")
-            record = _one_run(scenario, strategy, source, nfiles, label)
+        order = pairs[rep % len(pairs) :] + pairs[: rep % len(pairs)] if pairs else []
+        for strategy, sz in order:
+            row = row_name(strategy, sz if scaled else None)
+            label = re.sub(r"[^A-Za-z0-9_-]", "_", f"B{rep + 1}_{row}")
+            nfiles = datasets[sz]["files"]
+            spy = None
+            if py_spy is not None:
+                py_spy.mkdir(parents=True, exist_ok=True)
+                spy = py_spy / f"{row}-{rep + 1}.txt"
+            record = _one_run(scenario, strategy, sources[sz], nfiles, label, spy)
             record["repeat"] = rep + 1
+            record["row"] = row
+            record["size"] = sz
             runs.append(record)
             status = "ok" if record.get("success") else f"FAILED ({record.get('error')})"
             say(
-                f"  [{rep + 1}/{repeat}] {strategy:14s} {record.get('duration', 0):8.2f} s  "
+                f"  [{rep + 1}/{repeat}] {row:14s} {record.get('duration', 0):8.2f} s  "
                 f"rss {record.get('peak_rss_mb', 0):6.0f} MB  {status}"
             )
     reference = scenario.reference if scenario.reference in names else names[0]
+    skipped_rows = {
+        row_name(s, sz if scaled else None): why for s, why in skipped.items() for sz in size_list
+    }
     report: dict[str, Any] = {
         "scenario": name,
         "description": scenario.summary,
         "size": size,
+        "sizes": size_list if scaled else None,
         "repeat": repeat,
-        "reference": reference,
+        "reference": f"the same strategy on {size_list[0]}" if scaled else reference,
         "wan": {"delay_ms": WAN_DELAY_MS, "rate_bytes_per_s": WAN_RATE} if scenario.wan else None,
-        "dataset": {"files": nfiles, "bytes": nbytes, "spec": SIZES[size]},
+        "dataset": datasets[size],
+        "datasets": datasets,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": time.time() - started,
         "command": command,
         "machine": machine_info(),
-        "summary": summarise(runs, names, reference, skipped),
+        "summary": summarise(
+            runs,
+            rows,
+            reference,
+            skipped_rows,
+            scale_reference=size_list[0] if scaled else None,
+        ),
         "runs": runs,
     }
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ __all__ = [
     "ProxyProcess",
     "SandboxProcess",
     "StorescpProcess",
+    "find_tool",
     "free_port",
     "tool_available",
 ]
@@ -55,7 +56,31 @@ def tool_available(name: str) -> bool:
 
 
 def _which(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    # Not from the virtualenv's bin: pynetdicom installs Python apps named storescp/storescu
+    # there, which take other options than DCMTK's and would shadow them on PATH.
+    venv_bin = os.path.abspath(os.path.dirname(sys.executable))
+    dirs = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and os.path.abspath(d) != venv_bin
+    ]
+    return shutil.which(name, path=os.pathsep.join([*dirs, "/usr/sbin", "/usr/local/sbin"]))
+
+
+def find_tool(name: str) -> str | None:
+    """The path of an external tool (DCMTK, Orthanc), never the virtualenv's Python apps.
+
+    Parameters
+    ----------
+    name
+        The executable's name.
+
+    Returns
+    -------
+    str or None
+        Its path, or None when it is not installed.
+    """
+    return _which(name)
 
 
 def free_port() -> int:

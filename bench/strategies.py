@@ -19,6 +19,16 @@ REST strategies (against the sandbox, directly or through the shaping proxy):
     The server-side floor: the whole session as ONE tar file built on disk before the clock starts,
     sent in one plain ``httpx`` POST (streamed from the file) and committed.
 
+Both kinds:
+
+``inventory``
+    :func:`xnatio.inventory.build_inventory` alone (its defaults): the header scan every upload
+    starts with, measured on its own. Sends nothing, so no server is started for it.
+
+``xio`` also reports when each phase of its run began (from its progress events), as
+``phases``: seconds spent scanning, setting up (login, checks, planning the archive bodies),
+uploading, committing and verifying.
+
 DICOM strategies (against storescp, Orthanc or the proxy in front of them):
 
 ``xio``
@@ -42,6 +52,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +63,20 @@ import httpx
 
 __all__ = [
     "DICOM_STRATEGIES",
+    "LOCAL_STRATEGIES",
     "REST_STRATEGIES",
     "Context",
+    "PhaseClock",
     "dataset_files",
     "is_known",
     "run_strategy",
 ]
 
-REST_STRATEGIES = ("xio", "sequential", "archive-first", "gradual", "floor")
-DICOM_STRATEGIES = ("xio", "storescu", "storescu-x10", "pynetdicom")
+REST_STRATEGIES = ("xio", "sequential", "archive-first", "gradual", "floor", "inventory")
+DICOM_STRATEGIES = ("xio", "storescu", "storescu-x10", "pynetdicom", "inventory")
+
+#: Strategies that send nothing: the runner starts no server for them and counts nothing.
+LOCAL_STRATEGIES = frozenset({"inventory"})
 
 _SWEEP = re.compile(r"^xio-w(\d+)(?:-b(\d+))?$")
 
@@ -163,6 +180,8 @@ def run_strategy(kind: str, name: str, ctx: Context) -> tuple[Runner, Runner | N
     ValueError
         For an unknown name.
     """
+    if name == "inventory" and kind in ("rest", "dicom"):
+        return (lambda: _inventory(ctx)), None
     if kind == "rest":
         if name == "xio":
             return (lambda: _xio_rest(ctx, 42, 42, "DICOM-zip")), None
@@ -192,12 +211,160 @@ def run_strategy(kind: str, name: str, ctx: Context) -> tuple[Runner, Runner | N
     raise ValueError(f"unknown {kind} strategy {name!r}")
 
 
+# -- both kinds -----------------------------------------------------------------------------------
+
+
+def _inventory(ctx: Context) -> dict[str, Any]:
+    from xnatio.inventory import build_inventory
+
+    with build_inventory(ctx.source) as inv:
+        return {
+            "success": True,
+            "files": len(inv.files),
+            "bytes": inv.total_bytes,
+            "skipped": len(inv.skipped),
+            "requests": 0,
+        }
+
+
+class PhaseClock:
+    """A progress callback that notes when each phase was first and last reported.
+
+    xio's uploaders emit ``scanning`` events while reading headers, ``uploading`` ones while
+    sending (the first once every archive body is planned), then ``committing``, ``verifying``
+    and ``done``. :meth:`phases` turns the first/last times into seconds per phase. Callbacks
+    come from worker threads; dict updates of distinct keys are atomic enough for this.
+
+    A daemon thread also samples the process's resident memory every ``interval`` seconds
+    (from ``/proc/self/statm``; nothing where that is missing), so that :meth:`rss_by_phase`
+    can tell in which phase the peak happened.
+
+    Parameters
+    ----------
+    interval
+        Seconds between RSS samples; 0 turns sampling off.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.t0 = time.perf_counter()
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if interval > 0 and Path("/proc/self/statm").exists():
+            self._thread = threading.Thread(
+                target=self._sample, args=(interval,), name="bench-rss", daemon=True
+            )
+            self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/statm", "rb", buffering=0) as fh:
+            while not self._stop.is_set():
+                fh.seek(0)
+                resident = int(fh.read().split()[1]) * page
+                self.samples.append((time.perf_counter() - self.t0, resident))
+                self._stop.wait(interval)
+
+    def stop(self) -> None:
+        """Stop sampling (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __call__(self, event: Any) -> None:
+        self.mark(str(getattr(event, "phase", "")))
+
+    def mark(self, phase: str) -> None:
+        """Note that ``phase`` is happening now.
+
+        Parameters
+        ----------
+        phase
+            A progress phase, or ``import`` (the uploader's modules are loaded).
+        """
+        now = time.perf_counter() - self.t0
+        self.first.setdefault(phase, now)
+        self.last[phase] = now
+
+    def phases(self, end: float | None = None) -> dict[str, float]:
+        """Seconds per phase.
+
+        Parameters
+        ----------
+        end
+            Seconds since the clock started when the run ended (default: now).
+
+        Returns
+        -------
+        dict
+            ``import`` (loading xnatio's uploader modules, part of the timed run), ``scan``
+            (from there to the last scanning event), ``setup`` (from there to the first
+            sending event: login, checks, archive planning), ``send`` (to the first committing
+            event), ``commit`` (to the first verifying event), ``verify`` (to the done event) and
+            ``total``; a phase never reported is left out.
+        """
+        total = (time.perf_counter() - self.t0) if end is None else end
+        out: dict[str, float] = {}
+        prev = 0.0
+        for name, at in self._bounds(total):
+            out[name] = at - prev
+            prev = at
+        out["total"] = total
+        return out
+
+    def rss_by_phase(self) -> dict[str, float]:
+        """Peak resident memory (MB) sampled in each phase of :meth:`phases`.
+
+        Returns
+        -------
+        dict
+            Phase name to the largest sample in it, plus ``after`` for samples past the last
+            phase; empty without samples. Stops the sampling.
+        """
+        self.stop()
+        bounds = self._bounds(self.samples[-1][0] if self.samples else 0.0)
+        out: dict[str, float] = {}
+        for t, resident in self.samples:
+            name = next((n for n, at in bounds if t <= at), "after")
+            out[name] = max(out.get(name, 0.0), resident / 2**20)
+        return out
+
+    def _bounds(self, end: float) -> list[tuple[str, float]]:
+        """Each phase with the time (since the start) it ended, in order.
+
+        A phase runs from its start mark to the next phase's start (or ``done``): ``import``
+        from 0, ``scan`` from the import, ``setup`` from the last scanning event, ``send`` from
+        the first sending event, ``commit`` and ``verify`` from their first events; the last
+        ends at ``done`` or, without one, at ``end``. A phase whose start was never reported
+        (C-STORE has no commit) is left out.
+        """
+        starts = [
+            ("import", 0.0),
+            ("scan", self.first.get("import")),
+            ("setup", self.last.get("scanning")),
+            ("send", self.first.get("uploading", self.first.get("archiving"))),
+            ("commit", self.first.get("committing")),
+            ("verify", self.first.get("verifying")),
+        ]
+        present = [(name, at) for name, at in starts if at is not None]
+        out: list[tuple[str, float]] = []
+        for i, (name, _) in enumerate(present):
+            stop = present[i + 1][1] if i + 1 < len(present) else self.first.get("done", end)
+            out.append((name, stop))
+        return out
+
+
 # -- REST -----------------------------------------------------------------------------------------
 
 
 def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[str, Any]:
+    clock = PhaseClock()
     from xnatio.uploaders.rest import upload_dicom_parallel_rest
 
+    clock.mark("import")
     result = upload_dicom_parallel_rest(
         server=ctx.url,
         username=ctx.user,
@@ -209,6 +376,7 @@ def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[st
         num_batches=batches,
         upload_workers=workers,
         import_handler="gradual-DICOM" if handler == "gradual-DICOM" else "DICOM-zip",
+        progress_callback=clock,
     )
     return {
         "success": result.success,
@@ -217,6 +385,8 @@ def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[st
         "bytes": result.bytes_sent,
         "requests": len(result.batches),
         "retries": result.retries,
+        "phases": clock.phases(),
+        "phase_rss_mb": clock.rss_by_phase(),
     }
 
 
@@ -335,8 +505,10 @@ def _archive_first(
 
 
 def _xio_dicom(ctx: Context) -> dict[str, Any]:
+    clock = PhaseClock()
     from xnatio.uploaders.dicom_store import send_dicom_store
 
+    clock.mark("import")
     # With routing tags, as xio sends to XNAT: the in-memory splice is part of the cost.
     result = send_dicom_store(
         source_dir=ctx.source,
@@ -346,6 +518,7 @@ def _xio_dicom(ctx: Context) -> dict[str, Any]:
         project=ctx.project,
         subject=ctx.subject,
         session=ctx.session,
+        progress_callback=clock,
     )
     return {
         "success": result.success,
@@ -353,6 +526,8 @@ def _xio_dicom(ctx: Context) -> dict[str, Any]:
         "files": result.sent + result.warned,
         "bytes": result.bytes_sent,
         "requests": result.associations,
+        "phases": clock.phases(),
+        "phase_rss_mb": clock.rss_by_phase(),
     }
 
 
@@ -375,7 +550,9 @@ def _run_all(commands: list[list[str]]) -> None:
 
 
 def _storescu(ctx: Context, processes: int) -> dict[str, Any]:
-    exe = shutil.which("storescu")
+    from bench.servers import find_tool
+
+    exe = find_tool("storescu")
     if exe is None:
         raise RuntimeError("storescu is not installed")
     series = sorted(p for p in ctx.source.iterdir() if p.is_dir()) or [ctx.source]
