@@ -700,6 +700,9 @@ def _run(
             max_workers=min(upload_workers, len(batches)), thread_name_prefix="xio-up"
         )
         futures = [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
+        # Each batch's archive plan now lives only in its queued work item, which the pool drops
+        # once the batch is sent: memory shrinks as batches finish.
+        del bodies
         try:
             pending: set[cf.Future[BatchOutcome]] = set(futures)
             while pending:
