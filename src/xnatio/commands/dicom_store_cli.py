@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from xnatio.commands.options import ServerOptions
 from xnatio.config import XnatConfig
 from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
@@ -130,11 +131,7 @@ def run_dicom_store(
     source: Path,
     num_batches: int,
     allow_multiple_studies: bool,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
+    creds: ServerOptions,
     dicom_host: str | None,
     dicom_port: int | None,
     dicom_called_aet: str | None,
@@ -157,18 +154,9 @@ def run_dicom_store(
     quiet: bool,
 ) -> int:
     """Run a C-STORE upload from parsed options; return the exit code."""
-    from xnatio.commands.upload_dicom import load_config
-
     config = None
-    if server or os.environ.get("XNAT_SERVER") or not dry_run:
-        config = load_config(
-            server=server,
-            user=user,
-            password_stdin=password_stdin,
-            insecure=insecure,
-            env_name=env_name,
-            required=False,
-        )
+    if creds.server or os.environ.get("XNAT_SERVER") or not dry_run:
+        config = creds.config(required=False)
     host = _env(dicom_host, "XNAT_DICOM_HOST")
     if host is None and config is not None:
         host = urlsplit(config.server).hostname
