@@ -24,6 +24,7 @@ PUBLIC_MODULES = ["xnatio", "xnatio.uploaders", "xnatio.sandbox", "xnatio.verify
 # Names a module without ``__all__`` must still offer (and docs/api.md documents for it).
 FALLBACK_NAMES = {"xnatio.verify": ["Comparison", "VerifyReport", "verify_session"]}
 
+
 def public_names(module_name: str) -> list[str]:
     module = importlib.import_module(module_name)
     names = getattr(module, "__all__", None)
