@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,15 @@ from typing import Any
 import pytest
 
 from xnatio.sandbox import Sandbox, SandboxConfig
+
+# pynetdicom installs console scripts named storescp, storescu and echoscu into the virtualenv;
+# with the venv activated they come first on PATH. The tests mean DCMTK's tools of those names.
+_VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+os.environ["PATH"] = os.pathsep.join(
+    d
+    for d in os.environ.get("PATH", "").split(os.pathsep)
+    if os.path.abspath(d or ".") != _VENV_BIN
+)
 
 # Short timers so background behaviour (auto-build, auto-archive) shows up within a test.
 SANDBOX_DEFAULTS: dict[str, Any] = {
