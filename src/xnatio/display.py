@@ -16,13 +16,43 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from xnatio.progress import ProgressEvent
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes for the sending task, plain counts (files, batches) for the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn(binary_units=False)
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._bytes.render(task)
+        total = "?" if task.total is None else str(int(task.total))
+        return Text(f"{int(task.completed)}/{total} {task.fields.get('unit', '')}".rstrip())
+
+
+class _RateColumn(ProgressColumn):
+    """Transfer rate for the sending task only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._speed = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._speed.render(task)
+        return Text("")
 
 
 class ProgressDisplay:
@@ -48,8 +78,8 @@ class ProgressDisplay:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                DownloadColumn(binary_units=False),
-                TransferSpeedColumn(),
+                _AmountColumn(),
+                _RateColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[extra]}"),
                 console=Console(file=self.stream),
@@ -91,14 +121,17 @@ class ProgressDisplay:
                 extra += f", {event.retries} retries"
             if task is None:
                 task = self._progress.add_task(
-                    "sending", total=event.bytes_total or None, extra=extra
+                    "sending", total=event.bytes_total or None, extra=extra, unit="bytes"
                 )
                 self._tasks["uploading"] = task
             self._progress.update(task, completed=event.bytes_sent, extra=extra)
         elif event.phase in ("scanning", "committing", "verifying"):
             task = self._tasks.get(event.phase)
             if task is None:
-                task = self._progress.add_task(event.phase, total=event.total or None, extra="")
+                unit = {"scanning": "files", "committing": "sessions"}.get(event.phase, "instances")
+                task = self._progress.add_task(
+                    event.phase, total=event.total or None, extra="", unit=unit
+                )
                 self._tasks[event.phase] = task
             self._progress.update(task, completed=event.current, total=event.total or None)
 
