@@ -436,7 +436,11 @@ def test_rest_disk_full(
     def heal() -> None:
         sandbox.faults.disk_full = False
 
-    outcome = rest_case(xio, sandbox, "F1", source, uids, tmp_path, heal=heal)
+    # One worker: the batches go one after another, so the disk fills after the first one
+    # whatever the timing (with three at once, all could be written before it fills).
+    outcome = rest_case(
+        xio, sandbox, "F1", source, uids, tmp_path, "--upload-workers", "1", heal=heal
+    )
     assert filled.is_set()
     record("server disk full", REST, outcome)
 
