@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +372,21 @@ class ZipSource:
         self._zip.close()
 
 
+def _split_by_name(
+    members: Iterable[tuple[str, int]], skipped: list[SkippedFile]
+) -> tuple[list[tuple[str, int]], list[SkippedFile]]:
+    """Archive members as ``(path, size)`` candidates, apart from those skipped by their name."""
+    found: list[tuple[str, int]] = []
+    out = list(skipped)
+    for rel, size in members:
+        reason = _name_skip_reason(rel)
+        if reason:
+            out.append(SkippedFile(rel, reason))
+        else:
+            found.append((rel, size))
+    return found, out
+
+
 class _Slice(io.RawIOBase):
     """A read-only view of ``size`` bytes at ``offset`` of a shared file descriptor (pread)."""
 
@@ -459,15 +474,8 @@ class TarSource:
 
     def entries(self) -> tuple[list[tuple[str, int]], list[SkippedFile]]:
         """List candidate members as ``(path, size)`` plus members skipped by name."""
-        found: list[tuple[str, int]] = []
-        skipped = list(self._skipped)
-        for rel, (_, size) in self._members.items():
-            reason = _name_skip_reason(rel)
-            if reason:
-                skipped.append(SkippedFile(rel, reason))
-            else:
-                found.append((rel, size))
-        return found, skipped
+        sizes = ((rel, size) for rel, (_, size) in self._members.items())
+        return _split_by_name(sizes, self._skipped)
 
     def open(self, path: str) -> BinaryIO:
         """Open member ``path``; safe to call from several threads at once."""
@@ -542,15 +550,7 @@ class TarGzSource:
 
     def entries(self) -> tuple[list[tuple[str, int]], list[SkippedFile]]:
         """List candidate members as ``(path, size)`` plus members skipped by name."""
-        found: list[tuple[str, int]] = []
-        skipped = list(self._skipped)
-        for rel, size in self._entries.items():
-            reason = _name_skip_reason(rel)
-            if reason:
-                skipped.append(SkippedFile(rel, reason))
-            else:
-                found.append((rel, size))
-        return found, skipped
+        return _split_by_name(self._entries.items(), self._skipped)
 
     def open(self, path: str) -> BinaryIO:
         """Open the extracted copy of member ``path``."""

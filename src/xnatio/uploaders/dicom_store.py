@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -401,6 +401,19 @@ class _Config:
     progress: ProgressCallback | None
     quickack: bool
 
+    def associate(self, pairs: Sequence[tuple[str, str]]) -> Association:
+        """Open an association to the receiver proposing ``pairs`` (SOP class, transfer syntax)."""
+        return Association.open(
+            self.host,
+            self.port,
+            called_aet=self.called_aet,
+            calling_aet=self.calling_aet,
+            pairs=pairs,
+            timeout=self.timeout,
+            ssl_context=self.ssl_context,
+            quickack=self.quickack,
+        )
+
 
 def _dataset_chunks(inventory: Inventory, f: DicomFile, comment: str | None) -> Iterator[bytes]:
     """The data set bytes of ``f`` as sent: the file's own bytes, routing comment spliced in."""
@@ -468,16 +481,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                 try:
                     # Associate before taking work: a receiver that serves one association at a
                     # time keeps us waiting here, and no job is held hostage meanwhile.
-                    opened = Association.open(
-                        cfg.host,
-                        cfg.port,
-                        called_aet=cfg.called_aet,
-                        calling_aet=cfg.calling_aet,
-                        pairs=state.groups[wanted],
-                        timeout=cfg.timeout,
-                        ssl_context=cfg.ssl_context,
-                        quickack=cfg.quickack,
-                    )
+                    opened = cfg.associate(state.groups[wanted])
                 except (OSError, DimseError) as exc:
                     connect_failures += 1
                     with state.cond:
@@ -615,16 +619,7 @@ def _echo(cfg: _Config) -> None:
         (VERIFICATION_SOP_CLASS, IMPLICIT_VR_LITTLE_ENDIAN),
     ]
     try:
-        assoc = Association.open(
-            cfg.host,
-            cfg.port,
-            called_aet=cfg.called_aet,
-            calling_aet=cfg.calling_aet,
-            pairs=pairs,
-            timeout=cfg.timeout,
-            ssl_context=cfg.ssl_context,
-            quickack=cfg.quickack,
-        )
+        assoc = cfg.associate(pairs)
     except ssl.SSLError as exc:
         raise ConnectionFailedError(f"TLS handshake with {where} failed: {exc}") from exc
     except (OSError, DimseError) as exc:
