@@ -7,6 +7,11 @@ connection is shaped on its own:
   sender only as fast as the bucket allows, so TCP flow control pushes back on the sender exactly
   as a slow link would, and the proxy holds at most about one bandwidth-delay product per
   direction.
+- **Total capacity** (optional): ``total_rate_bytes_per_s`` caps all connections together, per
+  direction, as a real link or server does. Every slice that passed its own connection's bucket
+  then books a departure on one shared schedule, in the order the slices asked. A connection has
+  at most one slice waiting there, so N busy connections take turns (round robin) and each gets
+  about 1/N of the total: none can starve another.
 - **Delay**: a delay line. A slice of bytes that leaves the bucket at time *t* is written to the
   receiver at *t* + ``delay_ms``. Slices are in flight together, so a long stream's throughput is
   set by the rate alone, whatever the delay.
@@ -22,9 +27,13 @@ synchronous code::
     with ShapingProxy("127.0.0.1", server_port, delay_ms=20, rate_bytes_per_s=1_000_000) as proxy:
         client.get(f"http://127.0.0.1:{proxy.port}/...")
 
+Named profiles (:data:`PROFILES`) bundle these settings: ``wan`` (1 MB/s per connection, no
+total cap), ``wan-cap12`` (0.93 MB/s per connection, 12 MB/s in total) and ``wan-cap4``.
+
 Command line::
 
     python -m bench.proxy --listen 0 --target 127.0.0.1:8080 --delay-ms 20 --rate 1000000
+    python -m bench.proxy --target 127.0.0.1:8080 --profile wan-cap12
 """
 
 from __future__ import annotations
@@ -36,9 +45,61 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 from types import TracebackType
 
-__all__ = ["ShapingProxy", "main"]
+__all__ = ["PROFILES", "LinkProfile", "ShapingProxy", "main"]
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """A named link model for the shaping proxy.
+
+    Attributes
+    ----------
+    name
+        What ``--profile`` takes.
+    delay_ms
+        One-way delay added in each direction.
+    rate_bytes_per_s
+        Cap per connection and direction.
+    total_rate_bytes_per_s
+        Cap for all connections together, per direction; None for none.
+    summary
+        One line for tables and docs.
+    """
+
+    name: str
+    delay_ms: float
+    rate_bytes_per_s: float
+    total_rate_bytes_per_s: float | None
+    summary: str
+
+
+#: The link models the benchmarks use. ``wan`` is the original profile, kept for comparison: each
+#: connection is capped, the link as a whole is not, so more connections are faster without end.
+#: The capped ones follow the seed's own figures: 15,000 files (2.5 GB) took 45 min on one stream
+#: (0.93 MB/s) and 3.5 min with 42 workers (about 12 MB/s in total, far below 42 x 0.93).
+PROFILES: dict[str, LinkProfile] = {
+    p.name: p
+    for p in (
+        LinkProfile("wan", 20.0, 1_000_000, None, "20 ms each way, 1 MB/s per connection"),
+        LinkProfile(
+            "wan-cap12",
+            20.0,
+            930_000,
+            12_000_000,
+            "20 ms each way, 0.93 MB/s per connection, 12 MB/s in total",
+        ),
+        LinkProfile(
+            "wan-cap4",
+            20.0,
+            930_000,
+            4_000_000,
+            "20 ms each way, 0.93 MB/s per connection, 4 MB/s in total",
+        ),
+    )
+}
 
 # A delivered slice is at most this many seconds of traffic at the shaped rate: small enough for a
 # smooth stream, large enough that 45 connections do not flood the loop with wake-ups.
@@ -67,6 +128,28 @@ class _TokenBucket:
         return now if self.tokens >= 0 else now - self.tokens / self.rate
 
 
+class _SharedSchedule:
+    """One departure schedule for all connections (GCRA, the virtual-clock form of a bucket).
+
+    ``book(n, ready)`` gives the time a slice of ``n`` bytes ready at ``ready`` may leave: never
+    before ``ready``, and never so soon that the bytes booked so far exceed ``burst`` plus
+    ``rate`` times the elapsed time. Bookings are served in call order, which (with one pending
+    slice per connection) is round robin between the busy connections.
+    """
+
+    __slots__ = ("busy_until", "rate", "tolerance")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.tolerance = burst / rate
+        self.busy_until: float | None = None
+
+    def book(self, n: int, ready: float) -> float:
+        start = ready if self.busy_until is None else max(ready, self.busy_until)
+        self.busy_until = start + n / self.rate
+        return max(ready, self.busy_until - self.tolerance)
+
+
 class ShapingProxy:
     """Forward TCP connections to a target with added one-way delay and a per-direction rate cap.
 
@@ -79,6 +162,9 @@ class ShapingProxy:
     rate_bytes_per_s
         Bandwidth cap per connection and per direction, in bytes per second; ``None`` or 0 means
         no cap (delay only).
+    total_rate_bytes_per_s
+        Cap for all connections together, per direction (client to server, and back), in bytes
+        per second; ``None`` or 0 means no total cap. Shared fairly between busy connections.
     burst_bytes
         Depth of the token bucket: how many bytes an idle direction may send at once.
     listen_host, listen_port
@@ -97,6 +183,7 @@ class ShapingProxy:
         *,
         delay_ms: float = 20.0,
         rate_bytes_per_s: float | None = 1_000_000,
+        total_rate_bytes_per_s: float | None = None,
         burst_bytes: int = _DEFAULT_BURST,
         listen_host: str = "127.0.0.1",
         listen_port: int = 0,
@@ -107,17 +194,25 @@ class ShapingProxy:
         self.target_port = target_port
         self.delay = delay_ms / 1000.0
         self.rate = float(rate_bytes_per_s) if rate_bytes_per_s else None
+        self.total_rate = float(total_rate_bytes_per_s) if total_rate_bytes_per_s else None
         self.burst = max(burst_bytes, 1)
+        # One schedule per direction: uploads and downloads do not share capacity.
+        self._shared: dict[bool, _SharedSchedule] = {}
+        if self.total_rate is not None:
+            self._shared = {
+                upstream: _SharedSchedule(self.total_rate, self.burst) for upstream in (True, False)
+            }
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.connections_accepted = 0
-        if self.rate is None:
+        cap = min(r for r in (self.rate, self.total_rate, float("inf")) if r is not None)
+        if cap == float("inf"):
             self._slice = _MAX_SLICE
             self._queue_slots = 64
         else:
-            self._slice = int(min(_MAX_SLICE, max(_MIN_SLICE, self.rate * _SLICE_SECONDS)))
+            self._slice = int(min(_MAX_SLICE, max(_MIN_SLICE, cap * _SLICE_SECONDS)))
             # Room for the bytes in flight on the delay line, plus some slack.
-            self._queue_slots = int(self.rate * self.delay / self._slice) + 8
+            self._queue_slots = int(cap * self.delay / self._slice) + 8
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -198,9 +293,10 @@ class ShapingProxy:
 
     def __repr__(self) -> str:
         rate = "unlimited" if self.rate is None else f"{self.rate:.0f} B/s"
+        total = "" if self.total_rate is None else f", total={self.total_rate:.0f} B/s"
         return (
             f"ShapingProxy(port={self._port}, target={self.target_host}:{self.target_port}, "
-            f"delay={self.delay * 1000:.1f} ms, rate={rate})"
+            f"delay={self.delay * 1000:.1f} ms, rate={rate}{total})"
         )
 
     # -- inside the loop thread ----------------------------------------------------------------
@@ -249,8 +345,8 @@ class ShapingProxy:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._direction(c_reader, u_writer))
-                    group.create_task(self._direction(u_reader, c_writer))
+                    group.create_task(self._direction(c_reader, u_writer, upstream=True))
+                    group.create_task(self._direction(u_reader, c_writer, upstream=False))
                 clean = True
             except* (OSError, EOFError):
                 pass  # one side reset or vanished; both are aborted below
@@ -265,11 +361,13 @@ class ShapingProxy:
                 with contextlib.suppress(OSError, asyncio.CancelledError):
                     await w.wait_closed()
 
-    async def _direction(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _direction(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         """Shape one direction: a rate-limited reader feeding a delay line, and its writer."""
         line: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(self._queue_slots)
         tasks = {
-            asyncio.create_task(self._ingest(src, line)),
+            asyncio.create_task(self._ingest(src, line, self._shared.get(upstream))),
             asyncio.create_task(self._deliver(line, dst)),
         }
         try:
@@ -282,7 +380,10 @@ class ShapingProxy:
                 task.cancel()
 
     async def _ingest(
-        self, src: asyncio.StreamReader, line: asyncio.Queue[tuple[float, bytes | None]]
+        self,
+        src: asyncio.StreamReader,
+        line: asyncio.Queue[tuple[float, bytes | None]],
+        shared: _SharedSchedule | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         bucket = _TokenBucket(self.rate, self.burst) if self.rate else None
@@ -295,6 +396,13 @@ class ShapingProxy:
             depart = bucket.reserve(len(data), now) if bucket else now
             if depart > now:
                 await asyncio.sleep(depart - now)
+            if shared is not None:
+                # Booked only once this connection's own cap lets the slice go, so a slow
+                # connection never holds a place on the shared schedule it cannot use.
+                ready = loop.time()
+                depart = shared.book(len(data), ready)
+                if depart > ready:
+                    await asyncio.sleep(depart - ready)
             await line.put((depart + self.delay, data))
 
     async def _deliver(
@@ -337,14 +445,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--listen", default="0", help="[HOST:]PORT to listen on (0: any free)")
     parser.add_argument("--target", required=True, help="HOST:PORT to forward to")
-    parser.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay (ms)")
     parser.add_argument(
-        "--rate",
+        "--profile",
+        choices=sorted(PROFILES),
+        help="a named link model (sets delay, rate and total rate unless those are given)",
+    )
+    parser.add_argument("--delay-ms", type=float, help="one-way delay (ms; default 20)")
+    parser.add_argument(
+        "--rate", type=float, help="bytes/s per connection and direction; 0: none (default 1e6)"
+    )
+    parser.add_argument(
+        "--total-rate",
         type=float,
-        default=1_000_000,
-        help="bytes/s per connection and direction; 0: none",
+        help="bytes/s for all connections together, per direction; 0: none (default)",
     )
     args = parser.parse_args(argv)
+    profile = PROFILES[args.profile or "wan"]
+    delay_ms = profile.delay_ms if args.delay_ms is None else args.delay_ms
+    rate = profile.rate_bytes_per_s if args.rate is None else args.rate
+    total = profile.total_rate_bytes_per_s if args.total_rate is None else args.total_rate
     listen_host, listen_port = _parse_address(args.listen, "127.0.0.1")
     target_host, target_port = _parse_address(args.target, "127.0.0.1")
     stop = threading.Event()
@@ -353,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     proxy = ShapingProxy(
         target_host,
         target_port,
-        delay_ms=args.delay_ms,
-        rate_bytes_per_s=args.rate or None,
+        delay_ms=delay_ms,
+        rate_bytes_per_s=rate or None,
+        total_rate_bytes_per_s=total or None,
         listen_host=listen_host,
         listen_port=listen_port,
     )

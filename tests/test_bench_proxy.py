@@ -225,3 +225,75 @@ def test_rejects_negative_delay() -> None:
         ShapingProxy("127.0.0.1", 1, delay_ms=-1)
     with pytest.raises(RuntimeError, match="not started"):
         _ = ShapingProxy("127.0.0.1", 1).port
+
+
+def _send_together(port: int, n: int, size: int) -> tuple[list[float], float]:
+    """``n`` connections each send ``size`` bytes at once; their finish times and the total."""
+    finished: list[float] = []
+    answers: list[bytes] = []
+    barrier = threading.Barrier(n)
+    lock = threading.Lock()
+    start = time.perf_counter()
+
+    def one() -> None:
+        barrier.wait()
+        answer, elapsed = send_and_count(port, size)
+        with lock:
+            answers.append(answer)
+            finished.append(elapsed)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [b"got %d" % size] * n
+    return finished, time.perf_counter() - start
+
+
+def test_total_cap_is_shared_fairly_and_one_connection_keeps_its_own_rate(
+    sink_server: ThreadedServer,
+) -> None:
+    rate, total, n, size = 2_000_000, 4_000_000, 8, 500_000
+    with ShapingProxy(
+        "127.0.0.1",
+        sink_server.port,
+        delay_ms=5,
+        rate_bytes_per_s=rate,
+        total_rate_bytes_per_s=total,
+    ) as proxy:
+        _, alone = send_and_count(proxy.port, 1_000_000)
+        finished, together = _send_together(proxy.port, n, size)
+    # Alone, a connection gets its own cap (1 MB at 2 MB/s: 0.5 s), not the total (0.25 s) and
+    # not a 1/n share of it (2 s).
+    assert 0.48 <= alone < 1.5, alone
+    # Together the n connections move n x size = 4 MB through the 4 MB/s total: at least 1 s,
+    # whatever the per-connection caps (8 x 2 MB/s) would allow.
+    assert together >= 0.97 * n * size / total, together
+    # Fair: all finish near the end, none starved while others ran at their own cap (which
+    # would finish the first after 0.25 s and the last after 1 s).
+    assert min(finished) >= 0.8 * n * size / total, finished
+    assert max(finished) - min(finished) <= 0.25 * max(finished), finished
+
+
+def test_named_profiles_from_the_command_line(sink_server: ThreadedServer) -> None:
+    from bench.proxy import PROFILES
+
+    assert PROFILES["wan"].total_rate_bytes_per_s is None
+    assert PROFILES["wan-cap12"].total_rate_bytes_per_s == 12_000_000
+    cmd = [sys.executable, "-m", "bench.proxy", "--target", f"127.0.0.1:{sink_server.port}"]
+    cmd += ["--profile", "wan-cap4", "--delay-ms", "1", "--rate", "0", "--total-rate", "2e6"]
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("proxy port="), line
+            port = int(line.split("=")[1])
+            finished, _ = _send_together(port, 2, 500_000)
+            # 1 MB through the 2 MB/s total given on the command line: about 0.5 s each.
+            assert min(finished) >= 0.45, finished
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
