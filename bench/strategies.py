@@ -3,7 +3,7 @@
 REST strategies (against the sandbox, directly or through the shaping proxy):
 
 ``xio``
-    :func:`xnatio.uploaders.rest.upload_dicom_parallel_rest` with its defaults: 42 byte-balanced
+    :func:`xnatio.transport.rest.upload_dicom_parallel_rest` with its defaults: 42 byte-balanced
     batches streamed as tar bodies by 42 workers, one commit, then the file-listing check.
 ``xio-wN`` / ``xio-wN-bM``
     The same with N upload workers (and M batches; default 42), for the sweep.
@@ -32,7 +32,7 @@ uploading, committing and verifying.
 DICOM strategies (against storescp, Orthanc or the proxy in front of them):
 
 ``xio``
-    :func:`xnatio.uploaders.dicom_store.send_dicom_store` with its defaults.
+    :func:`xnatio.transport.dicom_store.send_dicom_store` with its defaults.
 ``storescu``
     One DCMTK ``storescu`` process, one association (``+sd +r``), with ``TCP_NODELAY=1`` in its
     environment (DCMTK's switch for disabling Nagle's algorithm; ~40x faster on loopback).
@@ -362,7 +362,7 @@ class PhaseClock:
 
 def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[str, Any]:
     clock = PhaseClock()
-    from xnatio.uploaders.rest import upload_dicom_parallel_rest
+    from xnatio.transport.rest import upload_dicom_parallel_rest
 
     clock.mark("import")
     result = upload_dicom_parallel_rest(
@@ -506,7 +506,7 @@ def _archive_first(
 
 def _xio_dicom(ctx: Context) -> dict[str, Any]:
     clock = PhaseClock()
-    from xnatio.uploaders.dicom_store import send_dicom_store
+    from xnatio.transport.dicom_store import send_dicom_store
 
     clock.mark("import")
     # With routing tags, as xio sends to XNAT: the in-memory splice is part of the cost.

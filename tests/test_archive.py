@@ -1,4 +1,4 @@
-"""Tests for xnatio.archive: exact lengths, round trips through stdlib and GNU readers, zip64."""
+"""Tests for xnatio.transport.bodies: exact lengths, round trips through stdlib and GNU readers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import BinaryIO, cast
 import httpx
 import pytest
 
-from xnatio.archive import (
+from xnatio.transport.bodies import (
     ArchiveBody,
     ArchiveError,
     ArchiveMember,

@@ -29,7 +29,7 @@ from xnatio import cli
 from xnatio.inventory import FolderSource
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
-from xnatio.uploaders.rest import _make_body, plan_upload
+from xnatio.transport.rest import _make_body, plan_upload
 
 EXIT_INPUT, EXIT_AUTH = 2, 3
 

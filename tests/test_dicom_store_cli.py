@@ -18,7 +18,7 @@ import pydicom
 import pytest
 
 from xnatio import cli
-from xnatio.journal import read_journal
+from xnatio.result.journal import read_journal
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
 

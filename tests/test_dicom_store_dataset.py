@@ -20,7 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from xnatio.dimse_dataset import (
+from xnatio.dicom.dataset import (
     DatasetParseError,
     dataset_chunks,
     iter_chunks,

@@ -25,7 +25,7 @@ from xnatio.errors import ConnectionFailedError, InputError
 from xnatio.inventory import build_inventory
 from xnatio.progress import ProgressEvent
 from xnatio.synth import write_session
-from xnatio.uploaders.dicom_store import (
+from xnatio.transport.dicom_store import (
     DicomStoreResult,
     InstanceOutcome,
     check_receiver,

@@ -37,7 +37,7 @@ from pathlib import Path
 import click
 import pytest
 
-from xnatio.cli import app
+from xnatio.cli.app import app
 from xnatio.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

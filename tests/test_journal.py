@@ -11,7 +11,7 @@ import pytest
 
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile
-from xnatio.journal import Journal, JournalKey, default_journal_dir, read_journal
+from xnatio.result.journal import Journal, JournalKey, default_journal_dir, read_journal
 
 
 def fake_files(n: int) -> list[DicomFile]:

@@ -39,7 +39,7 @@ from xnatio import cli
 from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.sandbox.store import ImportBatch
 from xnatio.synth import write_session
-from xnatio.uploaders import rest
+from xnatio.transport import rest
 
 SERIES, INSTANCES = 3, 4
 TOTAL = SERIES * INSTANCES

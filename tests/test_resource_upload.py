@@ -13,7 +13,7 @@ import pytest
 
 from xnatio.errors import InputError
 from xnatio.sandbox import Sandbox
-from xnatio.uploaders.resources import ResourceUploadResult, upload_resource
+from xnatio.transport.resources import ResourceUploadResult, upload_resource
 
 
 @pytest.fixture

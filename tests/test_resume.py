@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from xnatio.journal import read_journal
+from xnatio.result.journal import read_journal
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
 

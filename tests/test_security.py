@@ -26,7 +26,7 @@ import pytest
 from xnatio.config import XnatConfig, read_env_file, resolve_config
 from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.synth import write_session
-from xnatio.xnat import XnatSession
+from xnatio.xnat.session import XnatSession
 
 SECRET = "S3cr3t-pa55word-x9"
 LOGGED_IN = threading.Event()

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from xnatio.commands.synth import command
+from xnatio.cli.synth import command
 from xnatio.errors import InputError
 from xnatio.inventory import build_inventory
 from xnatio.synth import PRESETS, SOP_CLASSES, SYNTAXES, write_session

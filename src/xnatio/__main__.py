@@ -1,6 +1,6 @@
 """Run the command line interface with ``python -m xnatio``."""
 
-from xnatio.cli import main
+from xnatio.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """One exception tree for everything xnatio raises.
 
 Session-level failures raise; per-file outcomes are returned as data in result objects. Each
-exception maps to a command-line exit code (see :data:`EXIT_CODES` in :mod:`xnatio.cli`).
+exception maps to a command-line exit code (see :data:`EXIT_CODES` in :mod:`xnatio.cli.app`).
 """
 
 from __future__ import annotations

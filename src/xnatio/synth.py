@@ -1,10 +1,19 @@
 """Synthetic DICOM sessions for tests, benchmarks and demos.
 
-:func:`write_session` writes ``series x instances`` MR or CT images with realistic headers and
-random pixel data. It is fast because pydicom encodes each series once: the header is rendered
-with fixed-width values for the few elements that change per image (SOP Instance UID, Instance
-Number, Image Position, Slice Location), and each file is then that header with those bytes patched,
-followed by the series' pixel data. The same seed gives byte-identical files.
+:func:`write_session` writes ``series x instances`` MR or CT images with realistic headers. It is
+fast because pydicom encodes each series once: the header is rendered with fixed-width values for
+the few elements that change per image (SOP Instance UID, Instance Number, Image Position, Slice
+Location), and each file is then that header with those bytes patched, followed by pixel data.
+The same seed gives byte-identical files.
+
+Pixel data comes in two kinds (``content``):
+
+- ``simple``: one block of uniformly random 12-bit values per series, repeated in every image of
+  the series. Cheapest to write, needs no numpy, but hardly compresses (gzip -1: 1.16x) and
+  repeats itself, unlike real images.
+- ``realistic``: a head phantom per series (:mod:`xnatio.synth_phantom`, needs numpy) with
+  anatomy that changes from slice to slice, air around it, 12-bit values and Rician noise; no
+  two images are alike, and gzip and zstd compress it about as much as real uncompressed MR/CT.
 
 UIDs live under pydicom's registered root (``1.2.826.0.1.3680043.8.498.``) with a component derived
 from the seed, so sessions written with different seeds never collide.
@@ -18,7 +27,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -29,9 +38,14 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, PYDICOM_ROOT_UID, UID
 from xnatio import __version__
 from xnatio.errors import InputError
 
+if TYPE_CHECKING:
+    from xnatio.synth_phantom import HeadPhantom
+
 __all__ = [
+    "CONTENTS",
     "PRESETS",
     "SYNTAXES",
+    "Content",
     "Preset",
     "Syntax",
     "SynthSummary",
@@ -39,6 +53,10 @@ __all__ = [
 ]
 
 Syntax = Literal["explicit", "implicit", "big-endian", "deflated", "rle", "mixed"]
+Content = Literal["simple", "realistic"]
+
+#: The kinds of pixel data :func:`write_session` writes (see the module docstring).
+CONTENTS: tuple[str, ...] = ("simple", "realistic")
 
 #: Transfer syntax UID for each name accepted by :func:`write_session` (``mixed`` alternates
 #: explicit and implicit VR little endian from one image to the next).
@@ -92,6 +110,8 @@ class SynthSummary:
         The study UID shared by every image.
     transfer_syntax
         The ``transfer_syntax`` argument.
+    content
+        The ``content`` argument.
     """
 
     out: Path
@@ -102,6 +122,7 @@ class SynthSummary:
     total_bytes: int
     study_instance_uid: str
     transfer_syntax: str
+    content: str = "simple"
 
     @property
     def file_count(self) -> int:
@@ -313,8 +334,12 @@ def _template(
     )
 
 
-def _render(t: _Template, i: int) -> tuple[bytes, bytes]:
-    """Header bytes and tail bytes (pixel data) of image ``i`` (0-based)."""
+def _render(t: _Template, i: int, pixel_element: bytes | None = None) -> tuple[bytes, bytes]:
+    """Header bytes and tail bytes (pixel data) of image ``i`` (0-based).
+
+    ``pixel_element`` replaces the series' own (realistic content has one per image).
+    """
+    pixel = t.pixel_element if pixel_element is None else pixel_element
     uid_part = str(_FIRST_INSTANCE + i).encode()
     number = f"{i + 1:<{_NUMBER_WIDTH}}".encode()
     pos = _pos(i * _SLICE).encode()
@@ -330,9 +355,24 @@ def _render(t: _Template, i: int) -> tuple[bytes, bytes]:
         ds[at : at + _POS_WIDTH] = pos
     if t.deflate:
         c = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-        body = c.compress(bytes(ds)) + c.compress(t.pixel_element) + c.flush()
+        body = c.compress(bytes(ds)) + c.compress(pixel) + c.flush()
         return bytes(head), body
-    return bytes(head + ds), t.pixel_element
+    return bytes(head + ds), pixel
+
+
+def _phantom_class(content: str) -> type[HeadPhantom] | None:
+    """The phantom for realistic content (numpy is imported only then), None for simple."""
+    if content == "simple":
+        return None
+    if content != "realistic":
+        raise InputError(f"content {content!r} is not supported; use {' or '.join(CONTENTS)}")
+    try:
+        from xnatio.synth_phantom import HeadPhantom
+    except ImportError as exc:
+        raise InputError(
+            f"realistic content needs numpy ({exc}); install it or use content 'simple'"
+        ) from None
+    return HeadPhantom
 
 
 def _check_label(kind: str, value: str, limit: int) -> None:
@@ -398,6 +438,7 @@ def write_session(
     columns: int = 256,
     transfer_syntax: str = "explicit",
     seed: int = 0,
+    content: str = "simple",
     sidecars: bool = False,
     broken: bool = False,
     patient_id: str = "SYNTH001",
@@ -422,6 +463,9 @@ def write_session(
         implicit alternating image by image).
     seed
         Same seed, same bytes; different seeds give different UIDs and pixels.
+    content
+        ``simple`` (one random pixel block per series) or ``realistic`` (a head phantom with
+        noise, different in every image; needs numpy). See the module docstring.
     sidecars
         Also write non-DICOM files an upload must skip (``.json``, ``.txt``, ``.DS_Store``,
         ``Thumbs.db``, a ``DICOMDIR``).
@@ -438,7 +482,8 @@ def write_session(
     Raises
     ------
     InputError
-        For counts below 1, an unknown modality or syntax, or unusable labels.
+        For counts below 1, an unknown modality, syntax or content, unusable labels, or
+        realistic content without numpy.
     """
     if series < 1 or instances < 1:
         raise InputError(f"--series and --instances must be at least 1 (got {series}, {instances})")
@@ -451,6 +496,7 @@ def write_session(
             f"transfer syntax {transfer_syntax!r} is not supported; use one of "
             f"{', '.join([*SYNTAXES, 'mixed'])}"
         )
+    phantom_class = _phantom_class(content)
     if not (1 <= rows <= 4096 and 1 <= columns <= 4096):
         raise InputError(f"rows and columns must be between 1 and 4096 (got {rows}x{columns})")
     _check_label("patient ID", patient_id, 64)
@@ -464,10 +510,15 @@ def write_session(
     total = 0
     sample = b""
     for k in range(1, series + 1):
-        rng = random.Random(f"{seed}-{k}")
-        pixels = _pixels(rng, rows, columns)
         syntaxes = _MIXED if transfer_syntax == "mixed" else (transfer_syntax,)
-        rle_frame = _rle(pixels, rows, columns) if "rle" in syntaxes else None
+        phantom = (
+            phantom_class([seed, k], rows, columns, instances, modality) if phantom_class else None
+        )
+        if phantom is None:
+            pixels = _pixels(random.Random(f"{seed}-{k}"), rows, columns)
+            rle_frame = _rle(pixels, rows, columns) if "rle" in syntaxes else None
+        else:
+            pixels, rle_frame = b"", None  # one per image, below
         templates = [
             _template(
                 base=base,
@@ -488,7 +539,13 @@ def write_session(
         folder = out / f"series_{k:03d}"
         folder.mkdir(exist_ok=True)
         for i in range(instances):
-            head, tail = _render(templates[i % len(templates)], i)
+            element = None
+            if phantom is not None:
+                own = phantom.pixels(i)
+                syntax = syntaxes[i % len(syntaxes)]
+                frame = _rle(own, rows, columns) if syntax == "rle" else None
+                element = _pixel_element(own, syntax, frame)
+            head, tail = _render(templates[i % len(templates)], i, element)
             path = folder / f"IM{i + 1:05d}.dcm"
             with open(path, "wb") as fh:
                 fh.write(head)
@@ -512,4 +569,5 @@ def write_session(
         total_bytes=total,
         study_instance_uid=study_uid,
         transfer_syntax=transfer_syntax,
+        content=content,
     )

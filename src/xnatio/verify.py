@@ -25,10 +25,10 @@ import httpx
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory, build_inventory
-from xnatio.naming import safe_name, scan_folder, template_file_name
 from xnatio.plan import entry_name
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.xnat import XnatSession
+from xnatio.xnat.naming import safe_name, scan_folder, template_file_name
+from xnatio.xnat.session import XnatSession
 
 __all__ = ["Comparison", "VerifyReport", "verify_session"]
 
@@ -36,7 +36,7 @@ _SCAN_IN_URI = re.compile(r"/scans/([^/]+)/")
 
 
 def scan_id_for(f: DicomFile) -> str:
-    """The scan folder XNAT files an instance under (see :func:`xnatio.naming.scan_folder`)."""
+    """The scan folder XNAT files an instance under (see :func:`xnatio.xnat.naming.scan_folder`)."""
     return scan_folder(f.series_number, f.series_instance_uid)
 
 

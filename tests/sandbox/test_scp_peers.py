@@ -1,4 +1,4 @@
-"""The sandbox's own SCP (xnatio.dimse_server) against independent peers and broken senders.
+"""The sandbox's own SCP (xnatio.dimse.server) against independent peers and broken senders.
 
 DCMTK ``storescu``/``echoscu`` and pynetdicom's SCU must both work; negotiation, PDU sizes,
 aborts and half-sent data sets are checked over real associations on loopback.
@@ -21,8 +21,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from xnatio.dimse_dataset import open_dataset
-from xnatio.dimse_pdu import (
+from xnatio.dicom.dataset import open_dataset
+from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
     PDV_COMMAND,

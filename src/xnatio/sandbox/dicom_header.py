@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from xnatio import naming
+from xnatio.xnat import naming
 
 __all__ = [
     "DicomHeader",

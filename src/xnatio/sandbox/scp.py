@@ -5,7 +5,7 @@ given, so XNAT's DICOM routing (PatientComments ``Project:P Subject:S Session:E`
 it lands. Instances are stored as received: the data set bytes are never decoded; a file meta
 header is put in front of them and the whole is streamed from the connection into the import.
 
-The network side is :class:`xnatio.dimse_server.StorageServer` (a thread per association, no
+The network side is :class:`xnatio.dimse.server.StorageServer` (a thread per association, no
 polling), which replaced pynetdicom here: see that module for why and the measurements.
 """
 
@@ -15,10 +15,10 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
-from xnatio.dimse_client import StoreResponse
-from xnatio.dimse_dataset import file_meta_header
-from xnatio.dimse_pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
-from xnatio.dimse_server import AbortAssociation, DataSetStream, StorageServer, StoreRequest
+from xnatio.dicom.dataset import file_meta_header
+from xnatio.dimse.client import StoreResponse
+from xnatio.dimse.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from xnatio.dimse.server import AbortAssociation, DataSetStream, StorageServer, StoreRequest
 from xnatio.sandbox.store import ClientError, ImportParams
 
 if TYPE_CHECKING:

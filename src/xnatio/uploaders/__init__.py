@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from xnatio.uploaders.dicom_store import (
+from xnatio.transport.dicom_store import (
     DicomStoreCancelled,
     DicomStoreResult,
     DicomTls,
     InstanceOutcome,
     send_dicom_store,
 )
-from xnatio.uploaders.resources import ResourceUploadResult, upload_resource
-from xnatio.uploaders.rest import (
+from xnatio.transport.resources import ResourceUploadResult, upload_resource
+from xnatio.transport.rest import (
     BatchOutcome,
     UploadCancelled,
     UploadPlan,

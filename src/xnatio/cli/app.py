@@ -1,6 +1,6 @@
 """The ``xio`` command line: parses options, calls the library, renders the outcome.
 
-Each sub-command lives in its own module under :mod:`xnatio.commands` and is imported only when
+Each sub-command lives in its own module under :mod:`xnatio.cli` and is imported only when
 it is run, so ``xio --version`` and ``xio -h`` stay fast.
 """
 
@@ -19,24 +19,24 @@ from xnatio.errors import XnatioError
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, tuple[str, str]] = {
     "upload-dicom": (
-        "xnatio.commands.upload_dicom:command",
+        "xnatio.cli.upload_dicom:command",
         "Upload a DICOM session (REST or C-STORE).",
     ),
     "sandbox": (
-        "xnatio.commands.sandbox:command",
+        "xnatio.cli.sandbox:command",
         "Run an XNAT-compatible server for tests and trials.",
     ),
-    "synth": ("xnatio.commands.synth:command", "Write a synthetic DICOM session."),
+    "synth": ("xnatio.cli.synth:command", "Write a synthetic DICOM session."),
     "verify": (
-        "xnatio.commands.verify:command",
+        "xnatio.cli.verify:command",
         "Check that a server session holds exactly the local instances.",
     ),
     "demo": (
-        "xnatio.commands.demo:command",
+        "xnatio.cli.demo:command",
         "Try xio end to end on an embedded sandbox (no XNAT needed).",
     ),
     "upload-resource": (
-        "xnatio.commands.upload_resource:command",
+        "xnatio.cli.upload_resource:command",
         "Upload non-DICOM files into a session or scan resource.",
     ),
 }

@@ -20,15 +20,15 @@ from urllib.parse import urlsplit
 
 import click
 
-from xnatio.commands.options import ServerOptions
+from xnatio.cli.display import ProgressDisplay, human_bytes
+from xnatio.cli.options import ServerOptions
 from xnatio.config import XnatConfig
-from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory
-from xnatio.journal import BatchedSent, Journal, JournalKey
 from xnatio.progress import ProgressCallback, ProgressEvent
-from xnatio.report import dicom_store_rows, write_report
-from xnatio.uploaders.dicom_store import (
+from xnatio.result.journal import BatchedSent, Journal, JournalKey
+from xnatio.result.report import dicom_store_rows, write_report
+from xnatio.transport.dicom_store import (
     DicomStoreCancelled,
     DicomStoreResult,
     DicomTls,
@@ -36,7 +36,7 @@ from xnatio.uploaders.dicom_store import (
     check_receiver,
     send_dicom_store,
 )
-from xnatio.uploaders.rest import plan_upload
+from xnatio.transport.rest import plan_upload
 from xnatio.verify import (
     VerifyReport,
     find_prearchive_sessions,
@@ -49,7 +49,7 @@ from xnatio.verify import (
     template_name,
     verify_session,
 )
-from xnatio.xnat import XnatSession
+from xnatio.xnat.session import XnatSession
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CANCELLED = 0, 1, 130
 

@@ -28,8 +28,8 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from xnatio.dimse_client import StoreResponse
-from xnatio.dimse_pdu import (
+from xnatio.dimse.client import StoreResponse
+from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_RQ,
     A_RELEASE_RQ,
@@ -230,7 +230,7 @@ class DataSetStream:
 
     Reading pulls P-DATA-TF fragments from the connection as needed. ``read(n)`` returns exactly
     ``n`` bytes until the data set ends (then fewer, then ``b""``), like a buffered file. A
-    broken association raises :class:`~xnatio.dimse_pdu.AssociationAbortedError` and sets
+    broken association raises :class:`~xnatio.dimse.pdu.AssociationAbortedError` and sets
     :attr:`broken`.
     """
 
@@ -313,7 +313,7 @@ class StorageServer:
         permanent, "called AE title not recognised").
     on_store
         Called for each C-STORE-RQ from the association's thread with the request and its data
-        set stream; returns the status (or a :class:`~xnatio.dimse_client.StoreResponse` with an
+        set stream; returns the status (or a :class:`~xnatio.dimse.client.StoreResponse` with an
         error comment), or raises :class:`AbortAssociation`. Whatever it leaves unread is
         drained before the response; any other exception answers 0xA700 (out of resources).
     host, port

@@ -19,8 +19,8 @@ from xnatio.inventory import DicomFile, SkippedFile
 from xnatio.verify import Comparison, scan_id_for
 
 if TYPE_CHECKING:
-    from xnatio.uploaders.dicom_store import DicomStoreResult
-    from xnatio.uploaders.rest import UploadResult
+    from xnatio.transport.dicom_store import DicomStoreResult
+    from xnatio.transport.rest import UploadResult
 
 __all__ = ["ReportRow", "check_report_path", "dicom_store_rows", "rest_rows", "write_report"]
 

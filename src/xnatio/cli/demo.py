@@ -16,17 +16,17 @@ from pathlib import Path
 
 import click
 
-from xnatio.cli import configure_logging
+from xnatio.cli.app import configure_logging
+from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.config import XnatConfig
-from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import XnatioError
 from xnatio.inventory import build_inventory
 from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.synth import PRESETS, write_session
-from xnatio.uploaders.dicom_store import send_dicom_store
-from xnatio.uploaders.rest import upload_dicom_parallel_rest
+from xnatio.transport.dicom_store import send_dicom_store
+from xnatio.transport.rest import upload_dicom_parallel_rest
 from xnatio.verify import ServerFile, compare, list_session_files
-from xnatio.xnat import XnatSession
+from xnatio.xnat.session import XnatSession
 
 PROJECT = "DEMO"
 USER, PASSWORD = "admin", "admin"

@@ -7,7 +7,7 @@ Syntax) pairs. Each file's data set is sent as the bytes it has on disk; only Pa
 DICOM PS3.4 annex B; failed instances and those of an aborted association are retried on a fresh
 association.
 
-The network layer is :mod:`xnatio.dimse_client`, a lean Storage SCU (see its docstring for the
+The network layer is :mod:`xnatio.dimse.client`, a lean Storage SCU (see its docstring for the
 measurements that led to it).
 """
 
@@ -26,17 +26,17 @@ from typing import Literal
 
 from pydicom.uid import UID
 
-from xnatio.dimse_client import (
-    VERIFICATION_SOP_CLASS,
-    Association,
-    AssociationRejectedError,
-    DimseError,
-)
-from xnatio.dimse_dataset import (
+from xnatio.dicom.dataset import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     DatasetParseError,
     dataset_chunks,
     open_dataset,
+)
+from xnatio.dimse.client import (
+    VERIFICATION_SOP_CLASS,
+    Association,
+    AssociationRejectedError,
+    DimseError,
 )
 from xnatio.errors import ConnectionFailedError, InputError, XnatioError
 from xnatio.inventory import DicomFile, Inventory, build_inventory

@@ -27,13 +27,13 @@ from typing import Literal
 
 import httpx
 
-from xnatio.archive import ArchiveError, ArchiveMember, make_body
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError, XnatioError
 from xnatio.inventory import DicomFile, Inventory, SkippedFile, build_inventory
-from xnatio.journal import Journal, JournalKey, JournalState
 from xnatio.plan import Batch, check_inventory, entry_name, plan_batches, validate_label
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.result.journal import Journal, JournalKey, JournalState
+from xnatio.transport.bodies import ArchiveError, ArchiveMember, make_body
 from xnatio.verify import (
     Comparison,
     PrearchiveSession,
@@ -48,7 +48,7 @@ from xnatio.verify import (
     stored_name,
     template_name,
 )
-from xnatio.xnat import XnatSession, error_message
+from xnatio.xnat.session import XnatSession, error_message
 
 __all__ = [
     "BatchOutcome",
@@ -426,7 +426,7 @@ def upload_dicom_parallel_rest(
         A plan from :func:`plan_upload` to reuse instead of scanning ``source_dir`` again.
     journal
         Keep a journal of the instances confirmed sent: ``True`` (default) in the user's cache
-        folder (:func:`xnatio.journal.default_journal_dir`), a path, or ``False`` for none.
+        folder (:func:`xnatio.result.journal.default_journal_dir`), a path, or ``False`` for none.
     resume
         Send only what is missing after an interrupted upload: the journal narrows the
         candidates, the server's listings (archive, and the prearchive session left uncommitted)

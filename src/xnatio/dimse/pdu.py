@@ -3,7 +3,7 @@
 Encoding and decoding of the PDUs of DICOM PS3.8 section 9.3 (A-ASSOCIATE-RQ/AC/RJ, P-DATA-TF,
 A-RELEASE-RQ/RP, A-ABORT) and of DIMSE command sets (PS3.7 section 6.3 and annex E: implicit VR
 little endian, group length first). Only plain functions and value objects live here; the
-socket handling is in :mod:`xnatio.dimse_client` (sending) and :mod:`xnatio.dimse_server`
+socket handling is in :mod:`xnatio.dimse.client` (sending) and :mod:`xnatio.dimse.server`
 (receiving).
 """
 

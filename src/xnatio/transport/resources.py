@@ -21,12 +21,12 @@ from urllib.parse import quote
 
 import httpx
 
-from xnatio.archive import member_from_path, zip_body
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.plan import validate_label
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.xnat import XnatSession, error_message
+from xnatio.transport.bodies import member_from_path, zip_body
+from xnatio.xnat.session import XnatSession, error_message
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ that still use Nagle's algorithm: 300 files on one association to Orthanc 1.10 (
 settings) took 14.4 s without it (as long as ``storescu``, 14.8 s) and 0.69 s with it.
 
 The PDU and command set encodings are shared with the sandbox's receiver
-(:mod:`xnatio.dimse_pdu`). Only what a Storage SCU needs is implemented (DICOM PS3.8 section 9
+(:mod:`xnatio.dimse.pdu`). Only what a Storage SCU needs is implemented (DICOM PS3.8 section 9
 for PDUs, PS3.7 section 9 and annex E for the C-ECHO and C-STORE messages): no asynchronous
 operations window, no extended negotiation, no SCP role.
 """
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from xnatio.dimse_pdu import (
+from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,

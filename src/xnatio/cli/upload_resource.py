@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from xnatio.cli import configure_logging
-from xnatio.commands.options import ServerOptions, server_options
-from xnatio.display import ProgressDisplay, human_bytes
-from xnatio.uploaders.resources import upload_resource
+from xnatio.cli.app import configure_logging
+from xnatio.cli.display import ProgressDisplay, human_bytes
+from xnatio.cli.options import ServerOptions, server_options
+from xnatio.transport.resources import upload_resource
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

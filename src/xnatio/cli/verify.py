@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from xnatio.cli import configure_logging
-from xnatio.commands.options import ServerOptions, server_options
-from xnatio.display import ProgressDisplay
+from xnatio.cli.app import configure_logging
+from xnatio.cli.display import ProgressDisplay
+from xnatio.cli.options import ServerOptions, server_options
 from xnatio.verify import VerifyReport, verify_session
 
 EXIT_OK, EXIT_MISMATCH = 0, 1

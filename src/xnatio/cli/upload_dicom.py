@@ -11,15 +11,15 @@ from urllib.parse import urlsplit
 
 import click
 
-from xnatio.cli import configure_logging
-from xnatio.commands.options import ServerOptions, load_config, server_options
+from xnatio.cli.app import configure_logging
+from xnatio.cli.options import ServerOptions, load_config, server_options
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
+from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.config import XnatConfig
-from xnatio.display import ProgressDisplay, human_bytes
 from xnatio.errors import InputError
-from xnatio.report import check_report_path, rest_rows, write_report
-from xnatio.uploaders.rest import (
+from xnatio.result.report import check_report_path, rest_rows, write_report
+from xnatio.transport.rest import (
     UploadCancelled,
     UploadPlan,
     UploadResult,
@@ -293,7 +293,7 @@ def command(
         raise InputError("--no-journal cannot be combined with --resume or --journal")
     journal: Path | bool = False if no_journal else (journal_path or True)
     if transport == "dicom-store":
-        from xnatio.commands.dicom_store_cli import run_dicom_store
+        from xnatio.cli.dicom_store_cli import run_dicom_store
 
         code = run_dicom_store(
             project=project,

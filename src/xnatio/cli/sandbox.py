@@ -83,7 +83,7 @@ def command(
     verbose: int,
 ) -> None:
     """Run an XNAT-compatible server for tests and trials (stops on Ctrl-C or SIGTERM)."""
-    from xnatio.cli import configure_logging
+    from xnatio.cli.app import configure_logging
     from xnatio.sandbox import Sandbox, SandboxConfig
     from xnatio.sandbox.store import ClientError
 

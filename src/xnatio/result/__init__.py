@@ -1,0 +1,1 @@
+"""What an upload leaves behind: the journal, the resume rule and per-file reports."""
