@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import hashlib
+import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
@@ -15,10 +18,18 @@ from xnatio.inventory import build_inventory
 from xnatio.synth import PRESETS, SOP_CLASSES, SYNTAXES, write_session
 
 
+@pytest.mark.parametrize("content", ["simple", "realistic"])
 @pytest.mark.parametrize("syntax", [*SYNTAXES, "mixed"])
-def test_every_syntax_reads_back_with_pydicom(tmp_path: Path, syntax: str) -> None:
+def test_every_syntax_reads_back_with_pydicom(tmp_path: Path, syntax: str, content: str) -> None:
     summary = write_session(
-        tmp_path, series=2, instances=3, rows=16, columns=8, transfer_syntax=syntax, seed=3
+        tmp_path,
+        series=2,
+        instances=3,
+        rows=16,
+        columns=8,
+        transfer_syntax=syntax,
+        seed=3,
+        content=content,
     )
     assert summary.file_count == 6
     assert summary.total_bytes == sum(p.stat().st_size for p in summary.files)
@@ -129,9 +140,9 @@ def test_bad_arguments_raise_input_error(
         write_session(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
-def test_small_preset_is_fast_and_sized_as_documented(tmp_path: Path) -> None:
+def test_small_preset_is_sized_as_documented(tmp_path: Path) -> None:
+    # Speed is measured by the benchmarks (docs/benchmarks.md), not by a wall-clock bound here.
     preset = PRESETS["small"]
-    started = time.perf_counter()
     summary = write_session(
         tmp_path,
         series=preset.series,
@@ -139,11 +150,8 @@ def test_small_preset_is_fast_and_sized_as_documented(tmp_path: Path) -> None:
         rows=preset.rows,
         columns=preset.columns,
     )
-    elapsed = time.perf_counter() - started
     assert summary.file_count == 300
     assert 35e6 < summary.total_bytes < 45e6
-    # 300 files of 131 KB: the medium preset (10x) is measured at about 1.2 s on this machine.
-    assert elapsed < 5.0
 
 
 def test_cli_prints_one_line_summary(tmp_path: Path) -> None:
@@ -165,3 +173,83 @@ def test_cli_prints_one_line_summary(tmp_path: Path) -> None:
 def test_cli_rejects_unknown_size(tmp_path: Path) -> None:
     result = CliRunner().invoke(command, [str(tmp_path), "--size", "huge"])
     assert result.exit_code == 2
+
+
+# -- realistic content ---------------------------------------------------------------------------
+
+
+def _pixels(path: Path) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    assert ds.BitsStored == 12
+    return np.asarray(ds.pixel_array, dtype=np.int32)
+
+
+def test_realistic_slices_differ_and_follow_the_anatomy(tmp_path: Path) -> None:
+    summary = write_session(
+        tmp_path, series=2, instances=24, rows=128, columns=128, content="realistic", seed=4
+    )
+    digests = {hashlib.sha256(pydicom.dcmread(p).PixelData).digest() for p in summary.files}
+    assert len(digests) == summary.file_count  # no two images alike, across series too
+    first = [_pixels(p) for p in summary.files[:24]]
+    assert all(a.min() >= 0 and a.max() <= 4095 for a in first)
+    # The head's cross-section grows towards the middle of the stack and shrinks again.
+    head = [int((a > 100).sum()) for a in first]
+    assert head[0] < head[12] > head[-1]
+    assert head[12] > 0.4 * 128 * 128
+    # Air around the head: Rician noise of a few units, neither zero nor tissue-bright.
+    corners = np.concatenate([a[:12, :12].ravel() for a in first])
+    assert 2.0 < corners.mean() < 8.0
+    assert corners.max() < 40
+    # Inside the head, values vary (structures, texture), not one flat level per tissue.
+    assert len(np.unique(first[12][48:80, 48:80])) > 100
+
+
+def test_realistic_is_deterministic_and_seeded(tmp_path: Path) -> None:
+    kwargs = {"series": 1, "instances": 3, "rows": 32, "columns": 32, "content": "realistic"}
+    a = write_session(tmp_path / "a", seed=5, **kwargs)  # type: ignore[arg-type]
+    b = write_session(tmp_path / "b", seed=5, **kwargs)  # type: ignore[arg-type]
+    c = write_session(tmp_path / "c", seed=6, **kwargs)  # type: ignore[arg-type]
+    for pa, pb in zip(a.files, b.files, strict=True):
+        assert pa.read_bytes() == pb.read_bytes()
+    assert pydicom.dcmread(a.files[0]).PixelData != pydicom.dcmread(c.files[0]).PixelData
+
+
+def test_realistic_compresses_like_real_images_and_simple_does_not(tmp_path: Path) -> None:
+    # Real uncompressed MR/CT files compress 1.4-6.7x with gzip -1 (bench/compressibility.py).
+    def ratio(content: str) -> float:
+        summary = write_session(
+            tmp_path / content, series=1, instances=8, rows=256, columns=256, content=content
+        )
+        data = b"".join(p.read_bytes() for p in summary.files)
+        return len(data) / len(zlib.compress(data, 1))
+
+    assert ratio("simple") < 1.3
+    assert 1.8 < ratio("realistic") < 3.0
+
+
+def test_realistic_ct_pads_outside_the_field_of_view(tmp_path: Path) -> None:
+    summary = write_session(
+        tmp_path, series=1, instances=5, rows=64, columns=64, modality="CT", content="realistic"
+    )
+    a = _pixels(summary.files[2])
+    assert a[0, 0] == 0  # padding (-1024 HU) in the corner, outside the reconstruction circle
+    assert 800 < np.median(a[24:40, 24:40]) < 1300  # brain, near 1024 + 35 HU
+
+
+def test_realistic_without_numpy_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "xnatio.synth_phantom", None)
+    with pytest.raises(InputError, match="needs numpy"):
+        write_session(tmp_path, series=1, instances=1, content="realistic")
+    with pytest.raises(InputError, match="content 'noise' is not supported"):
+        write_session(tmp_path, series=1, instances=1, content="noise")
+
+
+def test_cli_content_option(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        command, [str(tmp_path / "s"), "--series", "1", "--instances", "2", "--rows", "8",
+                  "--columns", "8", "--content", "realistic"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "content=realistic" in result.output

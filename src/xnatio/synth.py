@@ -226,8 +226,7 @@ def _template(
     rows: int,
     columns: int,
     syntax: str,
-    pixels: bytes,
-    rle_frame: bytes | None,
+    pixel_element: bytes,
     patient_id: str,
     patient_name: str,
     study_description: str,
@@ -329,7 +328,7 @@ def _template(
         uid_at=uid_at,
         number_at=number_at,
         pos_at=pos_at,
-        pixel_element=_pixel_element(pixels, syntax, rle_frame),
+        pixel_element=pixel_element,
         deflate=syntax == "deflated",
     )
 
@@ -517,8 +516,6 @@ def write_session(
         if phantom is None:
             pixels = _pixels(random.Random(f"{seed}-{k}"), rows, columns)
             rle_frame = _rle(pixels, rows, columns) if "rle" in syntaxes else None
-        else:
-            pixels, rle_frame = b"", None  # one per image, below
         templates = [
             _template(
                 base=base,
@@ -527,8 +524,8 @@ def write_session(
                 rows=rows,
                 columns=columns,
                 syntax=s,
-                pixels=pixels,
-                rle_frame=rle_frame,
+                # realistic content renders one per image instead
+                pixel_element=b"" if phantom else _pixel_element(pixels, s, rle_frame),
                 patient_id=patient_id,
                 patient_name=patient_name,
                 study_description=study_description,

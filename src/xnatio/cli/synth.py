@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from xnatio.synth import PRESETS, SYNTAXES, write_session
+from xnatio.synth import CONTENTS, PRESETS, SYNTAXES, write_session
 
 __all__ = ["command"]
 
@@ -36,6 +36,14 @@ __all__ = ["command"]
     show_default=True,
     help="Transfer syntax; mixed alternates explicit and implicit VR little endian.",
 )
+@click.option(
+    "--content",
+    type=click.Choice(CONTENTS),
+    default="simple",
+    show_default=True,
+    help="Pixel data: simple (one random block per series, fastest) or realistic (a head "
+    "phantom with noise that changes every slice and compresses like real MR/CT; needs numpy).",
+)
 @click.option("--sidecars", is_flag=True, help="Add non-DICOM files (.json, .txt, DICOMDIR, ...).")
 @click.option("--broken", is_flag=True, help="Add a truncated DICOM and a non-DICOM .dcm file.")
 @click.option("--patient-id", default="SYNTH001", show_default=True)
@@ -49,6 +57,7 @@ def command(
     modality: str,
     seed: int,
     syntax: str,
+    content: str,
     sidecars: bool,
     broken: bool,
     patient_id: str,
@@ -65,6 +74,7 @@ def command(
         columns=columns or preset.columns,
         transfer_syntax=syntax,
         seed=seed,
+        content=content,
         sidecars=sidecars,
         broken=broken,
         patient_id=patient_id,
@@ -74,5 +84,6 @@ def command(
     click.echo(
         f"synth out={summary.out} files={summary.file_count} series={summary.series} "
         f"bytes={summary.total_bytes} ({summary.total_bytes / 1e6:.1f} MB){extra} "
-        f"syntax={syntax} study={summary.study_instance_uid} seconds={elapsed:.1f}"
+        f"syntax={syntax} content={content} study={summary.study_instance_uid} "
+        f"seconds={elapsed:.1f}"
     )
