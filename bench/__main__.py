@@ -6,6 +6,9 @@ Examples::
     python -m bench rest-loopback --size medium
     python -m bench rest-wan --quick --results-dir /tmp/r
     python -m bench rest-scale --size large,xl-15k,xl --repeat 3
+    python -m bench rest-wan --size medium --profile wan-cap12 --strategies xio,xnatctl
+
+The tree must be committed (no changes under src/ or bench/) unless --allow-dirty is given.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.proxy import PROFILES
 from bench.runner import (
+    DEFAULT_CONTENT,
     DEFAULT_DATA,
     DEFAULT_RESULTS,
     SCENARIOS,
     SIZES,
     format_phases,
     format_table,
+    results_stem,
     run_scenario,
 )
 
@@ -43,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     args_in = sys.argv[1:] if argv is None else argv
     scenarios = "\n".join(f"  {s.name:15s} {s.summary}" for s in SCENARIOS.values())
+    scenarios += "\n\nlink profiles (--profile):\n" + "\n".join(
+        f"  {p.name:15s} {p.summary}" for p in PROFILES.values()
+    )
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Run upload strategies side by side against servers started here.",
@@ -60,6 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", help="comma-separated strategies instead of the defaults")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="where datasets live")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="link model for the shaping proxy (default: wan for WAN scenarios, none otherwise)",
+    )
+    p.add_argument(
+        "--content",
+        choices=["realistic", "simple"],
+        default=DEFAULT_CONTENT,
+        help="pixel data of the datasets (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="run with uncommitted changes under src/ or bench/ (recorded, shown in tables)",
+    )
     p.add_argument(
         "--py-spy",
         type=Path,
@@ -91,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=a.data_dir,
             command="python -m bench " + shlex.join(args_in),
             py_spy=a.py_spy,
+            profile=a.profile,
+            content=a.content,
+            allow_dirty=a.allow_dirty,
         )
     except ValueError as exc:
         p.error(str(exc))
@@ -111,16 +139,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{ds['bytes'] / 1e6:.1f} MB), {report['repeat']} repeats; ratio column = median / "
             f"median of {report['reference']}"
         )
+    link = report.get("profile")
+    print(
+        f"link: {link['name']} ({link['summary']})" if link else "link: loopback (no proxy)",
+        f"; content: {report['content']}",
+        sep="",
+    )
+    dirty = " + uncommitted changes (--allow-dirty)" if m["dirty"] else ""
     print(
         f"machine: {m['cores']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}; "
-        f"commit {(m['commit'] or '?')[:10]}{' (dirty)' if m['dirty'] else ''}"
+        f"commit {(m['commit'] or '?')[:10]}{dirty}"
     )
     print(format_table(report["summary"]))
     phases = format_phases(report["summary"])
     if phases:
         print("\nxio's phases (median s; scan files/s = files / scan s):")
         print(phases)
-    stem = Path(a.results_dir) / f"{report['scenario']}-{report['size']}"
+    default = "wan" if SCENARIOS[a.scenario].wan else None
+    stem = Path(a.results_dir) / results_stem(
+        report["scenario"], report["size"], a.profile, default
+    )
     print(f"results: {stem}.csv, {stem}.json, {stem}.png")
     ok = all(r.get("ok") == r.get("runs") for r in report["summary"] if r.get("runs"))
     return 0 if ok else 1

@@ -7,6 +7,11 @@ scenarios), a new session label, and a fresh ``python -m bench.client`` process 
 time, CPU and peak RSS of the upload alone. After each run the server is asked how many files
 it holds; a run counts only if every file arrived.
 
+Numbers are only worth something if one can tell what produced them: the runner refuses to start
+when ``git status`` shows changes under ``src/`` or ``bench/`` (results files aside), unless
+``allow_dirty`` is given, which the results then say in every table. The commit is recorded
+before the first run.
+
 The summary per strategy (median, min, max, MB/s, files/s, CPU, peak RSS and the ratio to the
 scenario's reference strategy) goes to ``<results>/<scenario>-<size>.csv``, the summary plus every
 run, the machine and the git commit to ``.json``, and a bar chart to ``.png``.
@@ -34,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from bench.proxy import PROFILES, LinkProfile
 from bench.servers import (
     ORTHANC,
     STORESCP,
@@ -51,14 +57,18 @@ __all__ = [
     "QUICK_SIZES",
     "SCENARIOS",
     "SIZES",
+    "DirtyTree",
     "Scenario",
+    "check_tree",
     "ensure_dataset",
     "format_phases",
     "format_table",
     "machine_info",
+    "results_stem",
     "row_name",
     "run_scenario",
     "split_row",
+    "tree_state",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,8 +91,12 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 #: The default WAN profile: one-way delay (ms) and bytes per second per connection.
-WAN_DELAY_MS = 20.0
-WAN_RATE = 1_000_000.0
+WAN_DELAY_MS = PROFILES["wan"].delay_ms
+WAN_RATE = PROFILES["wan"].rate_bytes_per_s
+
+#: Pixel data of the benchmark datasets (``xio synth --content``): realistic, so that bytes on
+#: the wire compress as real images do.
+DEFAULT_CONTENT = "realistic"
 
 _CLIENT_TIMEOUT = 4 * 3600.0
 
@@ -100,7 +114,8 @@ class Scenario:
     server
         ``sandbox``, ``storescp`` or ``orthanc``.
     wan
-        Put the shaping proxy (20 ms each way, 1 MB/s per connection) in front of the server.
+        Put the shaping proxy in front of the server, with the ``wan`` profile unless the run
+        names another (:data:`bench.proxy.PROFILES`).
     strategies
         The strategies run by default (see :mod:`bench.strategies`).
     reference
@@ -256,7 +271,9 @@ def split_row(row: str) -> tuple[str, str | None]:
 # -- datasets -------------------------------------------------------------------------------------
 
 
-def ensure_dataset(size: str, root: Path = DEFAULT_DATA) -> tuple[Path, int, int]:
+def ensure_dataset(
+    size: str, root: Path = DEFAULT_DATA, content: str = DEFAULT_CONTENT
+) -> tuple[Path, int, int]:
     """Generate a synthetic session of a named size, or reuse it when already there.
 
     Parameters
@@ -264,7 +281,9 @@ def ensure_dataset(size: str, root: Path = DEFAULT_DATA) -> tuple[Path, int, int
     size
         A key of :data:`SIZES`.
     root
-        Where datasets live (``<root>/<size>``).
+        Where datasets live (``<root>/<size>``, or ``<root>/<size>-simple`` for simple content).
+    content
+        ``realistic`` or ``simple`` pixel data (:func:`xnatio.synth.write_session`).
 
     Returns
     -------
@@ -274,18 +293,106 @@ def ensure_dataset(size: str, root: Path = DEFAULT_DATA) -> tuple[Path, int, int
     from xnatio.synth import write_session
 
     series, instances, rows, columns = SIZES[size]
-    out = root / size
-    marker = root / f"{size}.json"
-    want = {"series": series, "instances": instances, "rows": rows, "columns": columns, "seed": 0}
+    name = size if content == DEFAULT_CONTENT else f"{size}-{content}"
+    out = root / name
+    marker = root / f"{name}.json"
+    want = {
+        "series": series,
+        "instances": instances,
+        "rows": rows,
+        "columns": columns,
+        "seed": 0,
+        "content": content,
+    }
     if marker.exists() and out.is_dir():
         info = json.loads(marker.read_text())
         if info.get("spec") == want:
             return out, int(info["files"]), int(info["bytes"])
     shutil.rmtree(out, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    s = write_session(out, series=series, instances=instances, rows=rows, columns=columns, seed=0)
+    s = write_session(
+        out,
+        series=series,
+        instances=instances,
+        rows=rows,
+        columns=columns,
+        seed=0,
+        content=content,
+    )
     marker.write_text(json.dumps({"spec": want, "files": s.file_count, "bytes": s.total_bytes}))
     return out, s.file_count, s.total_bytes
+
+
+# -- what is measured -----------------------------------------------------------------------------
+
+
+class DirtyTree(ValueError):
+    """The working tree has uncommitted changes under ``src/`` or ``bench/``."""
+
+
+def tree_state(repo: Path = REPO) -> dict[str, Any]:
+    """The commit checked out and the uncommitted changes that would colour a measurement.
+
+    Parameters
+    ----------
+    repo
+        The git working tree.
+
+    Returns
+    -------
+    dict
+        ``commit`` (hash, or None outside git) and ``dirty_paths``: ``git status --porcelain``
+        lines under ``src/`` and ``bench/``, leaving out ``bench/results/`` (results written
+        by earlier runs change nothing that is measured).
+    """
+    commit = _first_line(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    try:
+        out = subprocess.run(
+            [
+                *("git", "-C", str(repo), "status", "--porcelain"),
+                *("--", "src", "bench", ":(exclude)bench/results"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return {"commit": commit, "dirty_paths": [ln for ln in out.splitlines() if ln.strip()]}
+
+
+def check_tree(repo: Path = REPO, *, allow_dirty: bool = False) -> dict[str, Any]:
+    """Refuse a dirty tree unless allowed; return what to record with the results.
+
+    Parameters
+    ----------
+    repo
+        The git working tree.
+    allow_dirty
+        Run anyway (the results say so).
+
+    Returns
+    -------
+    dict
+        :func:`tree_state` plus ``dirty`` and ``allow_dirty``.
+
+    Raises
+    ------
+    DirtyTree
+        When ``src/`` or ``bench/`` has uncommitted changes and ``allow_dirty`` is false.
+    """
+    state = tree_state(repo)
+    dirty = bool(state["dirty_paths"])
+    if dirty and not allow_dirty:
+        shown = ", ".join(ln[3:] for ln in state["dirty_paths"][:5])
+        more = len(state["dirty_paths"]) - 5
+        shown += f" and {more} more" if more > 0 else ""
+        raise DirtyTree(
+            f"uncommitted changes under src/ or bench/ ({shown}): commit them first, or give "
+            "--allow-dirty (the results will say so)"
+        )
+    return {**state, "dirty": dirty, "allow_dirty": allow_dirty}
 
 
 # -- machine --------------------------------------------------------------------------------------
@@ -300,8 +407,13 @@ def _first_line(cmd: list[str]) -> str | None:
     return text.splitlines()[0] if text else None
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(tree: dict[str, Any] | None = None) -> dict[str, Any]:
     """Describe this machine, the software versions and the git commit.
+
+    Parameters
+    ----------
+    tree
+        What :func:`check_tree` found before the first run (default: ask git now).
 
     Returns
     -------
@@ -321,11 +433,11 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("MemTotal:"):
                 ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
     packages = {}
-    for name in ("xnatio", "httpx", "pydicom", "pynetdicom", "matplotlib", "psutil"):
+    for name in ("xnatio", "httpx", "pydicom", "pynetdicom", "numpy", "matplotlib", "psutil"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             packages[name] = importlib.metadata.version(name)
-    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "HEAD"])
-    dirty = _first_line(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "bench"])
+    if tree is None:
+        tree = tree_state()
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
@@ -343,8 +455,10 @@ def machine_info() -> dict[str, Any]:
             if tool_available(ORTHANC)
             else None,
         },
-        "commit": commit,
-        "dirty": bool(dirty),
+        "commit": tree["commit"],
+        "dirty": bool(tree["dirty_paths"]),
+        "dirty_paths": tree["dirty_paths"],
+        "allow_dirty": bool(tree.get("allow_dirty", False)),
     }
 
 
@@ -366,6 +480,13 @@ def unavailable(scenario: Scenario, strategy: str) -> str | None:
     str or None
         A reason such as ``"storescu is not installed"``.
     """
+    if strategy.startswith("xnatctl"):
+        from bench.peers import ensure
+
+        try:
+            ensure("xnatctl")
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
     if scenario.server == "storescp" and not tool_available(STORESCP):
         return "storescp (DCMTK) is not installed"
     if scenario.server == "orthanc" and not tool_available(ORTHANC):
@@ -403,8 +524,11 @@ def _one_run(
     expected: int,
     label: str,
     py_spy: Path | None = None,
+    profile: LinkProfile | None = None,
 ) -> dict[str, Any]:
     """Fresh servers, one client process, then a server-side count.
+
+    With a ``profile``, the shaping proxy (in its own process) sits between client and server.
 
     With ``py_spy`` (a file path), the client runs under ``py-spy record`` (threads while
     active, 100 samples/s, collapsed-stack format) and the profile is written there.
@@ -423,8 +547,13 @@ def _one_run(
         if server is not None:
             stack.enter_context(server)
         port = server.port if server is not None else 0
-        if scenario.wan and server is not None:
-            proxy = ProxyProcess(port, delay_ms=WAN_DELAY_MS, rate=WAN_RATE)
+        if profile is not None and server is not None:
+            proxy = ProxyProcess(
+                port,
+                delay_ms=profile.delay_ms,
+                rate=profile.rate_bytes_per_s,
+                total_rate=profile.total_rate_bytes_per_s or 0.0,
+            )
             stack.enter_context(proxy)
             port = proxy.port
         work = Path(tempfile.mkdtemp(prefix="xio-bench-run-"))
@@ -698,6 +827,29 @@ def format_phases(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def results_stem(
+    name: str, size: str, profile: str | None, default_profile: str | None = None
+) -> str:
+    """The results files' name (without suffix) for a scenario run.
+
+    Parameters
+    ----------
+    name, size
+        The scenario and its dataset (the last one for scale scenarios).
+    profile
+        The link profile asked for, if any.
+    default_profile
+        The scenario's own profile (``wan`` or None).
+
+    Returns
+    -------
+    str
+        ``<name>-<size>``, plus ``-<profile>`` when a profile other than the default was used.
+    """
+    stem = f"{name}-{size}"
+    return f"{stem}-{profile}" if profile and profile != default_profile else stem
+
+
 def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -763,6 +915,10 @@ def run_scenario(
     log: Any = None,
     command: str | None = None,
     py_spy: Path | None = None,
+    profile: str | None = None,
+    content: str = DEFAULT_CONTENT,
+    allow_dirty: bool = False,
+    repo: Path = REPO,
 ) -> dict[str, Any]:
     """Run a scenario and write its results.
 
@@ -794,18 +950,35 @@ def run_scenario(
         ``<folder>/<row>-<repeat>.txt`` (collapsed stacks; ``python -m bench.profile`` sums
         them up). Profiling slows the client: such runs are for finding where time goes, not
         for the results tables.
+    profile
+        A link model of :data:`bench.proxy.PROFILES` for the shaping proxy (default: ``wan`` for
+        WAN scenarios, no proxy for the others). A profile other than the scenario's default is
+        added to the results' file names: ``<name>-<size>-<profile>``.
+    content
+        Pixel data of the datasets: ``realistic`` (default) or ``simple``.
+    allow_dirty
+        Run even with uncommitted changes under ``src/`` or ``bench/``; recorded and shown.
+    repo
+        The git working tree whose state is checked and recorded.
 
     Raises
     ------
     ValueError
-        For an unknown strategy name.
+        For an unknown strategy, size or profile name.
+    DirtyTree
+        For uncommitted changes without ``allow_dirty`` (before anything runs).
 
     Returns
     -------
     dict
-        The report also written to ``<results_dir>/<name>-<size>.json``.
+        The report also written to ``<results_dir>/<stem>.json``.
     """
     scenario = SCENARIOS[name]
+    default_profile = "wan" if scenario.wan else None
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+    link = PROFILES.get(profile or default_profile or "")
+    tree = check_tree(repo, allow_dirty=allow_dirty)
     if scenario.sizes:
         if size is not None and not sizes:
             raise ValueError(f"{name} compares several sizes: give them as a list (sizes)")
@@ -825,8 +998,9 @@ def run_scenario(
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     datasets: dict[str, dict[str, Any]] = {}
     sources: dict[str, Path] = {}
+    machine = machine_info(tree)  # the commit before the first run
     for sz in size_list:
-        source, nfiles, nbytes = ensure_dataset(sz, data_dir)
+        source, nfiles, nbytes = ensure_dataset(sz, data_dir, content)
         sources[sz] = source
         datasets[sz] = {"files": nfiles, "bytes": nbytes, "spec": SIZES[sz]}
         say(f"{name}: {sz} dataset, {nfiles} files, {nbytes / 1e6:.1f} MB; {repeat} repeats")
@@ -849,7 +1023,7 @@ def run_scenario(
             if py_spy is not None:
                 py_spy.mkdir(parents=True, exist_ok=True)
                 spy = py_spy / f"{row}-{rep + 1}.txt"
-            record = _one_run(scenario, strategy, sources[sz], nfiles, label, spy)
+            record = _one_run(scenario, strategy, sources[sz], nfiles, label, spy, link)
             record["repeat"] = rep + 1
             record["row"] = row
             record["size"] = sz
@@ -870,13 +1044,29 @@ def run_scenario(
         "sizes": size_list if scaled else None,
         "repeat": repeat,
         "reference": f"the same strategy on {size_list[0]}" if scaled else reference,
-        "wan": {"delay_ms": WAN_DELAY_MS, "rate_bytes_per_s": WAN_RATE} if scenario.wan else None,
+        "wan": (
+            {"delay_ms": link.delay_ms, "rate_bytes_per_s": link.rate_bytes_per_s}
+            if link is not None
+            else None
+        ),
+        "profile": (
+            {
+                "name": link.name,
+                "delay_ms": link.delay_ms,
+                "rate_bytes_per_s": link.rate_bytes_per_s,
+                "total_rate_bytes_per_s": link.total_rate_bytes_per_s,
+                "summary": link.summary,
+            }
+            if link is not None
+            else None
+        ),
+        "content": content,
         "dataset": datasets[size],
         "datasets": datasets,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": time.time() - started,
         "command": command,
-        "machine": machine_info(),
+        "machine": machine,
         "summary": summarise(
             runs,
             rows,
@@ -887,7 +1077,7 @@ def run_scenario(
         "runs": runs,
     }
     results_dir.mkdir(parents=True, exist_ok=True)
-    stem = results_dir / f"{name}-{size}"
+    stem = results_dir / results_stem(name, size, profile, default_profile)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     with stem.with_suffix(".csv").open("w", newline="") as fh:
         writer = csv.writer(fh)

@@ -340,13 +340,23 @@ class ProxyProcess(_Managed):
         One-way delay in milliseconds.
     rate
         Bytes per second per connection and direction (0: no cap).
+    total_rate
+        Bytes per second for all connections together, per direction (0: no total cap).
     """
 
-    def __init__(self, target_port: int, *, delay_ms: float = 20.0, rate: float = 1e6) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        delay_ms: float = 20.0,
+        rate: float = 1e6,
+        total_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.target_port = target_port
         self.delay_ms = delay_ms
         self.rate = rate
+        self.total_rate = total_rate
         self.port = 0
 
     def start(self) -> ProxyProcess:
@@ -367,6 +377,8 @@ class ProxyProcess(_Managed):
             str(self.delay_ms),
             "--rate",
             str(self.rate),
+            "--total-rate",
+            str(self.total_rate),
         ]
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=_REPO

@@ -18,6 +18,14 @@ REST strategies (against the sandbox, directly or through the shaping proxy):
 ``floor``
     The server-side floor: the whole session as ONE tar file built on disk before the clock starts,
     sent in one plain ``httpx`` POST (streamed from the file) and committed.
+``xnatctl`` / ``xnatctl-wN``
+    The released xnatctl 0.6.0 (:mod:`bench.peers`, its own virtual environment):
+    ``xnatctl session upload DIR -P P -S S -E E -w 42 --mode tar`` (N workers for ``-wN``). It
+    splits the files into one tar per worker and posts them with ``Direct-Archive=true``; on XNAT a
+    background task then archives the session. The run includes that step, done as XNAT's own
+    trigger does it (``POST /xapi/direct-archive/P/<StudyInstanceUID>/E``), since the session only
+    counts once it is in the archive. Credentials and URL go in through ``XNAT_URL``/``XNAT_USER``/
+    ``XNAT_PASS``, with a private ``HOME`` and ``TMPDIR`` per run and update checks off.
 
 Both kinds:
 
@@ -40,6 +48,9 @@ DICOM strategies (against storescp, Orthanc or the proxy in front of them):
     Ten DCMTK ``storescu`` processes at once, the series shared among them.
 ``pynetdicom``
     pynetdicom's ``storescu`` app (``python -m pynetdicom storescu -r``).
+``xnatctl`` / ``xnatctl-wN``
+    xnatctl 0.6.0's C-STORE command, ``xnatctl session upload-dicom DIR --host H --port P
+    --called-aet AET -w 42`` (pynetdicom associations in parallel; N for ``-wN``).
 """
 
 from __future__ import annotations
@@ -72,13 +83,25 @@ __all__ = [
     "run_strategy",
 ]
 
-REST_STRATEGIES = ("xio", "sequential", "archive-first", "gradual", "floor", "inventory")
-DICOM_STRATEGIES = ("xio", "storescu", "storescu-x10", "pynetdicom", "inventory")
+REST_STRATEGIES = (
+    "xio",
+    "sequential",
+    "archive-first",
+    "gradual",
+    "floor",
+    "inventory",
+    "xnatctl",
+)
+DICOM_STRATEGIES = ("xio", "storescu", "storescu-x10", "pynetdicom", "inventory", "xnatctl")
 
 #: Strategies that send nothing: the runner starts no server for them and counts nothing.
 LOCAL_STRATEGIES = frozenset({"inventory"})
 
 _SWEEP = re.compile(r"^xio-w(\d+)(?:-b(\d+))?$")
+_XNATCTL = re.compile(r"^xnatctl(?:-w(\d+))?$")
+
+#: Workers for ``xnatctl`` without ``-wN``: the seed's 42.
+XNATCTL_WORKERS = 42
 
 
 @dataclass(frozen=True)
@@ -182,6 +205,17 @@ def run_strategy(kind: str, name: str, ctx: Context) -> tuple[Runner, Runner | N
     """
     if name == "inventory" and kind in ("rest", "dicom"):
         return (lambda: _inventory(ctx)), None
+    if (m := _XNATCTL.match(name)) and kind in ("rest", "dicom"):
+        workers = int(m.group(1) or XNATCTL_WORKERS)
+        if kind == "dicom":
+            return (lambda: _xnatctl_dicom(ctx, workers)), None
+        found: dict[str, Any] = {}
+
+        def prepare() -> dict[str, Any]:
+            found["study"] = _study_uid(ctx.source)  # untimed: read one header
+            return found
+
+        return (lambda: _xnatctl_rest(ctx, workers, found["study"])), prepare
     if kind == "rest":
         if name == "xio":
             return (lambda: _xio_rest(ctx, 42, 42, "DICOM-zip")), None
@@ -498,6 +532,84 @@ def _archive_first(
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
         "requests": n,
+    }
+
+
+# -- xnatctl (a released peer, in its own virtual environment) -----------------------------------
+
+
+def _study_uid(source: Path) -> str:
+    import pydicom
+
+    first = next(p for p in dataset_files(source) if p.suffix == ".dcm")
+    return str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
+
+
+def _run_xnatctl(ctx: Context, args: list[str]) -> None:
+    from bench.peers import executable
+
+    exe = executable("xnatctl")
+    if not exe.exists():
+        raise RuntimeError("xnatctl is not installed (python -m bench.peers)")
+    home = ctx.workdir / "xnatctl-home"
+    tmp = ctx.workdir / "xnatctl-tmp"
+    home.mkdir(exist_ok=True)
+    tmp.mkdir(exist_ok=True)
+    env = {
+        **env_without_proxy(),
+        "HOME": str(home),  # no config file or token cache from the user's own HOME
+        "TMPDIR": str(tmp),
+        "XNAT_URL": ctx.url,
+        "XNAT_USER": ctx.user,
+        "XNAT_PASS": ctx.password,
+        "NO_UPDATE_NOTIFIER": "1",  # it would otherwise ask PyPI for a newer release
+        "XNAT_NO_UPDATE_CHECK": "1",
+        "NO_COLOR": "1",
+    }
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip()[-300:]
+        raise RuntimeError(f"xnatctl exited {proc.returncode}: {tail}")
+
+
+def _xnatctl_rest(ctx: Context, workers: int, study_uid: str) -> dict[str, Any]:
+    files = dataset_files(ctx.source)
+    _run_xnatctl(
+        ctx,
+        [
+            *("session", "upload", str(ctx.source), "-P", ctx.project, "-S", ctx.subject),
+            *("-E", ctx.session, "-w", str(workers), "--mode", "tar", "-q"),
+        ],
+    )
+    # XNAT archives a Direct-Archive session in the background; this is its trigger, so the
+    # session is in the archive (and countable) when the run ends, as with the other strategies.
+    with _client(ctx, 2) as client:
+        response = client.post(f"/xapi/direct-archive/{ctx.project}/{study_uid}/{ctx.session}")
+    if response.status_code >= 300:
+        raise RuntimeError(f"direct-archive: {response.status_code} {response.text[:200]}")
+    return {
+        "success": True,
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+        "requests": workers,
+    }
+
+
+def _xnatctl_dicom(ctx: Context, workers: int) -> dict[str, Any]:
+    files = dataset_files(ctx.source)
+    _run_xnatctl(
+        ctx,
+        [
+            *("session", "upload-dicom", str(ctx.source), "--host", ctx.host),
+            *("--port", str(ctx.port), "--called-aet", ctx.aet, "-w", str(workers), "-q"),
+        ],
+    )
+    return {
+        "success": True,
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+        "requests": workers,
     }
 
 
