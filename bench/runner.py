@@ -494,7 +494,7 @@ def unavailable(scenario: Scenario, strategy: str) -> str | None:
     if scenario.kind == "dicom":
         if strategy == "xio":
             try:
-                from xnatio.transport.dicom_store import send_dicom_store  # noqa: F401
+                from xnatio.uploaders import send_dicom_store  # noqa: F401
             except ImportError as exc:
                 return f"xnatio's send_dicom_store is not available ({exc})"
         if strategy.startswith("storescu") and not tool_available(STORESCU):

@@ -3,8 +3,9 @@
 REST strategies (against the sandbox, directly or through the shaping proxy):
 
 ``xio``
-    :func:`xnatio.transport.rest.upload_dicom_parallel_rest` with its defaults: 42 byte-balanced
-    batches streamed as tar bodies by 42 workers, one commit, then the file-listing check.
+    :func:`xnatio.uploaders.upload_dicom_parallel_rest` (the public API) with its defaults:
+    42 byte-balanced batches streamed as tar bodies by 42 workers, one commit, then the
+    file-listing check.
 ``xio-wN`` / ``xio-wN-bM``
     The same with N upload workers (and M batches; default 42), for the sweep.
 ``sequential``
@@ -40,7 +41,7 @@ uploading, committing and verifying.
 DICOM strategies (against storescp, Orthanc or the proxy in front of them):
 
 ``xio``
-    :func:`xnatio.transport.dicom_store.send_dicom_store` with its defaults.
+    :func:`xnatio.uploaders.send_dicom_store` (the public API) with its defaults.
 ``storescu``
     One DCMTK ``storescu`` process, one association (``+sd +r``), with ``TCP_NODELAY=1`` in its
     environment (DCMTK's switch for disabling Nagle's algorithm; ~40x faster on loopback).
@@ -396,7 +397,7 @@ class PhaseClock:
 
 def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[str, Any]:
     clock = PhaseClock()
-    from xnatio.transport.rest import upload_dicom_parallel_rest
+    from xnatio.uploaders import upload_dicom_parallel_rest
 
     clock.mark("import")
     result = upload_dicom_parallel_rest(
@@ -618,7 +619,7 @@ def _xnatctl_dicom(ctx: Context, workers: int) -> dict[str, Any]:
 
 def _xio_dicom(ctx: Context) -> dict[str, Any]:
     clock = PhaseClock()
-    from xnatio.transport.dicom_store import send_dicom_store
+    from xnatio.uploaders import send_dicom_store
 
     clock.mark("import")
     # With routing tags, as xio sends to XNAT: the in-memory splice is part of the cost.

@@ -128,8 +128,9 @@ def test_long_stream_rate_does_not_depend_on_delay(sink_server: ThreadedServer) 
         answer, elapsed = send_and_count(proxy.port, 2_000_000)
     assert answer == b"got 2000000"
     # handshake (2 d) + 2 MB at 1 MB/s + data one way (d) + answer back (d) = 2.4 s; a proxy that
-    # waited out the delay per slice instead of pipelining would take several times longer.
-    assert 2.2 <= elapsed <= 2.8, elapsed
+    # waited out the delay per slice instead of pipelining would take 100 slices x 0.1 s more
+    # (12 s). The upper bound leaves room for a loaded machine.
+    assert 2.2 <= elapsed <= 6.0, elapsed
 
 
 def test_each_connection_gets_its_own_cap(sink_server: ThreadedServer) -> None:
@@ -139,16 +140,16 @@ def test_each_connection_gets_its_own_cap(sink_server: ThreadedServer) -> None:
     ) as proxy:
         threads = [
             threading.Thread(target=lambda: results.append(send_and_count(proxy.port, 1_000_000)))
-            for _ in range(2)
+            for _ in range(4)
         ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert proxy.connections_accepted == 2
-    assert [a for a, _ in results] == [b"got 1000000"] * 2
-    # 1 MB each at 1 MB/s each: about 1 s, not the 2 s a shared cap would give.
-    assert all(0.9 <= t <= 1.4 for _, t in results), results
+        assert proxy.connections_accepted == 4
+    assert [a for a, _ in results] == [b"got 1000000"] * 4
+    # 1 MB each at 1 MB/s each: about 1 s, not the 4 s a shared 1 MB/s cap would give.
+    assert all(0.9 <= t <= 2.5 for _, t in results), results
 
 
 def test_many_concurrent_connections(echo_server: ThreadedServer) -> None:
@@ -165,8 +166,8 @@ def test_many_concurrent_connections(echo_server: ThreadedServer) -> None:
             for s in socks:
                 s.close()
         assert proxy.connections_accepted == 48
-    # All handshakes and echoes overlap: about two round trips, not 48.
-    assert elapsed < 0.5, elapsed
+    # All handshakes and echoes overlap: about two round trips (0.08 s), not 48 (1.9 s).
+    assert elapsed < 1.2, elapsed
 
 
 def test_half_close_propagates_both_ways(sink_server: ThreadedServer) -> None:
@@ -273,7 +274,7 @@ def test_total_cap_is_shared_fairly_and_one_connection_keeps_its_own_rate(
     # Fair: all finish near the end, none starved while others ran at their own cap (which
     # would finish the first after 0.25 s and the last after 1 s).
     assert min(finished) >= 0.8 * n * size / total, finished
-    assert max(finished) - min(finished) <= 0.25 * max(finished), finished
+    assert max(finished) - min(finished) <= 0.3 * max(finished), finished
 
 
 def test_named_profiles_from_the_command_line(sink_server: ThreadedServer) -> None:
