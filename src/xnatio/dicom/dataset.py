@@ -15,40 +15,39 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from xnatio.dicom.reader import (
+    LONG_VRS,
+    DicomFormatError,
+    HeaderReader,
+    Walker,
+    dataset_encoding,
+)
+from xnatio.dicom.syntax import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    Encoding,
+)
+
 __all__ = [
+    "EXPLICIT_VR_LITTLE_ENDIAN",
+    "IMPLICIT_VR_LITTLE_ENDIAN",
     "DatasetHead",
     "DatasetParseError",
     "dataset_chunks",
     "file_meta_header",
+    "iter_chunks",
     "open_dataset",
     "splice_patient_comments",
 ]
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-
 PATIENT_COMMENTS = 0x00104000
+_PATIENT_GROUP_LENGTH = frozenset({0x00100000})
 _LT_MAX = 10240
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQ_END = 0xFFFEE0DD
-# VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 table 7.1-1).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 _CHUNK = 4 * 1024 * 1024
 _HEAD_READ = 256 * 1024
 
-
-class DatasetParseError(ValueError):
-    """The bytes do not follow the DICOM encoding rules where we needed to read them."""
-
-
-class _NeedMore(Exception):
-    """The buffer ended in the middle of an element; read more and try again."""
+# One error for every byte-level problem, whichever reader found it.
+DatasetParseError = DicomFormatError
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,29 +57,21 @@ class DatasetHead:
     Attributes
     ----------
     transfer_syntax_uid
-        From (0002,0010); implicit VR little endian when the file has no meta group.
+        From (0002,0010); for a file without one, the native syntax its bytes show
+        (:mod:`xnatio.dicom.reader`, rule 5).
     offset
         Byte offset of the data set in the file.
     head
         The first bytes of the file (at least up to :attr:`offset`), already read from the stream.
+    encoding
+        How the data set is encoded; for a deflated one, before inflating (the VR style of the
+        inflated bytes is settled when they are read).
     """
 
     transfer_syntax_uid: str
     offset: int
     head: bytes
-
-
-def _read_at_least(stream: BinaryIO, buf: bytes, size: int) -> bytes:
-    """Extend ``buf`` from ``stream`` until it holds ``size`` bytes or the stream ends."""
-    parts = [buf]
-    have = len(buf)
-    while have < size:
-        chunk = stream.read(max(size - have, _HEAD_READ))
-        if not chunk:
-            break
-        parts.append(chunk)
-        have += len(chunk)
-    return b"".join(parts)
+    encoding: Encoding
 
 
 def open_dataset(stream: BinaryIO) -> DatasetHead:
@@ -101,115 +92,11 @@ def open_dataset(stream: BinaryIO) -> DatasetHead:
     DatasetParseError
         If the file meta group is malformed.
     """
-    head = _read_at_least(stream, b"", _HEAD_READ)
-    if head[128:132] == b"DICM":
-        pos = 132
-    elif head[:2] == b"\x02\x00" and head[4:6].isalpha():
-        pos = 0  # meta group without a preamble
-    else:
-        return DatasetHead(_sniff(head), 0, head)
-    transfer_syntax = ""
-    # The meta group is always explicit VR little endian (PS3.10 section 7.1).
-    while True:
-        if len(head) < pos + 8:
-            head = _read_at_least(stream, head, pos + 8)
-            if len(head) < pos + 8:
-                break
-        group, elem = struct.unpack_from("<HH", head, pos)
-        if group != 0x0002:
-            break
-        vr = head[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            head = _read_at_least(stream, head, pos + 12)
-            (length,) = struct.unpack_from("<I", head, pos + 8)
-            start = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", head, pos + 6)
-            start = pos + 8
-        if length == _UNDEFINED:
-            raise DatasetParseError("undefined length in the file meta group")
-        head = _read_at_least(stream, head, start + length)
-        if len(head) < start + length:
-            raise DatasetParseError("file ends inside the file meta group")
-        if elem == 0x0010:
-            transfer_syntax = (
-                head[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
-            )
-        pos = start + length
-    return DatasetHead(transfer_syntax or IMPLICIT_VR_LITTLE_ENDIAN, pos, head)
-
-
-def _sniff(head: bytes) -> str:
-    """The encoding of a data set that has no file meta group, guessed from its first element."""
-    if len(head) < 8:
-        return IMPLICIT_VR_LITTLE_ENDIAN
-    vr = head[4:6]
-    if not (vr.isalpha() and vr.isupper()):
-        return IMPLICIT_VR_LITTLE_ENDIAN
-    # Groups are small numbers (0x0008 first, usually): the byte order that reads smaller wins.
-    (little,) = struct.unpack_from("<H", head, 0)
-    (big,) = struct.unpack_from(">H", head, 0)
-    return EXPLICIT_VR_LITTLE_ENDIAN if little <= big else EXPLICIT_VR_BIG_ENDIAN
-
-
-class _Walker:
-    """Walks data elements in one encoding; raises :class:`_NeedMore` at the buffer's end."""
-
-    def __init__(self, buf: bytes, explicit: bool, little: bool) -> None:
-        self.buf = buf
-        self.explicit = explicit
-        self.e = "<" if little else ">"
-
-    def _need(self, end: int) -> None:
-        if end > len(self.buf):
-            raise _NeedMore
-
-    def tag(self, pos: int) -> int:
-        self._need(pos + 4)
-        group, elem = struct.unpack_from(self.e + "HH", self.buf, pos)
-        return int(group) << 16 | int(elem)
-
-    def header(self, pos: int, explicit: bool) -> tuple[int, int, bytes]:
-        """Return (value start, value length, VR) of the element at ``pos``."""
-        tag = self.tag(pos)
-        if tag in (_ITEM, _ITEM_END, _SEQ_END) or not explicit:
-            self._need(pos + 8)
-            (length,) = struct.unpack_from(self.e + "I", self.buf, pos + 4)
-            return pos + 8, int(length), b""
-        self._need(pos + 8)
-        vr = self.buf[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            self._need(pos + 12)
-            (length,) = struct.unpack_from(self.e + "I", self.buf, pos + 8)
-            return pos + 12, int(length), vr
-        if not vr.isalpha():
-            raise DatasetParseError(f"bad VR {vr!r} at offset {pos}")
-        (length,) = struct.unpack_from(self.e + "H", self.buf, pos + 6)
-        return pos + 8, int(length), vr
-
-    def skip_element(self, pos: int, explicit: bool) -> int:
-        """Return the offset just past the element at ``pos``."""
-        start, length, vr = self.header(pos, explicit)
-        if length != _UNDEFINED:
-            return start + length
-        # An undefined-length UN holds implicit VR little endian content (PS3.5 section 6.2.2).
-        return self._skip_items(start, explicit and vr != b"UN")
-
-    def _skip_items(self, pos: int, explicit: bool) -> int:
-        while True:
-            tag = self.tag(pos)
-            start, length, _ = self.header(pos, explicit)
-            if tag == _SEQ_END:
-                return start
-            if tag != _ITEM:
-                raise DatasetParseError(f"expected an item at offset {pos}, found {tag:08X}")
-            if length != _UNDEFINED:
-                pos = start + length
-                continue
-            pos = start
-            while self.tag(pos) != _ITEM_END:
-                pos = self.skip_element(pos, explicit)
-            pos += 8
+    reader = HeaderReader(stream, first_read=_HEAD_READ, keep=True, strict=False)
+    reader.read_meta()
+    return DatasetHead(
+        reader.effective_syntax_uid, reader.dataset_offset, reader.consumed(), reader.encoding
+    )
 
 
 def _element(tag: int, value: bytes, explicit: bool, little: bool) -> bytes:
@@ -219,37 +106,45 @@ def _element(tag: int, value: bytes, explicit: bool, little: bool) -> bytes:
     return struct.pack(e + "HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
 
 
-def _splice(
-    buf: bytes, explicit: bool, little: bool, value: bytes, complete: bool
-) -> tuple[bytes, int]:
-    """Splice Patient Comments into the top level of ``buf`` (a data set prefix).
+def _splice(walker: Walker, value: bytes) -> tuple[bytes, int]:
+    """Splice Patient Comments into the top level of the data set ``walker`` reads (from 0).
 
-    Returns the new prefix and how many bytes of ``buf`` it replaces. ``complete`` says that
-    ``buf`` is the whole data set, so reaching its end means "insert at the end".
+    Returns the new first bytes of the data set (up to and with the new element) and the offset
+    in the data set where its own bytes resume.
     """
-    walker = _Walker(buf, explicit, little)
-    pos = 0
-    group_length_at = -1
-    while pos < len(buf) or not complete:
-        tag = walker.tag(pos)
-        if tag >= PATIENT_COMMENTS:
-            break
-        if tag == 0x00100000:
-            group_length_at = pos
-        pos = walker.skip_element(pos, explicit)
-    insert_at = pos
-    end = pos
-    if pos < len(buf) and walker.tag(pos) == PATIENT_COMMENTS:
-        end = walker.skip_element(pos, explicit)
+    insert_at, found = walker.walk(0, PATIENT_COMMENTS - 1, _PATIENT_GROUP_LENGTH)
+    end = insert_at
+    if not walker.at_end(insert_at) and walker.element(insert_at, False)[0] == PATIENT_COMMENTS:
+        end = walker.skip(insert_at)
+    if not walker.fill(0, end):
+        raise DatasetParseError("data set ends in the middle of Patient Comments")
+    explicit, little = walker.explicit, walker.little_endian
     new = _element(PATIENT_COMMENTS, value, explicit, little)
-    prefix = bytearray(buf[:insert_at])
-    if group_length_at >= 0:
+    prefix = bytearray(walker.data[:insert_at])
+    if 0x00100000 in found:
         # A retired group length (0010,0000) must still add up after the change.
-        start, _, _ = walker.header(group_length_at, explicit)
+        start, _ = found[0x00100000]
         e = "<" if little else ">"
         (old,) = struct.unpack_from(e + "I", prefix, start)
         struct.pack_into(e + "I", prefix, start, old + len(new) - (end - insert_at))
     return bytes(prefix) + new, end
+
+
+def _splice_deflated(raw: bytes, head: DatasetHead, value: bytes) -> bytes:
+    """Inflate a whole deflated data set, splice Patient Comments, deflate it again."""
+    try:
+        # decompressobj tolerates the trailing NUL pad byte after the deflate stream.
+        inflater = zlib.decompressobj(-15)
+        inflated = inflater.decompress(raw) + inflater.flush()
+    except zlib.error as exc:
+        raise DatasetParseError(f"cannot inflate deflated data set: {exc}") from exc
+    walker = Walker(lambda _: b"", inflated, keep=True)
+    if len(inflated) >= 8:
+        encoding, _ = dataset_encoding(inflated[:8], head.encoding)
+        walker.set_encoding(encoding.explicit_vr, encoding.little_endian)
+    prefix, used = _splice(walker, value)
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return packer.compress(prefix) + packer.compress(inflated[used:]) + packer.flush()
 
 
 def splice_patient_comments(
@@ -285,41 +180,13 @@ def splice_patient_comments(
         value += b" "
     if len(value) > _LT_MAX:
         raise DatasetParseError("Patient Comments longer than 10240 characters")
-    ts = head.transfer_syntax_uid
-    explicit = ts != IMPLICIT_VR_LITTLE_ENDIAN
-    little = ts != EXPLICIT_VR_BIG_ENDIAN
-    if ts == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        raw = head.head[head.offset :] + stream.read()
-        try:
-            # decompressobj tolerates the trailing NUL pad byte after the deflate stream.
-            inflater = zlib.decompressobj(-15)
-            inflated = inflater.decompress(raw) + inflater.flush()
-        except zlib.error as exc:
-            raise DatasetParseError(f"cannot inflate deflated data set: {exc}") from exc
-        try:
-            prefix, used = _splice(inflated, True, True, value, True)
-        except (_NeedMore, struct.error) as exc:
-            raise DatasetParseError("deflated data set ends in the middle of an element") from exc
-        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
-        body = packer.compress(prefix) + packer.compress(inflated[used:]) + packer.flush()
-        return body, iter(())
-    buf = head.head[head.offset :]
-    complete = False
-    while True:
-        try:
-            prefix, used = _splice(buf, explicit, little, value, complete)
-            break
-        except _NeedMore:
-            if complete:
-                raise DatasetParseError("data set ends in the middle of an element") from None
-            more = stream.read(max(len(buf), _HEAD_READ))
-            if more:
-                buf += more
-            else:
-                complete = True
-        except struct.error as exc:
-            raise DatasetParseError(str(exc)) from exc
-    return prefix + buf[used:], iter_chunks(stream)
+    if head.encoding.deflated:
+        raw = head.head[head.offset :] + b"".join(iter_chunks(stream))
+        return _splice_deflated(raw, head, value), iter(())
+    walker = Walker(stream.read, head.head[head.offset :], keep=True, first_read=_HEAD_READ)
+    walker.set_encoding(head.encoding.explicit_vr, head.encoding.little_endian)
+    prefix, used = _splice(walker, value)
+    return prefix + walker.data[used:], iter_chunks(stream)
 
 
 def dataset_chunks(stream: BinaryIO, comment: str | None) -> Iterator[bytes]:
@@ -334,7 +201,7 @@ def dataset_chunks(stream: BinaryIO, comment: str | None) -> Iterator[bytes]:
         first, rest = splice_patient_comments(stream, head, comment)
     else:
         first, rest = head.head[head.offset :], iter_chunks(stream)
-    if head.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    if not head.encoding.deflated:
         yield first
         yield from rest
         return
@@ -356,7 +223,7 @@ def iter_chunks(stream: BinaryIO, size: int = _CHUNK) -> Iterator[bytes]:
 
 
 def _meta_element(elem: int, vr: bytes, value: bytes) -> bytes:
-    if vr in _LONG_VRS:
+    if vr in LONG_VRS:
         return struct.pack("<HH2sHI", 0x0002, elem, vr, 0, len(value)) + value
     return struct.pack("<HH2sH", 0x0002, elem, vr, len(value)) + value
 
