@@ -1,14 +1,8 @@
-"""Inventory of a DICOM source: which files to send, and what their headers say.
-
-A source is a folder (searched recursively) or a ``.zip``, ``.tar`` or ``.tar.gz``/``.tgz`` file.
-Only the first few hundred bytes of each file are parsed: a small reader in this module walks the
-DICOM elements (PS3.5 section 7) up to Instance Number (0020,0013), which is all the upload needs.
-This is several times faster than a general parser and keeps no dataset in memory, so a 100,000-file
-session costs one small :class:`DicomFile` per instance.
+"""Sources: a folder, a zip, a tar or a tar.gz, listed and opened member by member.
 
 Archive sources are opened defensively: entries that would escape the extraction folder (``..``,
-absolute paths), links, device files and decompression bombs make :func:`build_inventory` refuse the
-whole archive with an :class:`~xnatio.errors.InputError`.
+absolute paths), links, device files and decompression bombs make the whole archive refused with
+an :class:`~xnatio.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -19,141 +13,33 @@ import os
 import re
 import shutil
 import stat
-import struct
 import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO, Protocol, cast
 
 from xnatio.errors import InputError
+from xnatio.inventory.model import SkippedFile, Source
 
 __all__ = [
-    "DicomFile",
+    "MAX_EXTRACT_BYTES",
+    "MAX_RATIO",
     "FolderSource",
-    "Inventory",
-    "ScanProgress",
-    "SkippedFile",
-    "Source",
+    "Lister",
     "TarGzSource",
     "TarSource",
     "ZipSource",
-    "build_inventory",
+    "open_lister",
     "open_source",
-    "read_header",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class DicomFile:
-    """One DICOM instance found in a source.
-
-    Attributes
-    ----------
-    path
-        Path relative to the source root (folder) or the member name (archive source), with ``/``
-        separators. Used in reports and to open the file through :meth:`Source.open`.
-    size
-        Size of the file in bytes, exactly as stored in the source.
-    sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid
-        UIDs from the header (SOP Class from the dataset, falling back to the file meta).
-    series_number, instance_number
-        As strings, ``""`` when absent.
-    transfer_syntax_uid
-        From the file meta information; ``""`` if the file has none (implicit VR little endian
-        is then assumed by receivers).
-    modality
-        ``""`` when absent.
-    """
-
-    path: str
-    size: int
-    sop_instance_uid: str
-    sop_class_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    series_number: str
-    instance_number: str
-    transfer_syntax_uid: str
-    modality: str
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedFile:
-    """A file left out of the upload, and why (for example ``"not DICOM"``, ``"DICOMDIR"``)."""
-
-    path: str
-    reason: str
-
-
-class Source(Protocol):
-    """Where the files are: a folder, a zip, a tar or a tar.gz."""
-
-    root: Path
-
-    def open(self, path: str) -> BinaryIO:
-        """Open the file at ``path`` (a :attr:`DicomFile.path`) for reading from its first byte."""
-        ...
-
-    def close(self) -> None:
-        """Release open archives and remove any temporary extraction folder."""
-        ...
-
-
-@dataclass
-class Inventory:
-    """Everything found in a source.
-
-    Use it as a context manager (``with build_inventory(src) as inv:``) to close the source, which
-    removes any temporary extraction folder.
-
-    Attributes
-    ----------
-    source
-        The opened source; use ``inventory.source.open(f.path)`` to read a file.
-    files
-        DICOM instances to send, sorted by study, series number, instance number and path.
-    skipped
-        Files left out, with the reason.
-    """
-
-    source: Source
-    files: list[DicomFile]
-    skipped: list[SkippedFile] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        """Sum of the sizes of :attr:`files`."""
-        return sum(f.size for f in self.files)
-
-    def close(self) -> None:
-        """Close the source (idempotent)."""
-        self.source.close()
-
-    def __enter__(self) -> Inventory:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-ScanProgress = Callable[[int, int], None]
 
 # --------------------------------------------------------------------------------------------
 # Names that are never DICOM instances worth sending
 
 _OS_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "__macosx", "ehthumbs.db"})
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 # Archive safety limits. Real DICOM rarely compresses better than 10:1; a much higher ratio over a
 # large total is the signature of a decompression bomb.
@@ -563,7 +449,9 @@ class TarGzSource:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class _Lister(Protocol):
+class Lister(Protocol):
+    """A source that can also list its candidate files."""
+
     root: Path
 
     def open(self, path: str) -> BinaryIO: ...
@@ -581,10 +469,11 @@ def open_source(source: str | Path, *, max_extract_bytes: int = MAX_EXTRACT_BYTE
     InputError
         If ``source`` does not exist, is not a folder or a supported archive, or is unsafe.
     """
-    return _open(Path(source), max_extract_bytes)
+    return open_lister(Path(source), max_extract_bytes)
 
 
-def _open(path: Path, max_extract_bytes: int) -> _Lister:
+def open_lister(path: Path, max_extract_bytes: int = MAX_EXTRACT_BYTES) -> Lister:
+    """Open ``path`` as a :class:`Lister` (see :func:`open_source`)."""
     if not path.exists():
         raise InputError(
             f"SOURCE {str(path)!r} does not exist; give a folder, .zip, .tar or .tar.gz"
@@ -607,387 +496,3 @@ def _open(path: Path, max_extract_bytes: int) -> _Lister:
         f"SOURCE {str(path)!r} is not a folder, .zip, .tar or .tar.gz/.tgz; "
         "pass the folder holding the DICOM files"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Header reader
-
-
-class _Truncated(Exception):
-    """The data ended in the middle of an element."""
-
-
-class _Corrupt(Exception):
-    """The bytes do not follow the DICOM encoding."""
-
-
-class _Buffer:
-    """Bytes pulled on demand from an iterator of chunks."""
-
-    __slots__ = ("chunks", "data", "pos")
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.data = b""
-        self.pos = 0
-
-    def need(self, n: int) -> bool:
-        while len(self.data) - self.pos < n:
-            chunk = next(self.chunks, b"")
-            if not chunk:
-                return False
-            self.data = self.data[self.pos :] + chunk
-            self.pos = 0
-        return True
-
-    def take(self, n: int) -> bytes:
-        if not self.need(n):
-            raise _Truncated
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def skip(self, n: int) -> None:
-        while n > 0:
-            avail = len(self.data) - self.pos
-            if avail >= n:
-                self.pos += n
-                return
-            n -= avail
-            self.pos = len(self.data)
-            if not self.need(1):
-                raise _Truncated
-
-
-def _file_chunks(fp: BinaryIO) -> Iterator[bytes]:
-    while chunk := fp.read(65536):
-        yield chunk
-
-
-def _inflate_chunks(buf: _Buffer) -> Iterator[bytes]:
-    """Inflate the rest of ``buf`` (raw deflate, PS3.5 A.5) a little at a time."""
-    d = zlib.decompressobj(-zlib.MAX_WBITS)
-    pending = buf.data[buf.pos :]
-    buf.pos = len(buf.data)
-    while True:
-        if not pending:
-            pending = next(buf.chunks, b"")
-            if not pending:
-                return
-        try:
-            out = d.decompress(pending, 65536)
-        except zlib.error as exc:
-            raise _Corrupt(str(exc)) from None
-        pending = d.unconsumed_tail
-        if out:
-            yield out
-        elif d.eof:
-            return
-
-
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_ALL_VRS = _LONG_VRS | frozenset(
-    {
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
-        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
-    }
-)  # fmt: skip
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQ_END = 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
-_STOP = 0x00200013  # Instance Number: the highest tag the inventory needs
-_WANTED = {
-    0x00020002: "meta_class",
-    0x00020003: "meta_instance",
-    0x00020010: "ts",
-    0x00080016: "sop_class",
-    0x00080018: "sop_instance",
-    0x00080060: "modality",
-    0x0020000D: "study",
-    0x0020000E: "series",
-    0x00200011: "series_number",
-    0x00200013: "instance_number",
-}
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_BE = "1.2.840.10008.1.2.2"
-_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
-
-
-def _read_element(buf: _Buffer, implicit: bool, little: bool) -> tuple[int, bytes | None, int]:
-    """Read one element header: ``(tag, vr or None, length)``."""
-    head = buf.take(8)
-    g, e = struct.unpack("<HH" if little else ">HH", head[:4])
-    tag = g << 16 | e
-    if g == 0xFFFE or implicit:
-        (length,) = struct.unpack("<I" if little else ">I", head[4:])
-        return tag, None, length
-    vr = head[4:6]
-    if vr in _LONG_VRS:
-        (length,) = struct.unpack("<I" if little else ">I", buf.take(4))
-    elif vr in _ALL_VRS:
-        (length,) = struct.unpack("<H" if little else ">H", head[6:])
-    else:
-        raise _Corrupt(f"bad VR {vr!r} in ({g:04X},{e:04X})")
-    return tag, vr, length
-
-
-def _skip_undefined(buf: _Buffer, implicit: bool, little: bool, depth: int = 0) -> None:
-    """Skip the items of an undefined-length value up to its Sequence Delimitation Item."""
-    if depth > 32:
-        raise _Corrupt("sequences nested too deeply")
-    while True:
-        tag, _, length = _read_element(buf, True, little)
-        if tag == _SEQ_END:
-            return
-        if tag != _ITEM:
-            raise _Corrupt(f"unexpected tag {tag:08X} in a sequence")
-        if length != _UNDEFINED:
-            buf.skip(length)
-            continue
-        # An item of undefined length: a nested dataset ending with an Item Delimitation Item.
-        while True:
-            tag, vr, length = _read_element(buf, implicit, little)
-            if tag == _ITEM_END:
-                break
-            if length == _UNDEFINED:
-                _skip_undefined(buf, implicit or vr == b"UN", little, depth + 1)
-            else:
-                buf.skip(length)
-
-
-def _parse(
-    buf: _Buffer, implicit: bool, little: bool, values: dict[str, str], *, meta: bool
-) -> None:
-    """Read elements into ``values`` until group 0002 ends (meta) or past :data:`_STOP`."""
-    if not meta and buf.need(8):
-        # Some writers encode the dataset with another VR style than the transfer syntax says;
-        # trust what the first element looks like, as other toolkits do.
-        looks_explicit = buf.data[buf.pos + 4 : buf.pos + 6] in _ALL_VRS
-        implicit = not looks_explicit
-    while True:
-        if not buf.need(8 if meta else 1):
-            return
-        if meta:
-            (g,) = struct.unpack("<H", buf.data[buf.pos : buf.pos + 2])
-            if g != 0x0002:
-                return
-        tag, vr, length = _read_element(buf, implicit, little)
-        if tag > _STOP and not meta:
-            return
-        if tag >= 0xFFFE0000:
-            raise _Corrupt(f"unexpected item tag {tag:08X} in the dataset")
-        name = _WANTED.get(tag)
-        if length == _UNDEFINED:
-            # Explicit VR undefined-length UN holds implicit VR little endian data (PS3.5 6.2.2).
-            _skip_undefined(buf, implicit or vr == b"UN", little)
-        elif name is not None:
-            values[name] = buf.take(length).decode("ascii", "replace").strip("\x00 ")
-        else:
-            buf.skip(length)
-
-
-def read_header(fp: BinaryIO) -> dict[str, str] | str:
-    """Read the identifying elements of a DICOM file.
-
-    Parameters
-    ----------
-    fp
-        The file, positioned at its first byte.
-
-    Returns
-    -------
-    dict or str
-        The values found, keyed ``sop_class``, ``sop_instance``, ``study``, ``series``,
-        ``series_number``, ``instance_number``, ``modality``, ``ts``, ``meta_class``; or a skip
-        reason (``"not DICOM"``, ``"DICOMDIR"``, ``"truncated or corrupt DICOM header"``, ...).
-    """
-    first = fp.read(8192)
-    buf = _Buffer(_file_chunks(fp))
-    buf.data = first
-    values: dict[str, str] = {}
-    preamble = len(first) >= 132 and first[128:132] == b"DICM"
-    try:
-        if preamble:
-            buf.pos = 132
-            _parse(buf, False, True, values, meta=True)
-            if values.get("meta_class") == DICOMDIR_SOP_CLASS:
-                return "DICOMDIR"
-            ts = values.get("ts", "")
-            implicit, little = ts == _IMPLICIT_LE, ts != _EXPLICIT_BE
-            if ts in _DEFLATED:
-                buf = _Buffer(_inflate_chunks(buf))
-            _parse(buf, implicit, little, values, meta=False)
-        else:
-            # No preamble: accept only data that starts like a DICOM header (group 0002 or
-            # 0008) and carries both SOP UIDs, so that stray binary files are not mistaken.
-            if len(first) < 8:
-                return "not DICOM"
-            g_le = first[0] | first[1] << 8
-            g_be = first[0] << 8 | first[1]
-            explicit = first[4:6] in _ALL_VRS
-            little = not (explicit and g_be in (0x0002, 0x0008) and g_le not in (0x0002, 0x0008))
-            group = g_le if little else g_be
-            if group not in (0x0002, 0x0008):
-                return "not DICOM"
-            if group == 0x0002:
-                _parse(buf, False, True, values, meta=True)
-                ts = values.get("ts", "")
-                implicit, little = ts == _IMPLICIT_LE, ts != _EXPLICIT_BE
-                if ts in _DEFLATED:
-                    buf = _Buffer(_inflate_chunks(buf))
-            else:
-                implicit = not explicit
-            _parse(buf, implicit, little, values, meta=False)
-    except (_Truncated, _Corrupt, struct.error):
-        if not preamble:
-            return "not DICOM"
-        return "truncated or corrupt DICOM header"
-    if values.get("sop_class") == DICOMDIR_SOP_CLASS:
-        return "DICOMDIR"
-    if not values.get("sop_class"):
-        values["sop_class"] = values.get("meta_class", "")
-    if not values.get("sop_instance") or not values.get("sop_class"):
-        if not preamble:
-            return "not DICOM"
-        missing = "SOP Instance UID" if not values.get("sop_instance") else "SOP Class UID"
-        return f"DICOM without {missing} (XNAT would reject it)"
-    return values
-
-
-# --------------------------------------------------------------------------------------------
-# Scanning
-
-
-def _num_key(value: str) -> tuple[int, float, str]:
-    """Sort numbers numerically and anything else after them, as text."""
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
-
-
-def _sort_key(f: DicomFile) -> tuple[str, tuple[int, float, str], tuple[int, float, str], str]:
-    return (f.study_instance_uid, _num_key(f.series_number), _num_key(f.instance_number), f.path)
-
-
-def _examine(
-    source: _Lister, rel: str, size: int, intern: dict[str, str]
-) -> DicomFile | SkippedFile:
-    try:
-        with source.open(rel) as fp:
-            result = read_header(fp)
-    except PermissionError:
-        return SkippedFile(rel, "unreadable: permission denied")
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return SkippedFile(rel, "symlink loop")
-        return SkippedFile(rel, f"unreadable: {exc.strerror or exc}")
-    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as exc:
-        return SkippedFile(rel, f"unreadable: {exc}")
-    if isinstance(result, str):
-        return SkippedFile(rel, result)
-
-    # Values shared by many files (study, series, class, syntax) are stored once.
-    def shared(key: str) -> str:
-        value = result.get(key, "")
-        return intern.setdefault(value, value)
-
-    return DicomFile(
-        path=rel,
-        size=size,
-        sop_instance_uid=result["sop_instance"],
-        sop_class_uid=shared("sop_class"),
-        study_instance_uid=shared("study"),
-        series_instance_uid=shared("series"),
-        series_number=shared("series_number"),
-        instance_number=result.get("instance_number", ""),
-        transfer_syntax_uid=shared("ts"),
-        modality=shared("modality"),
-    )
-
-
-def _summarise_reasons(skipped: list[SkippedFile]) -> str:
-    counts: dict[str, int] = {}
-    for s in skipped:
-        counts[s.reason] = counts.get(s.reason, 0) + 1
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-    return ", ".join(f"{n} {reason}" for reason, n in top)
-
-
-def build_inventory(
-    source: str | Path,
-    *,
-    workers: int = 4,
-    progress: ScanProgress | None = None,
-    max_extract_bytes: int = MAX_EXTRACT_BYTES,
-) -> Inventory:
-    """Scan ``source`` (folder, .zip, .tar, .tar.gz/.tgz) and read DICOM headers only.
-
-    Parameters
-    ----------
-    source
-        A folder (searched recursively) or an archive file.
-    workers
-        Threads reading headers in parallel (helps on cold caches and network file systems).
-    progress
-        Called as ``progress(files_done, files_total)`` from the calling thread, at most a few
-        hundred times per scan and always once at the end.
-    max_extract_bytes
-        Refuse archives that expand to more than this many bytes.
-
-    Returns
-    -------
-    Inventory
-        DICOM files sorted by study, series number, instance number and path (numbers compare
-        numerically), and the skipped files with reasons. Close it (or use ``with``) when done.
-
-    Raises
-    ------
-    InputError
-        Missing source, unsupported or unsafe archive, empty folder, or no DICOM file found.
-    """
-    src = _open(Path(source), max_extract_bytes)
-    try:
-        candidates, skipped = src.entries()
-        if not candidates and not skipped:
-            raise InputError(
-                f"SOURCE {str(source)!r} is empty; give the folder holding the DICOM files"
-            )
-        total = len(candidates)
-        files: list[DicomFile] = []
-        intern: dict[str, str] = {}
-        step = max(1, total // 200)
-        # Small chunks for small scans keep the progress display moving.
-        chunk = max(1, min(64, total // 100))
-
-        def work(start: int) -> list[DicomFile | SkippedFile]:
-            return [
-                _examine(src, rel, size, intern) for rel, size in candidates[start : start + chunk]
-            ]
-
-        done = 0
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for results in pool.map(work, range(0, total, chunk)):
-                for r in results:
-                    if isinstance(r, DicomFile):
-                        files.append(r)
-                    else:
-                        skipped.append(r)
-                before = done
-                done += len(results)
-                if progress is not None and (done // step != before // step or done == total):
-                    progress(done, total)
-        if not files:
-            raise InputError(
-                f"no DICOM files found in {str(source)!r} ({len(skipped)} files skipped: "
-                f"{_summarise_reasons(skipped)}); check SOURCE"
-            )
-        files.sort(key=_sort_key)
-        skipped.sort(key=lambda s: s.path)
-        return Inventory(source=src, files=files, skipped=skipped)
-    except BaseException:
-        src.close()
-        raise

@@ -1,0 +1,112 @@
+"""What an inventory holds: the DICOM files found, the files left out, and where they are."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+__all__ = ["DicomFile", "Inventory", "ScanProgress", "SkippedFile", "Source"]
+
+
+@dataclass(frozen=True, slots=True)
+class DicomFile:
+    """One DICOM instance found in a source.
+
+    Attributes
+    ----------
+    path
+        Path relative to the source root (folder) or the member name (archive source), with ``/``
+        separators. Used in reports and to open the file through :meth:`Source.open`.
+    size
+        Size of the file in bytes, exactly as stored in the source.
+    sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid
+        UIDs from the header (SOP Class from the dataset, falling back to the file meta).
+    series_number, instance_number
+        As strings, ``""`` when absent.
+    transfer_syntax_uid
+        From the file meta information; ``""`` if the file has none (implicit VR little endian
+        is then assumed by receivers).
+    modality
+        ``""`` when absent.
+    """
+
+    path: str
+    size: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: str
+    instance_number: str
+    transfer_syntax_uid: str
+    modality: str
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """A file left out of the upload, and why (for example ``"not DICOM"``, ``"DICOMDIR"``)."""
+
+    path: str
+    reason: str
+
+
+class Source(Protocol):
+    """Where the files are: a folder, a zip, a tar or a tar.gz."""
+
+    root: Path
+
+    def open(self, path: str) -> BinaryIO:
+        """Open the file at ``path`` (a :attr:`DicomFile.path`) for reading from its first byte."""
+        ...
+
+    def close(self) -> None:
+        """Release open archives and remove any temporary extraction folder."""
+        ...
+
+
+@dataclass
+class Inventory:
+    """Everything found in a source.
+
+    Use it as a context manager (``with build_inventory(src) as inv:``) to close the source, which
+    removes any temporary extraction folder.
+
+    Attributes
+    ----------
+    source
+        The opened source; use ``inventory.source.open(f.path)`` to read a file.
+    files
+        DICOM instances to send, sorted by study, series number, instance number and path.
+    skipped
+        Files left out, with the reason.
+    """
+
+    source: Source
+    files: list[DicomFile]
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of the sizes of :attr:`files`."""
+        return sum(f.size for f in self.files)
+
+    def close(self) -> None:
+        """Close the source (idempotent)."""
+        self.source.close()
+
+    def __enter__(self) -> Inventory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+ScanProgress = Callable[[int, int], None]
