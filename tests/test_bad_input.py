@@ -27,9 +27,10 @@ import pytest
 
 from xnatio import cli
 from xnatio.inventory import FolderSource
+from xnatio.plan import plan_upload
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
-from xnatio.transport.rest import _make_body, plan_upload
+from xnatio.transport.rest import _make_body
 
 EXIT_INPUT, EXIT_AUTH = 2, 3
 

@@ -22,7 +22,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from xnatio.transport.dicom_store import send_dicom_store
+from xnatio.uploaders import send_dicom_store
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:VR lookup failed:UserWarning"),

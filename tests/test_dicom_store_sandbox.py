@@ -10,7 +10,7 @@ import pytest
 from xnatio.errors import ConnectionFailedError
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
-from xnatio.transport.dicom_store import send_dicom_store
+from xnatio.uploaders import send_dicom_store
 
 
 @pytest.fixture

@@ -25,14 +25,8 @@ from xnatio.errors import ConnectionFailedError, InputError
 from xnatio.inventory import build_inventory
 from xnatio.progress import ProgressEvent
 from xnatio.synth import write_session
-from xnatio.transport.dicom_store import (
-    DicomStoreResult,
-    InstanceOutcome,
-    check_receiver,
-    send_dicom_store,
-    status_category,
-    status_meaning,
-)
+from xnatio.transport.dicom_store import check_receiver, status_category, status_meaning
+from xnatio.uploaders import DicomStoreResult, InstanceOutcome, send_dicom_store
 
 ROUTING = "Project:P1 Subject:S1 Session:E1"
 # What the SCP does with the n-th request for an instance: a status, "abort", or a delay (s).

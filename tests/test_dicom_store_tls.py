@@ -26,7 +26,7 @@ from xnatio.errors import ConnectionFailedError
 from xnatio.sandbox import Sandbox
 from xnatio.sandbox.scp import DicomReceiver
 from xnatio.synth import write_session
-from xnatio.transport.dicom_store import DicomTls, send_dicom_store
+from xnatio.uploaders import DicomTls, send_dicom_store
 
 pytest.importorskip("cryptography", reason="the dev extra installs cryptography")
 from cryptography import x509

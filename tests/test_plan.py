@@ -10,15 +10,9 @@ import pytest
 
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, build_inventory
-from xnatio.plan import (
-    Batch,
-    check_inventory,
-    entry_name,
-    plan_batches,
-    routing_comment,
-    validate_label,
-)
+from xnatio.plan import Batch, check_inventory, plan_batches
 from xnatio.synth import write_session
+from xnatio.xnat.naming import entry_name, routing_comment, validate_label
 
 
 def _files(sizes_per_series: list[list[int]], study: str = "1.2.3") -> list[DicomFile]:

@@ -1,6 +1,8 @@
 """The public API is complete, documented in code, and listed in docs/api.md.
 
-For each public module, every name in ``__all__`` must exist and carry a docstring; public
+The public surface is one ``__all__``, at the package root; ``xnatio.uploaders`` keeps the seed's
+import path and may only re-export names of the root. Every name in ``__all__`` must exist and
+carry a docstring; public
 functions use numpydoc sections (``Parameters`` when they take arguments, ``Returns`` when they
 return something); and docs/api.md has a section for the name that mentions every parameter of its
 signature, so adding a keyword argument without documenting it fails here.
@@ -11,6 +13,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +23,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"
 
-PUBLIC_MODULES = ["xnatio", "xnatio.uploaders", "xnatio.sandbox", "xnatio.verify"]
-
-# Names a module without ``__all__`` must still offer (and docs/api.md documents for it).
-FALLBACK_NAMES = {"xnatio.verify": ["Comparison", "VerifyReport", "verify_session"]}
+PUBLIC_MODULES = ["xnatio"]
+# Earlier import paths that stay, as subsets of the root.
+COMPAT_MODULES = ["xnatio.uploaders"]
 
 
 def public_names(module_name: str) -> list[str]:
     module = importlib.import_module(module_name)
-    names = getattr(module, "__all__", None)
-    if names is None:
-        return list(FALLBACK_NAMES.get(module_name, []))
-    return list(names)
+    return list(module.__all__)
 
 
 PUBLIC = [(m, n) for m in PUBLIC_MODULES for n in public_names(m)]
@@ -71,11 +71,35 @@ def api_section(name: str) -> str:
 
 
 def test_public_modules_declare_all() -> None:
-    """The three core modules list their public names explicitly."""
-    for module_name in ["xnatio", "xnatio.uploaders", "xnatio.sandbox"]:
+    """The root and the compatibility module list their public names explicitly."""
+    for module_name in PUBLIC_MODULES + COMPAT_MODULES:
         module = importlib.import_module(module_name)
         assert isinstance(getattr(module, "__all__", None), list), module_name
         assert len(set(module.__all__)) == len(module.__all__), f"{module_name}: duplicates"
+
+
+@pytest.mark.parametrize("module_name", COMPAT_MODULES)
+def test_compat_modules_reexport_the_root(module_name: str) -> None:
+    """An older import path offers the very objects of the root, and nothing else."""
+    import xnatio
+
+    module = importlib.import_module(module_name)
+    extra = [n for n in module.__all__ if n not in xnatio.__all__]
+    assert not extra, f"{module_name} exports names the root does not: {extra}"
+    for name in module.__all__:
+        assert getattr(module, name) is getattr(xnatio, name), f"{module_name}.{name}"
+
+
+def test_import_xnatio_loads_no_upload_machinery() -> None:
+    """``import xnatio`` stays cheap: the heavy modules load on first use of a name."""
+    code = (
+        "import sys, xnatio; heavy = [m for m in ('pydicom', 'numpy', 'httpx', 'xnatio.upload') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", out
 
 
 @pytest.mark.parametrize(("module_name", "name"), PUBLIC, ids=IDS)

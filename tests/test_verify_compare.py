@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from xnatio.inventory import DicomFile
-from xnatio.verify import ServerFile, compare, stored_name, template_name
+from xnatio.verify import compare
+from xnatio.xnat.listings import ServerFile
+from xnatio.xnat.naming import stored_name, template_name
 
 
 def dicom(i: int, series: str = "1") -> DicomFile:

@@ -6,7 +6,7 @@ import httpx
 
 from xnatio.config import XnatConfig
 from xnatio.sandbox import Sandbox
-from xnatio.verify import list_prearchive_files
+from xnatio.xnat.listings import list_prearchive_files
 from xnatio.xnat.session import XnatSession
 
 from .conftest import IMPORT, import_params, make_files, tar_bytes

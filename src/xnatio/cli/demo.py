@@ -11,7 +11,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import click
@@ -23,30 +22,11 @@ from xnatio.errors import XnatioError
 from xnatio.inventory import build_inventory
 from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.synth import PRESETS, write_session
-from xnatio.transport.dicom_store import send_dicom_store
-from xnatio.transport.rest import upload_dicom_parallel_rest
-from xnatio.verify import ServerFile, compare, list_session_files
-from xnatio.xnat.session import XnatSession
+from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest
+from xnatio.verify import compare
 
 PROJECT = "DEMO"
 USER, PASSWORD = "admin", "admin"
-
-
-def _wait_for_session(
-    sandbox: Sandbox, subject: str, session: str, expected: int, timeout: float
-) -> list[ServerFile]:
-    """Poll the archive listing until it holds ``expected`` files (C-STORE sessions are built
-    after an idle period) or ``timeout`` passes."""
-    config = XnatConfig(sandbox.url, USER, PASSWORD)
-    deadline = time.monotonic() + timeout
-    rows: list[ServerFile] = []
-    with XnatSession(config, timeout=60) as xnat:
-        while time.monotonic() < deadline:
-            rows = list_session_files(xnat, PROJECT, subject, session) or []
-            if len(rows) >= expected:
-                break
-            time.sleep(0.3)
-    return rows
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -128,6 +108,7 @@ def command(ctx: click.Context, size: str, keep: bool, data: Path | None, quiet:
         assert sandbox.dicom_port is not None
         with build_inventory(source) as inventory:
             with ProgressDisplay("none" if quiet else "auto", unit="instances") as display:
+                say("C-STORE: sending, then waiting for the sandbox to build and archive ...")
                 dicom = send_dicom_store(
                     inventory=inventory,
                     host="127.0.0.1",
@@ -137,12 +118,16 @@ def command(ctx: click.Context, size: str, keep: bool, data: Path | None, quiet:
                     subject="SUBJ01",
                     session="SUBJ01_DICOM",
                     progress_callback=display,
+                    server=XnatConfig(sandbox.url, USER, PASSWORD),
+                    wait=60.0,
+                    journal=False,
                 )
-            say("waiting for the sandbox to build and archive the C-STORE session ...")
-            rows = _wait_for_session(
-                sandbox, "SUBJ01", "SUBJ01_DICOM", len(inventory.files), timeout=60
+            report = dicom.verification
+            check = (
+                report.comparison
+                if report is not None and report.comparison is not None
+                else compare(inventory.files, [])
             )
-            check = compare(inventory.files, rows)
         dicom_ok = dicom.success and check.ok
         failures += 0 if dicom_ok else 1
         rate = dicom.bytes_sent / dicom.duration / 1e6 if dicom.duration > 0 else 0.0

@@ -18,14 +18,10 @@ __all__ = ["command", "load_config"]  # load_config: kept importable from here f
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
+from xnatio.plan import UploadPlan, plan_upload
+from xnatio.result.outcome import UploadCancelled, UploadResult
 from xnatio.result.report import check_report_path, rest_rows, write_report
-from xnatio.transport.rest import (
-    UploadCancelled,
-    UploadPlan,
-    UploadResult,
-    plan_upload,
-    upload_dicom_parallel_rest,
-)
+from xnatio.upload import upload_dicom_parallel_rest
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
 

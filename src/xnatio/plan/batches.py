@@ -1,145 +1,18 @@
-"""Pre-flight checks and batching for an upload.
+"""Cutting a session into byte-balanced batches that keep series together.
 
-* :func:`check_inventory` refuses sources XNAT would not store as one session (several studies,
-  conflicting duplicates) and drops identical duplicates.
-* :func:`validate_label` enforces XNAT's ID rule ``^[A-Za-z0-9_-]+$``
-  (xnat-server-behaviour.md §1.2 and §6.2).
-* :func:`plan_batches` cuts the files into byte-balanced batches that keep series together.
-* :func:`entry_name` and :func:`routing_comment` give the names XNAT stores and routes by.
+A batch is what one REST request carries; the C-STORE transport uses the same inventory order.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xnatio.errors import InputError
-from xnatio.inventory import DicomFile, Inventory, SkippedFile
+from xnatio.inventory import DicomFile
 
-__all__ = [
-    "Batch",
-    "check_inventory",
-    "entry_name",
-    "plan_batches",
-    "routing_comment",
-    "validate_label",
-]
-
-_LABEL = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def validate_label(kind: str, value: str) -> None:
-    """Check an XNAT project ID, subject or session label.
-
-    Parameters
-    ----------
-    kind
-        What the value is, for the message (``"project"``, ``"subject"``, ``"session"``).
-    value
-        The label.
-
-    Raises
-    ------
-    InputError
-        If ``value`` is empty or has characters outside ``A-Z a-z 0-9 _ -`` (XNAT's
-        ``REGEX_VALID_ID``; labels with other characters are refused or silently rewritten).
-    """
-    if not value:
-        raise InputError(f"{kind} label is empty; use letters, digits, '_' or '-'")
-    if _LABEL.fullmatch(value):
-        return
-    bad = "".join(sorted({c for c in value if not _LABEL.fullmatch(c)}))
-    raise InputError(
-        f"{kind} label {value!r} has characters XNAT does not accept ({bad!r}); "
-        "use only letters A-Z a-z, digits 0-9, '_' and '-'"
-    )
-
-
-def entry_name(f: DicomFile) -> str:
-    """Archive entry name for ``f``: ``<SOPInstanceUID>.dcm``.
-
-    With ``rename=false`` XNAT stores the entry path with unsafe characters replaced
-    (xnat-server-behaviour.md §4.3); a UID is already safe, so the stored name is predictable.
-    """
-    return f"{f.sop_instance_uid}.dcm"
-
-
-def routing_comment(project: str, subject: str, session: str) -> str:
-    """Patient Comments (0010,4000) value that routes a C-STORE instance in XNAT (§6.2)."""
-    return f"Project:{project} Subject:{subject} Session:{session}"
-
-
-def _same_bytes(inv: Inventory, a: DicomFile, b: DicomFile) -> bool:
-    if a.size != b.size:
-        return False
-    with inv.source.open(a.path) as fa, inv.source.open(b.path) as fb:
-        while True:
-            ca = fa.read(1 << 20)
-            cb = fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
-
-
-def check_inventory(inv: Inventory, *, allow_multiple_studies: bool = False) -> Inventory:
-    """Check that ``inv`` can be sent as one XNAT session.
-
-    Parameters
-    ----------
-    inv
-        The inventory to check.
-    allow_multiple_studies
-        Accept several StudyInstanceUIDs (XNAT then makes one session per study).
-
-    Returns
-    -------
-    Inventory
-        A new inventory on the same source, without identical duplicates (they are added to
-        ``skipped`` as ``"duplicate of <path>"``).
-
-    Raises
-    ------
-    InputError
-        Several studies (unless allowed), or two files with the same SOP Instance UID and
-        different bytes.
-    """
-    studies: dict[str, int] = {}
-    for f in inv.files:
-        studies[f.study_instance_uid] = studies.get(f.study_instance_uid, 0) + 1
-    if len(studies) > 1 and not allow_multiple_studies:
-        shown = ", ".join(f"{uid or '<none>'} ({n} files)" for uid, n in list(studies.items())[:3])
-        more = f" and {len(studies) - 3} more" if len(studies) > 3 else ""
-        raise InputError(
-            f"SOURCE holds {len(studies)} studies ({shown}{more}); XNAT would split them into "
-            "separate sessions. Upload one study per session, or pass --allow-multiple-studies"
-        )
-
-    first: dict[str, DicomFile] = {}
-    dupes: list[tuple[DicomFile, DicomFile]] = []
-    for f in inv.files:
-        seen = first.setdefault(f.sop_instance_uid, f)
-        if seen is not f:
-            dupes.append((seen, f))
-    if not dupes:
-        return dataclasses.replace(inv, files=list(inv.files), skipped=list(inv.skipped))
-
-    dropped: set[int] = set()
-    skipped = list(inv.skipped)
-    for original, dup in dupes:
-        if not _same_bytes(inv, original, dup):
-            raise InputError(
-                f"{original.path} and {dup.path} share SOP Instance UID {dup.sop_instance_uid} "
-                "but differ; XNAT would keep only one of them. Remove the wrong file"
-            )
-        dropped.add(id(dup))
-        skipped.append(SkippedFile(dup.path, f"duplicate of {original.path}"))
-    files = [f for f in inv.files if id(f) not in dropped]
-    skipped.sort(key=lambda s: s.path)
-    return dataclasses.replace(inv, files=files, skipped=skipped)
+__all__ = ["Batch", "plan_batches"]
 
 
 @dataclass(frozen=True)

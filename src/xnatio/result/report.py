@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, SkippedFile
-from xnatio.verify import Comparison, scan_id_for
+from xnatio.verify import Comparison
+from xnatio.xnat.naming import scan_id_for
 
 if TYPE_CHECKING:
-    from xnatio.transport.dicom_store import DicomStoreResult
-    from xnatio.transport.rest import UploadResult
+    from xnatio.result.outcome import DicomStoreResult, UploadResult
 
 __all__ = ["ReportRow", "check_report_path", "dicom_store_rows", "rest_rows", "write_report"]
 
@@ -164,18 +164,14 @@ def rest_rows(files: Sequence[DicomFile], result: UploadResult) -> list[ReportRo
     return rows + _skipped(result.skipped)
 
 
-def dicom_store_rows(
-    files: Sequence[DicomFile],
-    result: DicomStoreResult,
-    *,
-    skipped: Sequence[SkippedFile] = (),
-    present: dict[str, str] | None = None,
-    verification: Comparison | None = None,
-) -> list[ReportRow]:
-    """Rows for a C-STORE send; ``present`` lists files not sent because already confirmed."""
+def dicom_store_rows(files: Sequence[DicomFile], result: DicomStoreResult) -> list[ReportRow]:
+    """Rows for a C-STORE send of ``files`` (``result.present`` lists those not sent because
+    already confirmed)."""
     by_path = {o.path: o for o in result.outcomes}
+    report = result.verification
+    verification = report.comparison if report is not None else None
     missing = set(verification.missing) if verification is not None else set()
-    present = present or {}
+    present = result.present
     rows: list[ReportRow] = []
     for f in files:
         series = scan_id_for(f)
@@ -211,7 +207,7 @@ def dicom_store_rows(
         rows.append(
             ReportRow(f.path, f.sop_instance_uid, series, unit, outcome, o.attempts, uri, status)
         )
-    return rows + _skipped(skipped)
+    return rows + _skipped(result.skipped)
 
 
 def write_report(path: str | Path, rows: Sequence[ReportRow]) -> None:

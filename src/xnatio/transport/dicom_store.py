@@ -1,11 +1,11 @@
-"""DICOM C-STORE transport: send a session to XNAT's DICOM receiver (or any Storage SCP).
+"""The C-STORE transport: send instances to XNAT's DICOM receiver (or any Storage SCP).
 
-The pipeline: inventory and pre-flight checks (shared with the REST transport), a C-ECHO, then
-parallel associations whose presentation contexts come from the inventory's (SOP Class, Transfer
-Syntax) pairs. Each file's data set is sent as the bytes it has on disk; only Patient Comments
-(0010,4000) is rewritten in memory to carry XNAT's routing string. Per-instance statuses follow
-DICOM PS3.4 annex B; failed instances and those of an aborted association are retried on a fresh
-association.
+A C-ECHO, then parallel associations whose presentation contexts come from the inventory's (SOP
+Class, Transfer Syntax) pairs. Each file's data set is sent as the bytes it has on disk; only
+Patient Comments (0010,4000) is rewritten in memory to carry XNAT's routing string. Per-instance
+statuses follow DICOM PS3.4 annex B; failed instances and those of an aborted association are
+retried on a fresh association. The orchestration around it (plan, journal, resume,
+verification) is :mod:`xnatio.upload`.
 
 The network layer is :mod:`xnatio.dimse.client`, a lean Storage SCU (see its docstring for the
 measurements that led to it).
@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from pydicom.uid import UID
@@ -39,18 +38,20 @@ from xnatio.dimse.client import (
     DimseError,
 )
 from xnatio.errors import ConnectionFailedError, InputError, XnatioError
-from xnatio.inventory import DicomFile, Inventory, build_inventory
-from xnatio.plan import check_inventory, routing_comment, validate_label
+from xnatio.inventory import DicomFile, Inventory
+from xnatio.options import DicomOptions, DicomTls
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 
 __all__ = [
-    "DicomStoreCancelled",
-    "DicomStoreResult",
+    "REFUSED",
     "DicomTls",
     "InstanceOutcome",
-    "send_dicom_store",
+    "StoreRun",
+    "check_receiver",
+    "echo_receiver",
     "status_category",
     "status_meaning",
+    "store_instances",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,30 +137,6 @@ def status_meaning(status: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class DicomTls:
-    """TLS settings for the DICOM connection (DICOM PS3.15 annex B.1).
-
-    Attributes
-    ----------
-    ca
-        CA bundle that signs the receiver's certificate; the system store when ``None``.
-    cert, key
-        Our client certificate and private key, for receivers that require them.
-    """
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-    def context(self) -> ssl.SSLContext:
-        """An :class:`ssl.SSLContext` that verifies the receiver and presents our certificate."""
-        ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
-        if self.cert is not None:
-            ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
-        return ctx
-
-
-@dataclass(frozen=True, slots=True)
 class InstanceOutcome:
     """What happened to one instance.
 
@@ -194,56 +171,6 @@ class InstanceOutcome:
     def category(self) -> Category:
         """``success``, ``warning`` or ``failure`` (no status counts as failure)."""
         return "failure" if self.status is None else status_category(self.status)
-
-
-@dataclass(frozen=True, slots=True)
-class DicomStoreResult:
-    """The outcome of :func:`send_dicom_store`.
-
-    Attributes
-    ----------
-    success
-        True when every instance was stored (with or without a warning).
-    total_files
-        Instances in the inventory.
-    sent
-        Instances the receiver accepted (status success or warning).
-    warned
-        Of :attr:`sent`, those accepted with a warning status.
-    failed
-        Instances not stored (failure status, refused context, or never answered).
-    duration
-        Seconds from the C-ECHO to the end of the last association.
-    bytes_sent
-        File bytes of the accepted instances.
-    errors
-        One line per problem, for display.
-    outcomes
-        One :class:`InstanceOutcome` per instance, in inventory order.
-    associations
-        Associations opened for sending (the C-ECHO's not counted).
-    """
-
-    success: bool
-    total_files: int
-    sent: int
-    warned: int
-    failed: int
-    duration: float
-    bytes_sent: int
-    errors: list[str] = field(default_factory=list)
-    outcomes: list[InstanceOutcome] = field(default_factory=list)
-    associations: int = 0
-
-
-class DicomStoreCancelled(XnatioError):
-    """The send was stopped by the user (Ctrl-C); ``result`` says what was stored."""
-
-    exit_code = 130
-
-    def __init__(self, message: str, result: DicomStoreResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 # -- scheduling -------------------------------------------------------------------------------
@@ -432,7 +359,8 @@ def _syntax(inventory: Inventory, f: DicomFile) -> str:
         return IMPLICIT_VR_LITTLE_ENDIAN
 
 
-_REFUSED = "not sent: the receiver refused"
+# The start of the meaning of an instance whose presentation context the receiver refused.
+REFUSED = "not sent: the receiver refused"
 
 
 def _uid_name(uid: str) -> str:
@@ -511,7 +439,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                         job.file.path,
                         job.file.sop_instance_uid,
                         None,
-                        f"{_REFUSED} {_uid_name(job.pair[0])} "
+                        f"{REFUSED} {_uid_name(job.pair[0])} "
                         f"in {_uid_name(job.pair[1])} ({refused})",
                         job.attempts,
                         index,
@@ -654,11 +582,11 @@ def check_receiver(
     timeout: float = 60.0,
     tcp_quickack: bool = True,
 ) -> None:
-    """C-ECHO a receiver: the check :func:`send_dicom_store` makes before sending anything.
+    """C-ECHO a receiver: the check :func:`xnatio.send_dicom_store` makes before sending.
 
-    A caller that keeps state about a send (the command line's resume journal) runs this
-    first and then calls :func:`send_dicom_store` with ``echo=False``, so that a receiver that
-    refuses us leaves no trace of a send that never began.
+    A caller that keeps state about a send (the resume journal) runs this first and then sends
+    with ``echo=False``, so that a receiver that refuses us leaves no trace of a send that never
+    began.
 
     Parameters
     ----------
@@ -671,7 +599,7 @@ def check_receiver(
     timeout
         Seconds allowed to connect and for each answer.
     tcp_quickack
-        As for :func:`send_dicom_store`.
+        As for :class:`~xnatio.options.DicomOptions`.
 
     Raises
     ------
@@ -681,16 +609,22 @@ def check_receiver(
         One line: closed port, unreachable host, rejected association, TLS failure, or a
         C-ECHO answered with a failure.
     """
-    _check_aets(called_aet, calling_aet)
-    try:
-        ssl_context = tls.context() if tls is not None else None
-    except (OSError, ssl.SSLError) as exc:
-        raise InputError(f"cannot load the TLS files: {exc}") from exc
-    cfg = _Config(
-        host, port, called_aet, calling_aet, timeout, ssl_context, 1, None, 0, 0, None,
-        tcp_quickack,
-    )  # fmt: skip
-    _echo(cfg)
+    echo_receiver(
+        DicomOptions(
+            host=host,
+            port=port,
+            called_aet=called_aet,
+            calling_aet=calling_aet,
+            tls=tls,
+            timeout=timeout,
+            tcp_quickack=tcp_quickack,
+        )
+    )
+
+
+def echo_receiver(options: DicomOptions) -> None:
+    """:func:`check_receiver` with the settings of an upload."""
+    _echo(_config(options, None, None, 0, 0))
 
 
 def _context_groups(pairs_of: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
@@ -702,179 +636,72 @@ def _context_groups(pairs_of: list[tuple[str, str]]) -> list[list[tuple[str, str
     return [pairs[i : i + _MAX_CONTEXTS] for i in range(0, len(pairs), _MAX_CONTEXTS)]
 
 
-def send_dicom_store(
+@dataclass
+class StoreRun:
+    """What :func:`store_instances` did.
+
+    Attributes
+    ----------
+    outcomes
+        One :class:`InstanceOutcome` per instance, in inventory order (instances Ctrl-C left
+        without an outcome are "not sent: interrupted").
+    duration
+        Seconds from the C-ECHO (or the first association) to the end of the last association.
+    associations
+        Associations opened for sending (the C-ECHO's not counted).
+    cancelled
+        True when Ctrl-C stopped the send.
+    """
+
+    outcomes: list[InstanceOutcome] = field(default_factory=list)
+    duration: float = 0.0
+    associations: int = 0
+    cancelled: bool = False
+
+
+def store_instances(
+    inventory: Inventory,
     *,
-    source_dir: str | Path | None = None,
-    inventory: Inventory | None = None,
-    host: str,
-    port: int = 8104,
-    called_aet: str = "XNAT",
-    calling_aet: str = "XNATIO",
-    num_batches: int = 45,
-    project: str | None = None,
-    subject: str | None = None,
-    session: str | None = None,
-    routing_tags: bool = True,
-    tls: DicomTls | None = None,
-    max_attempts: int = 3,
+    options: DicomOptions,
+    comment: str | None,
     progress_callback: ProgressCallback | None = None,
     echo: bool = True,
-    timeout: float = 60.0,
-    allow_multiple_studies: bool = False,
-    tcp_quickack: bool = True,
     on_instance: Callable[[InstanceOutcome], None] | None = None,
-) -> DicomStoreResult:
-    """Send a DICOM session to a Storage SCP (XNAT's DICOM receiver) with C-STORE.
+) -> StoreRun:
+    """Send every instance of ``inventory`` over parallel associations.
 
     Parameters
     ----------
-    source_dir
-        A folder or a ``.zip``/``.tar``/``.tar.gz`` file; scanned with
-        :func:`xnatio.inventory.build_inventory`. Give this or ``inventory``.
     inventory
-        An inventory already built (it is not closed here).
-    host, port
-        The receiver.
-    called_aet, calling_aet
-        The receiver's AE title and ours.
-    num_batches
-        Parallel associations (never more than there are files).
-    project, subject, session
-        XNAT labels (``[A-Za-z0-9_-]``); all three are needed for routing tags.
-    routing_tags
-        Put ``Project:P Subject:S Session:E`` in Patient Comments (0010,4000) of the outgoing data,
-        replacing any value there. The source files are never modified.
-    tls
-        Use TLS with these settings.
-    max_attempts
-        C-STORE attempts per instance; a failed status or an aborted association leads to a retry
-        on a fresh association until this many attempts were made.
+        The instances to send, and where their bytes come from.
+    options
+        Receiver, AE titles, associations, TLS, timeouts, attempts.
+    comment
+        The Patient Comments routing string to splice into every data set, or None.
     progress_callback
-        Receives ``uploading`` events (instances and bytes done, association index, retries).
+        Receives ``uploading`` events from the worker threads.
     echo
-        C-ECHO the receiver first, so that an unreachable or refusing receiver fails early.
-    timeout
-        Seconds allowed to connect and for each answer from the receiver.
-    allow_multiple_studies
-        Accept several StudyInstanceUIDs in the source.
-    tcp_quickack
-        On Linux, keep ``TCP_QUICKACK`` set so a receiver still using Nagle's algorithm is not
-        stalled by our delayed ACKs.
+        C-ECHO the receiver first (skip when the caller already did).
     on_instance
-        Called once per instance as soon as its final outcome is known: accepted (success or
-        warning status), or failed after its last attempt, refused context, unreadable file,
-        or never sent because every association attempt failed. The outcome is the one that
-        :attr:`DicomStoreResult.outcomes` will hold. Calls come from the worker threads (and
-        from the calling thread for instances without UIDs, before any sending), possibly
-        several at once, in completion order; each happens before the instance counts as done
-        in progress events. Instances left without an outcome by Ctrl-C get no call. If the
-        callback raises, the send stops (instances in flight finish, nothing new starts, no
-        further calls), and :func:`send_dicom_store` raises that exception.
+        Called once per instance as soon as its final outcome is known, from the worker threads;
+        if it raises, the send stops and :func:`store_instances` raises that exception.
 
     Returns
     -------
-    DicomStoreResult
-        Counts and one outcome per instance; ``success`` is False when any instance failed.
+    StoreRun
+        One outcome per instance, and whether Ctrl-C stopped the send.
 
     Raises
     ------
     InputError
-        Bad labels, missing labels with routing tags, bad arguments, or nothing to send.
+        Nothing to send; TLS files that cannot be loaded.
     ConnectionFailedError
-        The C-ECHO failed: closed port, unreachable host, rejected association, TLS failure.
-    DicomStoreCancelled
-        Interrupted by Ctrl-C; carries the partial result.
+        The C-ECHO failed.
     """
-    if (source_dir is None) == (inventory is None):
-        raise InputError("give either source_dir or inventory")
-    if routing_tags and None in (project, subject, session):
-        raise InputError(
-            "routing tags need a project, subject and session; give all three or turn routing "
-            "tags off (--no-routing-tags)"
-        )
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        if value is not None:
-            validate_label(kind, value)
-    if num_batches < 1:
-        raise InputError("--num-batches must be at least 1")
-    if max_attempts < 1:
-        raise InputError("max_attempts must be at least 1")
-    _check_aets(called_aet, calling_aet)
-    comment = (
-        routing_comment(project, subject, session)
-        if (routing_tags and project and subject and session)
-        else None
-    )
-
-    own = inventory is None
-    if inventory is None:
-
-        def scan_progress(done: int, total: int) -> None:
-            emit(progress_callback, ProgressEvent("scanning", done, total, "reading DICOM headers"))
-
-        assert source_dir is not None
-        inventory = build_inventory(source_dir, progress=scan_progress)
-    try:
-        checked = check_inventory(inventory, allow_multiple_studies=allow_multiple_studies)
-        return _send(
-            checked,
-            host=host,
-            port=port,
-            called_aet=called_aet,
-            calling_aet=calling_aet,
-            num_batches=num_batches,
-            comment=comment,
-            tls=tls,
-            max_attempts=max_attempts,
-            progress_callback=progress_callback,
-            echo=echo,
-            timeout=timeout,
-            quickack=tcp_quickack,
-            on_instance=on_instance,
-        )
-    finally:
-        if own:
-            inventory.close()
-
-
-def _send(
-    inventory: Inventory,
-    *,
-    host: str,
-    port: int,
-    called_aet: str,
-    calling_aet: str,
-    num_batches: int,
-    comment: str | None,
-    tls: DicomTls | None,
-    max_attempts: int,
-    progress_callback: ProgressCallback | None,
-    echo: bool,
-    timeout: float,
-    quickack: bool,
-    on_instance: Callable[[InstanceOutcome], None] | None = None,
-) -> DicomStoreResult:
     files = inventory.files
     if not files:
         raise InputError("no DICOM files to send")
-    try:
-        ssl_context = tls.context() if tls is not None else None
-    except (OSError, ssl.SSLError) as exc:
-        raise InputError(f"cannot load the TLS files: {exc}") from exc
-    cfg = _Config(
-        host,
-        port,
-        called_aet,
-        calling_aet,
-        timeout,
-        ssl_context,
-        max_attempts,
-        comment,
-        len(files),
-        sum(f.size for f in files),
-        progress_callback,
-        quickack,
-    )
+    cfg = _config(options, comment, progress_callback, len(files), sum(f.size for f in files))
     started = time.monotonic()
     if echo:
         _echo(cfg)
@@ -891,7 +718,7 @@ def _send(
             )
             continue
         jobs.append(_Job(i, f, pairs[i], group_of[pairs[i]]))
-    workers = max(1, min(num_batches, len(jobs)))
+    workers = max(1, min(options.associations, len(jobs)))
     state = _State(jobs, groups, workers, on_instance)
     state.outcomes.update(pre_failed)
     state.done = len(pre_failed)
@@ -902,21 +729,32 @@ def _send(
         progress_callback,
         ProgressEvent("uploading", state.done, len(files), "starting", bytes_total=cfg.bytes_total),
     )
+    cancelled = _run_workers(state, cfg, inventory, workers if jobs else 0)
+    if state.callback_error is not None:
+        raise state.callback_error
+    outcomes = [
+        state.outcomes.get(i)
+        or InstanceOutcome(f.path, f.sop_instance_uid, None, "not sent: interrupted", 0, None)
+        for i, f in enumerate(files)
+    ]
+    return StoreRun(outcomes, time.monotonic() - started, state.associations, cancelled)
+
+
+def _run_workers(state: _State, cfg: _Config, inventory: Inventory, workers: int) -> bool:
+    """Run the association threads to the end; True when Ctrl-C stopped them."""
     threads = [
         threading.Thread(
             target=_worker, args=(state, cfg, inventory), name=f"xnatio-cstore-{n}", daemon=True
         )
-        for n in range(workers if jobs else 0)
+        for n in range(workers)
     ]
     for t in threads:
         t.start()
-    cancelled = False
     try:
         for t in threads:
             while t.is_alive():
                 t.join(0.25)
     except KeyboardInterrupt:
-        cancelled = True
         state.stop.set()
         with state.cond:
             state.cond.notify_all()
@@ -925,56 +763,34 @@ def _send(
             assoc.interrupt()
         for t in threads:
             t.join(5.0)
-    if state.callback_error is not None:
-        raise state.callback_error
-    result = _result(inventory, state, time.monotonic() - started)
-    if cancelled:
-        raise DicomStoreCancelled(
-            f"interrupted after {result.sent} of {result.total_files} instances", result
-        )
-    return result
+        return True
+    return False
 
 
-def _result(inventory: Inventory, state: _State, duration: float) -> DicomStoreResult:
-    outcomes: list[InstanceOutcome] = []
-    for i, f in enumerate(inventory.files):
-        out = state.outcomes.get(i)
-        if out is None:
-            out = InstanceOutcome(
-                f.path, f.sop_instance_uid, None, "not sent: interrupted", 0, None
-            )
-        outcomes.append(out)
-    sent = sum(o.category != "failure" for o in outcomes)
-    warned = sum(o.category == "warning" for o in outcomes)
-    failed = len(outcomes) - sent
-    errors: list[str] = []
-    refused: dict[str, list[str]] = {}
-    for o in outcomes:
-        if o.category == "warning":
-            continue
-        if o.category == "failure":
-            if o.meaning.startswith(_REFUSED):
-                refused.setdefault(o.meaning, []).append(o.path)
-                continue
-            status = f"0x{o.status:04X} {o.meaning}" if o.status is not None else o.meaning
-            extra = f" ({o.comment})" if o.comment else ""
-            errors.append(f"{o.path}: {status}{extra} after {o.attempts} attempt(s)")
-    for reason, paths in refused.items():
-        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-        errors.append(f"{len(paths)} file(s) {reason.removeprefix('not sent: ')}: {shown}")
-    return DicomStoreResult(
-        success=failed == 0,
-        total_files=len(outcomes),
-        sent=sent,
-        warned=warned,
-        failed=failed,
-        duration=duration,
-        bytes_sent=sum(
-            f.size
-            for f, o in zip(inventory.files, outcomes, strict=True)
-            if o.category != "failure"
-        ),
-        errors=errors,
-        outcomes=outcomes,
-        associations=state.associations,
+def _config(
+    options: DicomOptions,
+    comment: str | None,
+    progress: ProgressCallback | None,
+    total: int,
+    bytes_total: int,
+) -> _Config:
+    """The workers' view of ``options``; loads the TLS files (an InputError when it cannot)."""
+    _check_aets(options.called_aet, options.calling_aet)
+    try:
+        ssl_context = options.tls.context() if options.tls is not None else None
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"cannot load the TLS files: {exc}") from exc
+    return _Config(
+        options.host,
+        options.port,
+        options.called_aet,
+        options.calling_aet,
+        options.timeout,
+        ssl_context,
+        options.max_attempts,
+        comment,
+        total,
+        bytes_total,
+        progress,
+        options.tcp_quickack,
     )

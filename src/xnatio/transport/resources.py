@@ -23,9 +23,9 @@ import httpx
 
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError
-from xnatio.plan import validate_label
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.transport.bodies import member_from_path, zip_body
+from xnatio.xnat.naming import validate_label
 from xnatio.xnat.session import XnatSession, error_message
 
 logger = logging.getLogger(__name__)

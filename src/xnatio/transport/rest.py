@@ -1,12 +1,14 @@
-"""Parallel REST upload through XNAT's import service (``POST /data/services/import``).
+"""The REST transport: batches streamed into XNAT's import service, then one commit.
 
-The session is cut into byte-balanced batches. Each batch is streamed as a tar or zip straight into
-the request body, with an exact Content-Length, by a pool of upload workers that share one login.
-Every batch goes to the prearchive with ``prevent_auto_commit=true`` under the same project, subject
-and session labels, so XNAT gathers them in one prearchive session; one commit then archives it with
-the chosen overwrite mode, and the session's file listing is checked against the inventory
-(``xnat-server-behaviour.md`` §3.3, §3.6-§3.9, §9, §11). With ``direct_archive`` the batches use
-Direct-Archive instead and the archive is triggered once every batch is in.
+Each batch is streamed as a tar or zip straight into the body of ``POST /data/services/import``,
+with an exact Content-Length, by a pool of upload workers that share one login. Every batch goes
+to the prearchive with ``prevent_auto_commit=true`` under the same project, subject and session
+labels, so XNAT gathers them in one prearchive session, and every response must name that session;
+:func:`commit` then archives it with the chosen overwrite mode (docs/xnat-behaviour.md §3.3,
+§3.6-§3.9, §9 and §11). With Direct-Archive the batches use Direct-Archive instead and the commit
+triggers the archive once every batch is in.
+
+The orchestration around it (plan, journal, resume, verification) is :mod:`xnatio.upload`.
 """
 
 from __future__ import annotations
@@ -22,63 +24,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
 
 import httpx
 
-from xnatio.config import XnatConfig, normalise_server
-from xnatio.errors import InputError, ServerResponseError, XnatioError
-from xnatio.inventory import DicomFile, Inventory, SkippedFile, build_inventory
-from xnatio.plan import Batch, check_inventory, entry_name, plan_batches, validate_label
+from xnatio.errors import ServerResponseError
+from xnatio.inventory import DicomFile, Inventory
+from xnatio.options import ArchiveFormat, ImportHandler, Overwrite, RestOptions
+from xnatio.plan import Batch
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.result.journal import Journal, JournalKey, JournalState
 from xnatio.transport.bodies import ArchiveError, ArchiveMember, make_body
-from xnatio.verify import (
-    Comparison,
-    PrearchiveSession,
-    ServerFile,
-    compare,
-    experiment_path,
-    find_prearchive_sessions,
-    list_prearchive_files,
-    list_session_files,
-    present_names,
-    scan_id_for,
-    stored_name,
-    template_name,
-)
+from xnatio.xnat.listings import experiment_path
+from xnatio.xnat.naming import entry_name
 from xnatio.xnat.session import XnatSession, error_message
 
-__all__ = [
-    "BatchOutcome",
-    "UploadCancelled",
-    "UploadPlan",
-    "UploadResult",
-    "list_session_files",
-    "plan_upload",
-    "upload_dicom_parallel_rest",
-]
+__all__ = ["BatchOutcome", "BatchRun", "commit", "send_batches"]
 
 logger = logging.getLogger(__name__)
-
-Overwrite = Literal["none", "append", "delete"]
-ArchiveFormat = Literal["tar", "zip"]
-ImportHandler = Literal["DICOM-zip", "gradual-DICOM"]
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _PREARC_URI = re.compile(r"^/data/prearchive/projects/([^/]+)/([^/]+)/([^/]+)$")
 _DA_URI = re.compile(r"^/xapi/direct-archive/([^/]+)/([^/]+)/([^/]+)$")
-
-
-class UploadCancelled(XnatioError):
-    """The upload was stopped by the user (Ctrl-C); ``result`` says what was sent."""
-
-    exit_code = 130
-
-    def __init__(self, message: str, result: UploadResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,115 +76,6 @@ class BatchOutcome:
     uris: tuple[str, ...] = ()
     error: str | None = None
     duration: float = 0.0
-
-
-@dataclass
-class UploadResult:
-    """Outcome of :func:`upload_dicom_parallel_rest`.
-
-    ``total_size_mb / duration`` is the throughput the user sees. ``sent_batches`` holds the
-    batches of this run (their files), ``present`` the inventory paths not sent because the
-    server already held them (path -> why), ``nothing_to_send`` is True when a re-run found
-    everything in place, and ``journal_path`` names the upload's journal.
-    """
-
-    success: bool
-    total_files: int
-    total_size_mb: float
-    duration: float
-    errors: list[str] = field(default_factory=list)
-    batches_succeeded: int = 0
-    batches_failed: int = 0
-    batches: list[BatchOutcome] = field(default_factory=list)
-    skipped: list[SkippedFile] = field(default_factory=list)
-    already_present: int = 0
-    files_sent: int = 0
-    bytes_sent: int = 0
-    retries: int = 0
-    prearchive_uris: list[str] = field(default_factory=list)
-    archive_uri: str | None = None
-    verification: Comparison | None = None
-    sent_batches: list[Batch] = field(default_factory=list)
-    present: dict[str, str] = field(default_factory=dict)
-    resumed: bool = False
-    nothing_to_send: bool = False
-    journal_path: str | None = None
-    files: list[DicomFile] = field(default_factory=list, repr=False)
-
-    @property
-    def throughput_mb_s(self) -> float:
-        """Payload megabytes per second over the whole run."""
-        return self.total_size_mb / self.duration if self.duration > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class UploadPlan:
-    """What an upload would send (``--dry-run``)."""
-
-    inventory: Inventory
-    batches: list[Batch]
-    studies: dict[str, int]
-    series: dict[str, int]
-
-
-def plan_upload(
-    source_dir: str | Path,
-    *,
-    project: str,
-    subject: str,
-    session: str,
-    num_batches: int = 42,
-    allow_multiple_studies: bool = False,
-    progress_callback: ProgressCallback | None = None,
-) -> UploadPlan:
-    """Scan ``source_dir`` and cut it into batches, sending nothing.
-
-    Parameters
-    ----------
-    source_dir
-        A folder (searched recursively) or a ``.zip``, ``.tar``, ``.tar.gz``/``.tgz`` file.
-    project, subject, session
-        Target labels, checked against XNAT's ``[A-Za-z0-9_-]`` rule.
-    num_batches
-        How many byte-balanced batches to cut (never more than there are files).
-    allow_multiple_studies
-        Accept a source holding several StudyInstanceUIDs.
-    progress_callback
-        Receives ``scanning`` events while headers are read.
-
-    Returns
-    -------
-    UploadPlan
-        The inventory (its source stays open: close it, or hand the plan to
-        :func:`upload_dicom_parallel_rest`, which does), the batches, and file counts per study
-        and per scan.
-
-    Raises
-    ------
-    InputError
-        Bad labels, no DICOM files, several studies (unless allowed), conflicting duplicates.
-    """
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        validate_label(kind, value)
-    if num_batches < 1:
-        raise InputError("--num-batches must be at least 1")
-
-    def scan_progress(done: int, total: int) -> None:
-        emit(progress_callback, ProgressEvent("scanning", done, total, "reading DICOM headers"))
-
-    inventory = build_inventory(source_dir, progress=scan_progress)
-    try:
-        inventory = check_inventory(inventory, allow_multiple_studies=allow_multiple_studies)
-        batches = plan_batches(inventory.files, num_batches)
-    except BaseException:
-        inventory.source.close()
-        raise
-    studies: dict[str, int] = {}
-    series: dict[str, int] = {}
-    for f in inventory.files:
-        studies[f.study_instance_uid] = studies.get(f.study_instance_uid, 0) + 1
-        series[scan_id_for(f)] = series.get(scan_id_for(f), 0) + 1
-    return UploadPlan(inventory=inventory, batches=batches, studies=studies, series=series)
 
 
 class _Progress:
@@ -362,323 +218,87 @@ def _check_uris(
     return None
 
 
-def upload_dicom_parallel_rest(
+@dataclass
+class BatchRun:
+    """What :func:`send_batches` did.
+
+    Attributes
+    ----------
+    outcomes
+        One outcome per batch that finished (all of them unless ``cancelled``), by index.
+    cancelled
+        True when Ctrl-C stopped the run; batches in flight were abandoned.
+    retries
+        Requests repeated after a retryable failure.
+    bytes_total
+        Request body bytes of all batches (archive framing included).
+    """
+
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+    cancelled: bool = False
+    retries: int = 0
+    bytes_total: int = 0
+
+
+def send_batches(
+    xnat: XnatSession,
+    inventory: Inventory,
+    batches: Sequence[Batch],
     *,
-    server: str,
-    username: str,
-    password: str,
-    source_dir: str | Path,
+    options: RestOptions,
     project: str,
     subject: str,
     session: str,
-    verify_tls: bool | str = True,
-    num_batches: int = 42,
-    upload_workers: int = 42,
-    archive_workers: int = 5,
-    archive_format: ArchiveFormat = "tar",
     progress_callback: ProgressCallback | None = None,
-    timeout: float = 10800.0,
-    overwrite: Overwrite = "none",
-    direct_archive: bool = False,
-    import_handler: ImportHandler = "DICOM-zip",
-    allow_multiple_studies: bool = False,
-    verify: bool = True,
-    max_attempts: int = 5,
-    plan: UploadPlan | None = None,
-    journal: str | Path | bool = True,
-    resume: bool = False,
-) -> UploadResult:
-    """Upload a DICOM session to XNAT through the import service, in parallel batches.
+    on_batch: Callable[[Batch, BatchOutcome], None] | None = None,
+) -> BatchRun:
+    """Send ``batches`` in parallel, each into the import service.
 
     Parameters
     ----------
-    server, username, password, verify_tls
-        The XNAT server and credentials; ``verify_tls`` may be a CA bundle path.
-    source_dir
-        A folder (searched recursively) or a ``.zip``, ``.tar``, ``.tar.gz``/``.tgz`` file.
+    xnat
+        A logged-in session with room for ``options.upload_workers`` connections.
+    inventory
+        Where the files' bytes come from.
+    batches
+        What to send, one request each.
+    options
+        Workers, body format, handler, timeout, attempts, Direct-Archive.
     project, subject, session
-        Target labels (``[A-Za-z0-9_-]``). The project must exist.
-    num_batches, upload_workers
-        Batches to cut the session into, and how many are sent at once.
-    archive_workers
-        Kept for compatibility with earlier xnatio versions: archives are now streamed by the
-        upload workers while they send, so there is no separate archiving pool to size.
-    archive_format
-        ``tar`` (default) or ``zip`` request bodies.
+        The target; every response must name it.
     progress_callback
-        Receives :class:`~xnatio.progress.ProgressEvent` objects from worker threads.
-    timeout
-        Seconds allowed for each request.
-    overwrite
-        ``none``: the session must be new. ``append``: add to an existing session, sending only
-        the instances it lacks. ``delete``: replace files that exist with the same name.
-    direct_archive
-        Use Direct-Archive (brand-new sessions only) instead of prearchive plus commit.
-    import_handler
-        ``DICOM-zip`` (batches) or ``gradual-DICOM`` (one request per file).
-    allow_multiple_studies
-        Accept a source holding several StudyInstanceUIDs.
-    verify
-        Compare the session's file listing with the inventory after the commit.
-    max_attempts
-        Requests per batch before it counts as failed (connection errors, 429, 5xx, timeouts).
-    plan
-        A plan from :func:`plan_upload` to reuse instead of scanning ``source_dir`` again.
-    journal
-        Keep a journal of the instances confirmed sent: ``True`` (default) in the user's cache
-        folder (:func:`xnatio.result.journal.default_journal_dir`), a path, or ``False`` for none.
-    resume
-        Send only what is missing after an interrupted upload: the journal narrows the
-        candidates, the server's listings (archive, and the prearchive session left uncommitted)
-        confirm them; the missing batches go into the same prearchive session, which is then
-        committed once (``append`` when part of the session is already archived). A completed
-        upload sends nothing.
+        Receives ``uploading`` events from the worker threads.
+    on_batch
+        Called from the worker thread with each batch the server confirmed (the journal records
+        its instances here).
 
     Returns
     -------
-    UploadResult
-        Success is True only when every batch landed, the commit worked and (when ``verify``)
-        every instance is present exactly once.
-
-    Raises
-    ------
-    InputError
-        Bad input found before anything was sent.
-    AuthenticationError, ConnectionFailedError
-        Login failed or the server was unreachable; nothing was sent.
-    UploadCancelled
-        Ctrl-C; carries the partial result.
+    BatchRun
+        Outcomes, and whether Ctrl-C stopped the run (then nothing more is sent).
     """
-    del archive_workers  # see the docstring
-    if overwrite not in ("none", "append", "delete"):
-        raise InputError(f"--overwrite must be none, append or delete, not {overwrite!r}")
-    if archive_format not in ("tar", "zip"):
-        raise InputError(f"--archive-format must be tar or zip, not {archive_format!r}")
-    if import_handler not in ("DICOM-zip", "gradual-DICOM"):
-        raise InputError(
-            f"--import-handler must be DICOM-zip or gradual-DICOM, not {import_handler!r}"
-        )
-    if upload_workers < 1:
-        raise InputError("--upload-workers must be at least 1")
-    if resume and direct_archive:
-        raise InputError(
-            "--resume sends the missing batches into the prearchive session left by the "
-            "interrupted upload; drop --direct-archive"
-        )
-    config = XnatConfig(
-        server=normalise_server(server), username=username, password=password, verify_tls=verify_tls
-    )
-    started = time.monotonic()
-    log: Journal | None = None
-    try:
-        with XnatSession(config, timeout=timeout, max_connections=upload_workers + 4) as xnat:
-            if plan is None:
-                # Log in and look at the server while the headers are read: on a distant server
-                # these round trips would otherwise add to the time before the first byte.
-                with cf.ThreadPoolExecutor(1, thread_name_prefix="xio-preflight") as pool:
-                    checks = pool.submit(_preflight, xnat, project, subject, session)
-                    plan = plan_upload(
-                        source_dir,
-                        project=project,
-                        subject=subject,
-                        session=session,
-                        num_batches=num_batches,
-                        allow_multiple_studies=allow_multiple_studies,
-                        progress_callback=progress_callback,
-                    )
-                    try:
-                        existing = checks.result()
-                    except BaseException:
-                        plan.inventory.source.close()
-                        raise
-            else:
-                try:
-                    existing = _preflight(xnat, project, subject, session)
-                except BaseException:
-                    plan.inventory.source.close()
-                    raise
-            inventory = plan.inventory
-            try:
-                if journal is not False:
-                    key = JournalKey.create(
-                        server=config.server,
-                        project=project,
-                        subject=subject,
-                        session=session,
-                        files=inventory.files,
-                    )
-                    log = Journal.for_upload(key, None if journal is True else journal)
-                return _run(
-                    xnat,
-                    plan,
-                    existing=existing,
-                    journal=log,
-                    resume=resume,
-                    project=project,
-                    subject=subject,
-                    session=session,
-                    num_batches=num_batches,
-                    upload_workers=upload_workers,
-                    archive_format=archive_format,
-                    progress_callback=progress_callback,
-                    timeout=timeout,
-                    overwrite=overwrite,
-                    direct_archive=direct_archive,
-                    import_handler=import_handler,
-                    verify=verify,
-                    max_attempts=max_attempts,
-                    started=started,
-                )
-            finally:
-                inventory.source.close()
-    finally:
-        if log is not None:
-            log.close()
-
-
-def _preflight(
-    xnat: XnatSession, project: str, subject: str, session: str
-) -> list[ServerFile] | None:
-    """Log in, check the project, and list the session's files (None when it does not exist)."""
-    xnat.login()
-    response = xnat.request("GET", f"/data/projects/{project}", params={"format": "json"})
-    if response.status_code in (403, 404):
-        raise InputError(
-            f"project {project} does not exist on {xnat.config.server} or {xnat.config.username} "
-            "cannot read it; check the project ID (XNAT would silently file the data as Unassigned)"
-        )
-    xnat.check(response, f"checking project {project}")
-    return list_session_files(xnat, project, subject, session)
-
-
-_experiment_path = experiment_path
-
-
-def _run(
-    xnat: XnatSession,
-    plan: UploadPlan,
-    *,
-    existing: list[ServerFile] | None,
-    journal: Journal | None,
-    resume: bool,
-    project: str,
-    subject: str,
-    session: str,
-    num_batches: int,
-    upload_workers: int,
-    archive_format: ArchiveFormat,
-    progress_callback: ProgressCallback | None,
-    timeout: float,
-    overwrite: Overwrite,
-    direct_archive: bool,
-    import_handler: ImportHandler,
-    verify: bool,
-    max_attempts: int,
-    started: float,
-) -> UploadResult:
-    inventory = plan.inventory
-    files = inventory.files
-    state = journal.state if journal is not None else JournalState()
-    where = f" (journal {journal.path})" if journal is not None else ""
-    present: dict[str, str] = {}
-    adopted: list[PrearchiveSession] = []
-    commit_overwrite = overwrite
-    if resume:
-        study_uids = {f.study_instance_uid for f in files}
-        # The prearchive session an interrupted upload left uncommitted: new batches land in it
-        # anyway (same project, StudyInstanceUID and label), and it must be committed.
-        adopted = [
-            p
-            for p in find_prearchive_sessions(xnat, project, session, study_uids)
-            if p.project == project
-            and p.name == session
-            and p.study_uid in study_uids
-            and p.status.lstrip("_") not in _NOT_INTERRUPTIBLE
-        ]
-        todo = _resume_candidates(xnat, files, existing, adopted, state, present)
-        batches = plan_batches(todo, num_batches) if todo else []
-        if existing is not None and overwrite == "none":
-            commit_overwrite = "append"
-        logger.info(
-            "resuming: %d of %d instances are confirmed on the server; sending %d",
-            len(present),
-            len(files),
-            len(todo),
-        )
-    elif state.unfinished and overwrite == "none":
-        raise InputError(
-            f"an earlier upload of this source to {project}/{subject}/{session} did not finish"
-            f"{where}, {len(state.confirmed)} of {len(files)} instances confirmed; run the same "
-            "command with --resume to send only what is missing"
-        )
-    elif existing is not None:
-        if direct_archive:
-            raise InputError(
-                f"session {session} already exists in {project}; Direct-Archive only works for new "
-                "sessions: drop --direct-archive and use --overwrite append or delete"
-            )
-        if overwrite == "none":
-            earlier = " and this upload completed earlier" if state.complete else ""
-            raise InputError(
-                f"session {session} already exists in {project}{earlier}; use --resume to check it "
-                "and send anything missing, --overwrite append to add the missing instances or "
-                "--overwrite delete to replace files"
-            )
-        if overwrite == "append":
-            have = present_names(existing)
-            todo = []
-            for f in files:
-                if (scan_id_for(f), stored_name(f)) in have or (
-                    scan_id_for(f),
-                    template_name(f),
-                ) in have:
-                    present[f.path] = "already in the archived session"
-                else:
-                    todo.append(f)
-            if present:
-                logger.info(
-                    "%d instances are already in the session; not sending them", len(present)
-                )
-            batches = plan_batches(todo, num_batches) if todo else []
-        else:
-            batches = plan.batches
-    else:
-        batches = plan.batches
-    already_present = len(present)
-
-    result = UploadResult(
-        success=False,
-        total_files=len(files),
-        total_size_mb=inventory.total_bytes / 1e6,
-        duration=0.0,
-        skipped=list(inventory.skipped),
-        already_present=already_present,
-        present=present,
-        resumed=resume,
-        journal_path=str(journal.path) if journal is not None else None,
-        files=list(files),
-    )
-    if journal is not None:
-        journal.start_run(resume=resume, total=len(files))
-    if import_handler == "gradual-DICOM":
-        # One request per instance: every file is its own batch.
-        batches = [
-            Batch(index=i, files=(f,)) for i, f in enumerate(f for b in batches for f in b.files)
-        ]
-
-    result.sent_batches = list(batches)
     progress = _Progress(progress_callback, len(batches), 0)
     bodies = [
         _make_body(
-            inventory, b, archive_format, import_handler, functools.partial(progress.add, b.index)
+            inventory,
+            b,
+            options.archive_format,
+            options.import_handler,
+            functools.partial(progress.add, b.index),
         )
         for b in batches
     ]
     progress.bytes_total = sum(length for _, length, _ in bodies)
+    run = BatchRun(bytes_total=progress.bytes_total)
+    if not batches:
+        return run
     cancel = threading.Event()
-    outcomes: list[BatchOutcome] = []
     params = _import_params(
-        project, subject, session, handler=import_handler, direct_archive=direct_archive
+        project,
+        subject,
+        session,
+        handler=options.import_handler,
+        direct_archive=options.direct_archive,
     )
     send = functools.partial(
         _send_batch,
@@ -686,186 +306,52 @@ def _run(
         params=params,
         project=project,
         session=session,
-        direct_archive=direct_archive,
+        direct_archive=options.direct_archive,
         progress=progress,
         cancel=cancel,
-        max_attempts=max_attempts,
-        timeout=timeout,
+        max_attempts=options.max_attempts,
+        timeout=options.timeout,
     )
-    if journal is not None:
-        send = functools.partial(_send_and_record, send, journal)
-    if batches:
-        progress.emit("starting")
-        pool = cf.ThreadPoolExecutor(
-            max_workers=min(upload_workers, len(batches)), thread_name_prefix="xio-up"
-        )
-        futures = [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
-        # Each batch's archive plan now lives only in its queued work item, which the pool drops
-        # once the batch is sent: memory shrinks as batches finish.
-        del bodies
-        try:
-            pending: set[cf.Future[BatchOutcome]] = set(futures)
-            while pending:
-                # Short waits keep the main thread responsive to Ctrl-C.
-                _, pending = cf.wait(pending, timeout=0.25)
-        except KeyboardInterrupt:
-            cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            done = [
-                f.result()
-                for f in futures
-                if f.done() and not f.cancelled() and f.exception() is None
-            ]
-            result.batches = sorted(done, key=lambda o: o.index)
-            _tally(result, progress)
-            result.duration = time.monotonic() - started
-            sent = sum(o.files for o in result.batches if o.success)
-            raise UploadCancelled(
-                f"interrupted: {sent} of {len(files)} instances were sent in "
-                f"{result.batches_succeeded} complete batches; nothing was committed. "
-                "Run the same command again with --resume to send the rest",
-                result,
-            ) from None
-        pool.shutdown(wait=True)
-        outcomes = [f.result() for f in futures]
-    result.batches = outcomes
-    _tally(result, progress)
-    for o in outcomes:
-        if not o.success:
-            result.errors.append(f"batch {o.index + 1} ({o.files} files): {o.error}")
-
-    session_uris: list[str] = []
-    for uri in [u for o in outcomes for u in o.uris] + [p.url for p in adopted]:
-        if uri not in session_uris:
-            session_uris.append(uri)
-    result.prearchive_uris = session_uris
-    if resume and not batches and not adopted and existing is not None:
-        result.nothing_to_send = True
-
-    if session_uris:
-        emit(progress_callback, ProgressEvent("committing", 0, len(session_uris), "archiving"))
-        for uri in session_uris:
-            try:
-                result.archive_uri = _commit(
-                    xnat, uri, project, subject, session, commit_overwrite, direct_archive
-                )
-                if journal is not None:
-                    journal.record_commit(result.archive_uri)
-            except ServerResponseError as exc:
-                result.errors.append(f"commit of {uri} failed: {exc.message}")
-        emit(
-            progress_callback,
-            ProgressEvent("committing", len(session_uris), len(session_uris), "archived"),
-        )
-    elif batches:
-        result.errors.append("no batch reached the server; nothing was committed")
-
-    if verify and (session_uris or existing is not None):
-        emit(
-            progress_callback,
-            ProgressEvent("verifying", 0, len(files), "checking the session's files"),
-        )
-        result.verification = _verify(xnat, files, project, subject, session)
-        comp = result.verification
-        if not comp.ok:
-            for path in comp.missing:
-                result.errors.append(f"missing on the server: {path}")
-            for path in comp.duplicated:
-                result.errors.append(f"present more than once on the server: {path}")
-            for path, scan in comp.misplaced:
-                result.errors.append(f"filed under scan {scan} instead of its own: {path}")
-        emit(progress_callback, ProgressEvent("verifying", comp.matched, len(files), "checked"))
-
-    result.duration = time.monotonic() - started
-    result.success = not result.errors
-    if journal is not None:
-        journal.record_done(
-            ok=result.success,
-            matched=result.verification.matched if result.verification is not None else 0,
-            expected=len(files),
-        )
-    emit(
-        progress_callback,
-        ProgressEvent("done", len(files), len(files), "done", bytes_sent=result.bytes_sent),
+    if on_batch is not None:
+        send = functools.partial(_send_and_report, send, on_batch)
+    progress.emit("starting")
+    pool = cf.ThreadPoolExecutor(
+        max_workers=min(options.upload_workers, len(batches)), thread_name_prefix="xio-up"
     )
-    return result
+    futures = [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
+    # Each batch's archive plan now lives only in its queued work item, which the pool drops once
+    # the batch is sent: memory shrinks as batches finish.
+    del bodies
+    try:
+        pending: set[cf.Future[BatchOutcome]] = set(futures)
+        while pending:
+            # Short waits keep the main thread responsive to Ctrl-C.
+            _, pending = cf.wait(pending, timeout=0.25)
+    except KeyboardInterrupt:
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        done = [f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()]
+        run.outcomes = sorted(done, key=lambda o: o.index)
+        run.cancelled = True
+        run.retries = progress.retries
+        return run
+    pool.shutdown(wait=True)
+    run.outcomes = [f.result() for f in futures]
+    run.retries = progress.retries
+    return run
 
 
-# Prearchive states in which new data starts a new session row (§3.4 step 6).
-_NOT_INTERRUPTIBLE = frozenset(
-    {
-        "ARCHIVING",
-        "QUEUED_ARCHIVING",
-        "MOVING",
-        "QUEUED_MOVING",
-        "DELETING",
-        "QUEUED_DELETING",
-        "SEPARATING",
-        "QUEUED_SEPARATING",
-    }
-)
-
-
-def _resume_candidates(
-    xnat: XnatSession,
-    files: Sequence[DicomFile],
-    existing: list[ServerFile] | None,
-    adopted: Sequence[PrearchiveSession],
-    state: JournalState,
-    present: dict[str, str],
-) -> list[DicomFile]:
-    """The instances a resume must send; fills ``present`` with those it need not send.
-
-    The archive listing is authoritative. The prearchive session is listed when the server
-    offers a prearchive file listing; otherwise an instance the journal confirmed counts as
-    present when the prearchive session it was sent into is still there (re-sending would only
-    replace it, so trusting the journal saves time without risking a duplicate, and the
-    verification after the commit catches anything lost).
-    """
-    archived = present_names(existing) if existing is not None else set()
-    pre_names: set[tuple[str, str]] | None = set()
-    for p in adopted:
-        listed = list_prearchive_files(xnat, p.url)
-        if listed is None:
-            pre_names = None
-            break
-        assert pre_names is not None
-        pre_names |= present_names(listed)
-    todo: list[DicomFile] = []
-    for f in files:
-        keys = {(scan_id_for(f), stored_name(f)), (scan_id_for(f), template_name(f))}
-        if keys & archived:
-            present[f.path] = "already in the archived session"
-        elif pre_names is not None and adopted and keys & pre_names:
-            present[f.path] = "already in the uncommitted prearchive session"
-        elif pre_names is None and f.sop_instance_uid in state.confirmed:
-            present[f.path] = "confirmed by the journal, in the uncommitted prearchive session"
-        else:
-            todo.append(f)
-    return todo
-
-
-def _send_and_record(
+def _send_and_report(
     send: Callable[[Batch, tuple[str, int, object]], BatchOutcome],
-    journal: Journal,
+    on_batch: Callable[[Batch, BatchOutcome], None],
     batch: Batch,
     body: tuple[str, int, object],
 ) -> BatchOutcome:
-    """Send a batch and, once the server confirmed it, journal its instances."""
+    """Send a batch and, once the server confirmed it, hand it to ``on_batch``."""
     outcome = send(batch, body)
     if outcome.success:
-        journal.record_sent(
-            [f.sop_instance_uid for f in batch.files], batch=batch.index, uris=outcome.uris
-        )
+        on_batch(batch, outcome)
     return outcome
-
-
-def _tally(result: UploadResult, progress: _Progress) -> None:
-    result.batches_succeeded = sum(1 for o in result.batches if o.success)
-    result.batches_failed = sum(1 for o in result.batches if not o.success)
-    result.files_sent = sum(o.files for o in result.batches if o.success)
-    result.bytes_sent = sum(o.bytes for o in result.batches if o.success)
-    result.retries = progress.retries
 
 
 def _make_body(
@@ -1028,7 +514,7 @@ def _revalidate(xnat: XnatSession) -> None:
         xnat.request("GET", "/data/auth")
 
 
-def _commit(
+def commit(
     xnat: XnatSession,
     uri: str,
     project: str,
@@ -1041,7 +527,7 @@ def _commit(
     if uri.startswith("/xapi/"):
         response = xnat.request("POST", uri)
         xnat.check(response, f"triggering Direct-Archive of {uri}", ok=(200, 201, 202, 301, 303))
-        return _experiment_path(project, subject, session).replace("/data/", "/data/archive/", 1)
+        return experiment_path(project, subject, session).replace("/data/", "/data/archive/", 1)
     params = {
         "src": uri.removeprefix("/data"),
         "dest": f"/archive/projects/{project}/subjects/{subject}/experiments/{session}",
@@ -1070,15 +556,3 @@ def _commit(
         time.sleep(_backoff(attempt))
     assert last is not None
     raise last
-
-
-def _verify(
-    xnat: XnatSession, files: Sequence[DicomFile], project: str, subject: str, session: str
-) -> Comparison:
-    listed: list[ServerFile] | None = None
-    for attempt in range(1, 6):
-        listed = list_session_files(xnat, project, subject, session)
-        if listed is not None:
-            break
-        time.sleep(0.5 * attempt)
-    return compare(files, listed or [])

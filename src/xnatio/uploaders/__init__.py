@@ -1,23 +1,23 @@
-"""The transports: parallel REST import, parallel DICOM C-STORE, and resource uploads."""
+"""The seed's entry points, kept where earlier versions had them.
+
+``from xnatio.uploaders import upload_dicom_parallel_rest`` keeps working; new code can import the
+same names from :mod:`xnatio` itself.
+"""
 
 from __future__ import annotations
 
-from xnatio.transport.dicom_store import (
+from xnatio.options import DicomTls
+from xnatio.plan import UploadPlan, plan_upload
+from xnatio.result.outcome import (
     DicomStoreCancelled,
     DicomStoreResult,
-    DicomTls,
-    InstanceOutcome,
-    send_dicom_store,
-)
-from xnatio.transport.resources import ResourceUploadResult, upload_resource
-from xnatio.transport.rest import (
-    BatchOutcome,
     UploadCancelled,
-    UploadPlan,
     UploadResult,
-    plan_upload,
-    upload_dicom_parallel_rest,
 )
+from xnatio.transport.dicom_store import InstanceOutcome
+from xnatio.transport.resources import ResourceUploadResult, upload_resource
+from xnatio.transport.rest import BatchOutcome
+from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest
 
 __all__ = [
     "BatchOutcome",

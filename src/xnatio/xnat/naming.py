@@ -1,12 +1,32 @@
-"""XNAT's rules for where a DICOM instance is filed: scan folder and stored file name.
+"""Every XNAT naming rule xnatio relies on, in one place.
 
-Shared by the client (to predict and verify stored names) and the sandbox (to reproduce XNAT).
-See ``xnat-server-behaviour.md`` §3.4 step 8 and §4.3.
+Labels (what XNAT accepts as a project, subject or session), the archive entry name xnatio gives an
+instance, the scan folder and stored file name XNAT derives from it, XNAT's template name for
+renamed files, and the Patient Comments string that routes a C-STORE instance. The client uses
+them to predict and verify what the server holds; the sandbox uses the same functions to behave
+like XNAT. See docs/xnat-behaviour.md §1.2, §3.4 (step 8), §4.3 and §6.2.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Protocol
+
+from xnatio.errors import InputError
+
+__all__ = [
+    "InstanceKeys",
+    "entry_name",
+    "java_list_hash_base36",
+    "routing_comment",
+    "safe_name",
+    "scan_folder",
+    "scan_id_for",
+    "stored_name",
+    "template_file_name",
+    "template_name",
+    "validate_label",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _WORD = re.compile(r"[\w.-]+", re.ASCII)
@@ -76,3 +96,90 @@ def template_file_name(
         ]
     )
     return safe_name(name).lstrip(".") + ".dcm"
+
+
+# -- labels -----------------------------------------------------------------------------------
+
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def validate_label(kind: str, value: str) -> None:
+    """Check an XNAT project ID, subject or session label (docs/xnat-behaviour.md §1.2).
+
+    Parameters
+    ----------
+    kind
+        What the value is, for the message (``"project"``, ``"subject"``, ``"session"``).
+    value
+        The label.
+
+    Raises
+    ------
+    InputError
+        If ``value`` is empty or has characters outside ``A-Z a-z 0-9 _ -`` (XNAT's
+        ``REGEX_VALID_ID``; labels with other characters are refused or silently rewritten).
+    """
+    if not value:
+        raise InputError(f"{kind} label is empty; use letters, digits, '_' or '-'")
+    if _LABEL.fullmatch(value):
+        return
+    bad = "".join(sorted({c for c in value if not _LABEL.fullmatch(c)}))
+    raise InputError(
+        f"{kind} label {value!r} has characters XNAT does not accept ({bad!r}); "
+        "use only letters A-Z a-z, digits 0-9, '_' and '-'"
+    )
+
+
+def routing_comment(project: str, subject: str, session: str) -> str:
+    """Patient Comments (0010,4000) value that routes a C-STORE instance in XNAT (§6.2)."""
+    return f"Project:{project} Subject:{subject} Session:{session}"
+
+
+# -- names of one instance --------------------------------------------------------------------
+
+
+class InstanceKeys(Protocol):
+    """The header values the naming rules need (an inventory's ``DicomFile`` has them)."""
+
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def sop_class_uid(self) -> str: ...
+    @property
+    def study_instance_uid(self) -> str: ...
+    @property
+    def series_instance_uid(self) -> str: ...
+    @property
+    def series_number(self) -> str: ...
+    @property
+    def instance_number(self) -> str: ...
+
+
+def entry_name(f: InstanceKeys) -> str:
+    """Archive entry name xnatio gives an instance: ``<SOPInstanceUID>.dcm``.
+
+    With ``rename=false`` XNAT stores the entry path with unsafe characters replaced (§4.3); a
+    UID is already safe, so the stored name is predictable.
+    """
+    return f"{f.sop_instance_uid}.dcm"
+
+
+def stored_name(f: InstanceKeys) -> str:
+    """The file name XNAT stores for an instance sent by xnatio (``rename=false``)."""
+    return safe_name(entry_name(f))
+
+
+def scan_id_for(f: InstanceKeys) -> str:
+    """The scan folder XNAT files an instance under (see :func:`scan_folder`)."""
+    return scan_folder(f.series_number, f.series_instance_uid)
+
+
+def template_name(f: InstanceKeys) -> str:
+    """The name XNAT gives the instance with ``rename=true`` or on a name collision."""
+    return template_file_name(
+        f.study_instance_uid,
+        f.series_number,
+        f.instance_number,
+        f.sop_class_uid,
+        f.sop_instance_uid,
+    )

@@ -1,0 +1,311 @@
+"""The REST upload: plan and pre-flight, what to send, the batches, one commit, verification.
+
+Every batch goes to the prearchive with ``prevent_auto_commit=true`` under the same labels, so XNAT
+gathers them in one prearchive session; one commit archives it with the overwrite mode
+(docs/xnat-behaviour.md §3.8, §3.9, §9). A resume adds the missing batches to the session an
+interrupted upload left uncommitted, then commits once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from xnatio.config import XnatConfig
+from xnatio.errors import InputError, ServerResponseError
+from xnatio.inventory import DicomFile
+from xnatio.options import Overwrite, RestOptions
+from xnatio.plan import Batch, UploadPlan, plan_batches
+from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.result.journal import Journal, JournalState
+from xnatio.result.outcome import UploadCancelled, UploadResult
+from xnatio.result.resume import ServerHoldings, gather_holdings, refuse_rerun, resume_todo
+from xnatio.transport.rest import BatchOutcome, BatchRun, commit, send_batches
+from xnatio.upload.steps import Target, open_journal, plan_with_preflight, verify, xnat_session
+from xnatio.verify import compare
+from xnatio.verify.compare import present_names
+from xnatio.xnat.listings import PrearchiveSession, ServerFile
+from xnatio.xnat.session import XnatSession
+
+__all__ = ["run_rest"]
+
+logger = logging.getLogger(__name__)
+
+# After the commit the archived session is listed at once; a server that is slow to show it is
+# given this long before the comparison counts what is missing.
+_VERIFY_WAIT = 7.5
+_VERIFY_POLL = 0.5
+
+
+def run_rest(
+    source: str | Path | UploadPlan,
+    target: Target,
+    options: RestOptions,
+    config: XnatConfig,
+    *,
+    verify_after: bool,
+    journal: str | Path | bool,
+    resume: bool,
+    allow_multiple_studies: bool,
+    progress_callback: ProgressCallback | None,
+) -> UploadResult:
+    """Upload ``source`` to ``target`` over REST; see :func:`xnatio.upload_dicom_parallel_rest`."""
+    options.check()
+    if resume and options.direct_archive:
+        raise InputError(
+            "--resume sends the missing batches into the prearchive session left by the "
+            "interrupted upload; drop --direct-archive"
+        )
+    started = time.monotonic()
+    with xnat_session(config, timeout=options.timeout, workers=options.upload_workers) as xnat:
+        plan, existing = plan_with_preflight(
+            xnat,
+            source,
+            target,
+            num_batches=options.num_batches,
+            allow_multiple_studies=allow_multiple_studies,
+            progress_callback=progress_callback,
+        )
+        with (
+            plan.inventory,
+            open_journal(
+                journal,
+                server=config.server,
+                target=target,
+                files=plan.inventory.files,
+                transport="rest",
+            ) as log,
+        ):
+            run = _RestRun(xnat, plan, target, options, log, progress_callback, started)
+            return run.run(existing, resume=resume, verify_after=verify_after)
+
+
+class _RestRun:
+    """One REST upload after planning: choose, send, commit, verify, record."""
+
+    def __init__(
+        self,
+        xnat: XnatSession,
+        plan: UploadPlan,
+        target: Target,
+        options: RestOptions,
+        journal: Journal | None,
+        progress_callback: ProgressCallback | None,
+        started: float,
+    ) -> None:
+        self.xnat = xnat
+        self.plan = plan
+        self.files = plan.inventory.files
+        self.target = target
+        self.options = options
+        self.journal = journal
+        self.progress_callback = progress_callback
+        self.started = started
+
+    def run(
+        self, existing: list[ServerFile] | None, *, resume: bool, verify_after: bool
+    ) -> UploadResult:
+        batches, present, adopted, overwrite = self.choose(existing, resume)
+        inventory = self.plan.inventory
+        result = UploadResult(
+            success=False,
+            total_files=len(self.files),
+            total_size_mb=inventory.total_bytes / 1e6,
+            duration=0.0,
+            skipped=list(inventory.skipped),
+            already_present=len(present),
+            present=present,
+            resumed=resume,
+            journal_path=str(self.journal.path) if self.journal is not None else None,
+            files=list(self.files),
+        )
+        if self.journal is not None:
+            self.journal.start_run(resume=resume, total=len(self.files))
+        if self.options.import_handler == "gradual-DICOM":
+            # One request per instance: every file is its own batch.
+            batches = [
+                Batch(index=i, files=(f,))
+                for i, f in enumerate(f for b in batches for f in b.files)
+            ]
+        result.sent_batches = list(batches)
+        sent = self.send(batches)
+        _tally(result, sent)
+        if sent.cancelled:
+            result.duration = time.monotonic() - self.started
+            raise UploadCancelled(
+                f"interrupted: {result.files_sent} of {len(self.files)} instances were sent in "
+                f"{result.batches_succeeded} complete batches; nothing was committed. Run the "
+                "same command again with --resume to send the rest",
+                result,
+            )
+        for o in sent.outcomes:
+            if not o.success:
+                result.errors.append(f"batch {o.index + 1} ({o.files} files): {o.error}")
+        uris: list[str] = []
+        for uri in [u for o in sent.outcomes for u in o.uris] + [p.url for p in adopted]:
+            if uri not in uris:
+                uris.append(uri)
+        result.prearchive_uris = uris
+        if resume and not batches and not adopted and existing is not None:
+            result.nothing_to_send = True
+        if uris:
+            self.commit(result, uris, overwrite)
+        elif batches:
+            result.errors.append("no batch reached the server; nothing was committed")
+        if verify_after and (uris or existing is not None):
+            self.verify(result)
+        result.duration = time.monotonic() - self.started
+        result.success = not result.errors
+        if self.journal is not None:
+            self.journal.record_done(
+                ok=result.success,
+                matched=result.verification.matched if result.verification is not None else 0,
+                expected=len(self.files),
+            )
+        emit(
+            self.progress_callback,
+            ProgressEvent(
+                "done", len(self.files), len(self.files), "done", bytes_sent=result.bytes_sent
+            ),
+        )
+        return result
+
+    def choose(
+        self, existing: list[ServerFile] | None, resume: bool
+    ) -> tuple[list[Batch], dict[str, str], list[PrearchiveSession], Overwrite]:
+        """What to send: batches, what is already there (path -> why), sessions to commit,
+        and the overwrite mode of the commit."""
+        options, target, files = self.options, self.target, self.files
+        state = self.journal.state if self.journal is not None else JournalState()
+        if resume:
+            holdings = gather_holdings(
+                self.xnat, files, project=target.project, session=target.session, archived=existing
+            )
+            todo, present = resume_todo(files, holdings, state.confirmed)
+            logger.info(
+                "resuming: %d of %d instances are confirmed on the server; sending %d",
+                len(present),
+                len(files),
+                len(todo),
+            )
+            # Part of the session may already be archived: the commit then appends.
+            overwrite: Overwrite = (
+                "append"
+                if existing is not None and options.overwrite == "none"
+                else options.overwrite
+            )
+            return self.batches(todo), present, holdings.sessions, overwrite
+        if options.overwrite == "none" and self.journal is not None:
+            refuse_rerun(
+                state,
+                transport="rest",
+                target=str(target),
+                files=len(files),
+                journal_path=str(self.journal.path),
+            )
+        if existing is None:
+            return self.plan.batches, {}, [], options.overwrite
+        if options.direct_archive:
+            raise InputError(
+                f"session {target.session} already exists in {target.project}; Direct-Archive "
+                "only works for new sessions: drop --direct-archive and use --overwrite append "
+                "or delete"
+            )
+        if options.overwrite == "none":
+            earlier = " and this upload completed earlier" if state.complete else ""
+            raise InputError(
+                f"session {target.session} already exists in {target.project}{earlier}; use "
+                "--resume to check it and send anything missing, --overwrite append to add the "
+                "missing instances or --overwrite delete to replace files"
+            )
+        if options.overwrite == "append":
+            todo, present = resume_todo(
+                files, ServerHoldings(archived=present_names(existing)), set()
+            )
+            if present:
+                logger.info(
+                    "%d instances are already in the session; not sending them", len(present)
+                )
+            return self.batches(todo), present, [], "append"
+        return self.plan.batches, {}, [], options.overwrite
+
+    def batches(self, todo: list[DicomFile]) -> list[Batch]:
+        """Re-cut the batches for a subset of the inventory."""
+        return plan_batches(todo, self.options.num_batches) if todo else []
+
+    def send(self, batches: list[Batch]) -> BatchRun:
+        journal = self.journal
+
+        def confirmed(batch: Batch, outcome: BatchOutcome) -> None:
+            if journal is not None:
+                journal.record_sent(
+                    [f.sop_instance_uid for f in batch.files], batch=batch.index, uris=outcome.uris
+                )
+
+        return send_batches(
+            self.xnat,
+            self.plan.inventory,
+            batches,
+            options=self.options,
+            project=self.target.project,
+            subject=self.target.subject,
+            session=self.target.session,
+            progress_callback=self.progress_callback,
+            on_batch=confirmed,
+        )
+
+    def commit(self, result: UploadResult, uris: list[str], overwrite: Overwrite) -> None:
+        emit(self.progress_callback, ProgressEvent("committing", 0, len(uris), "archiving"))
+        t = self.target
+        for uri in uris:
+            try:
+                result.archive_uri = commit(
+                    self.xnat,
+                    uri,
+                    t.project,
+                    t.subject,
+                    t.session,
+                    overwrite,
+                    self.options.direct_archive,
+                )
+                if self.journal is not None:
+                    self.journal.record_commit(result.archive_uri)
+            except ServerResponseError as exc:
+                result.errors.append(f"commit of {uri} failed: {exc.message}")
+        emit(self.progress_callback, ProgressEvent("committing", len(uris), len(uris), "archived"))
+
+    def verify(self, result: UploadResult) -> None:
+        files = self.files
+        emit(
+            self.progress_callback,
+            ProgressEvent("verifying", 0, len(files), "checking the session's files"),
+        )
+        report = verify(
+            self.xnat,
+            files,
+            self.target,
+            wait=_VERIFY_WAIT,
+            poll_interval=_VERIFY_POLL,
+            progress_callback=None,
+        )
+        result.verify_report = report
+        comp = report.comparison if report.comparison is not None else compare(files, [])
+        result.verification = comp
+        result.errors += [f"missing on the server: {p}" for p in comp.missing]
+        result.errors += [f"present more than once on the server: {p}" for p in comp.duplicated]
+        result.errors += [
+            f"filed under scan {s} instead of its own: {p}" for p, s in comp.misplaced
+        ]
+        emit(
+            self.progress_callback, ProgressEvent("verifying", comp.matched, len(files), "checked")
+        )
+
+
+def _tally(result: UploadResult, run: BatchRun) -> None:
+    result.batches = run.outcomes
+    result.batches_succeeded = sum(1 for o in run.outcomes if o.success)
+    result.batches_failed = sum(1 for o in run.outcomes if not o.success)
+    result.files_sent = sum(o.files for o in run.outcomes if o.success)
+    result.bytes_sent = sum(o.bytes for o in run.outcomes if o.success)
+    result.retries = run.retries

@@ -1,0 +1,409 @@
+"""Where a session is on the server, and the full check against the local inventory.
+
+One look (:func:`look`) lists the archived session, the prearchive rows of the session or its
+study, and other labels holding the study; :func:`await_session` repeats looks until the answer
+cannot change any more (XNAT builds a C-STORE session after an idle period and then archives it,
+docs/xnat-behaviour.md §4.2 and §6.3). Both transports, ``xio verify`` and the demo use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from xnatio.config import XnatConfig, normalise_server
+from xnatio.errors import InputError
+from xnatio.inventory import DicomFile, Inventory, build_inventory
+from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.verify.compare import Comparison, compare, comparison_dict
+from xnatio.xnat.listings import (
+    PrearchiveSession,
+    ServerFile,
+    find_prearchive_sessions,
+    is_settling,
+    list_other_labels,
+    list_prearchive_files,
+    list_session_files,
+)
+from xnatio.xnat.session import XnatSession
+
+__all__ = [
+    "Location",
+    "VerifyReport",
+    "await_session",
+    "look",
+    "verify_session",
+    "wait_until_settled",
+]
+
+Location = Literal["archived", "prearchive", "archived+prearchive", "other-label", "absent"]
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of :func:`verify_session`.
+
+    Attributes
+    ----------
+    project, subject, session
+        The session checked.
+    location
+        ``archived``, ``prearchive`` (not archived yet), ``archived+prearchive`` (archived, with
+        more data still in the prearchive), ``other-label`` (the study is on the server under
+        another session label or project) or ``absent``.
+    where
+        One sentence saying where the session is.
+    comparison
+        The archived session's files against the inventory (None when not archived).
+    prearchive
+        Prearchive rows with this session label (or this study) in the project or Unassigned.
+    prearchive_comparison
+        The prearchive files against the inventory, when the server lists them.
+    other_labels
+        ``project/subject/label`` of archived sessions holding the same StudyInstanceUID.
+    waited
+        Seconds spent waiting for the session to appear or settle.
+    """
+
+    project: str
+    subject: str
+    session: str
+    location: Location
+    where: str
+    comparison: Comparison | None = None
+    prearchive: list[PrearchiveSession] = field(default_factory=list)
+    prearchive_comparison: Comparison | None = None
+    other_labels: list[str] = field(default_factory=list)
+    waited: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the session is archived and holds every instance exactly once, in place,
+        with nothing of it left in the prearchive and no extra files."""
+        c = self.comparison
+        return (
+            self.location == "archived"
+            and c is not None
+            and c.ok
+            and not c.extra
+            and c.matched == c.expected
+        )
+
+    def problems(self) -> list[str]:
+        """One line per mismatch, for display and for ``result.errors``."""
+        out: list[str] = []
+        if self.location != "archived":
+            out.append(self.where)
+        c = self.comparison
+        if c is not None:
+            out += [f"missing on the server: {p}" for p in c.missing]
+            out += [f"present more than once on the server: {p}" for p in c.duplicated]
+            out += [f"filed under scan {s} instead of its own: {p}" for p, s in c.misplaced]
+            out += [f"extra file on the server: {e}" for e in c.extra]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full comparison as plain data (for ``--json``)."""
+        return {
+            "ok": self.ok,
+            "project": self.project,
+            "subject": self.subject,
+            "session": self.session,
+            "location": self.location,
+            "where": self.where,
+            "waited": round(self.waited, 3),
+            "archive": comparison_dict(self.comparison),
+            "prearchive": [asdict(p) for p in self.prearchive],
+            "prearchive_comparison": comparison_dict(self.prearchive_comparison),
+            "other_labels": self.other_labels,
+            "problems": self.problems(),
+        }
+
+
+def look(
+    xnat: XnatSession,
+    files: Sequence[DicomFile],
+    project: str,
+    subject: str,
+    session: str,
+) -> VerifyReport:
+    """One look at the server: archive, prearchive, other labels."""
+    study_uids = {f.study_instance_uid for f in files}
+    listed_files = list_session_files(xnat, project, subject, session)
+    comparison = compare(files, listed_files) if listed_files is not None else None
+    pre = find_prearchive_sessions(xnat, project, session, study_uids)
+    pre_cmp: Comparison | None = None
+    counted: list[PrearchiveSession] = []
+    pre_files: list[ServerFile] = []
+    listable = True
+    for p in pre:
+        listed = list_prearchive_files(xnat, p.url) if listable else None
+        if listed is None:
+            listable = False
+            counted.append(p)
+            continue
+        pre_files += listed
+        counted.append(dataclasses.replace(p, files=len(listed)))
+    if pre and listable:
+        pre_cmp = compare(files, pre_files)
+    others = (
+        list_other_labels(xnat, project, subject, session, study_uids)
+        if listed_files is None
+        else []
+    )
+    ours = [p for p in counted if p.project == project and p.name == session]
+    elsewhere = [p for p in counted if p not in ours]
+
+    def describe(p: PrearchiveSession) -> str:
+        n = f", {p.files} files" if p.files is not None else ""
+        return f"{p.url} (status {p.status}{n})"
+
+    location: Location
+    if listed_files is not None:
+        if ours:
+            location = "archived+prearchive"
+            where = (
+                f"archived as {project}/{subject}/{session}, with more data still in the "
+                "prearchive: " + "; ".join(describe(p) for p in ours)
+            )
+        else:
+            location = "archived"
+            where = f"archived as {project}/{subject}/{session}"
+    elif ours:
+        location = "prearchive"
+        where = "in the prearchive, not archived yet: " + "; ".join(describe(p) for p in ours)
+    elif others or elsewhere:
+        location = "other-label"
+        found = others + [describe(p) + f" labelled {p.name}" for p in elsewhere]
+        where = (
+            f"{project}/{subject}/{session} is not on the server, but this study is: "
+            + "; ".join(found)
+        )
+    else:
+        location = "absent"
+        where = f"{project}/{subject}/{session} is neither archived nor in the prearchive"
+    return VerifyReport(
+        project=project,
+        subject=subject,
+        session=session,
+        location=location,
+        where=where,
+        comparison=comparison,
+        prearchive=counted,
+        prearchive_comparison=pre_cmp,
+        other_labels=others,
+    )
+
+
+def _settled(report: VerifyReport) -> bool:
+    """True when waiting longer cannot change the answer."""
+    if report.location == "absent":
+        # A C-STORE session may not have been created or archived yet.
+        return False
+    return not any(is_settling(p) for p in report.prearchive)
+
+
+def verify_session(
+    *,
+    server: str,
+    username: str,
+    password: str,
+    project: str,
+    subject: str,
+    session: str,
+    verify_tls: bool | str = True,
+    source_dir: str | Path | None = None,
+    inventory: Inventory | Sequence[DicomFile] | None = None,
+    wait: float = 0.0,
+    poll_interval: float = 2.0,
+    progress_callback: ProgressCallback | None = None,
+    xnat: XnatSession | None = None,
+) -> VerifyReport:
+    """Check that an XNAT session holds exactly the instances of a local source.
+
+    Compares, per scan (SeriesNumber), the instance counts and the exact set of instances (by
+    their predictable stored names, ``<SOPInstanceUID>.dcm``, or XNAT's template name), and says
+    where the session is: archived, still in the prearchive, under another label, or absent.
+
+    Parameters
+    ----------
+    server, username, password, verify_tls
+        The XNAT server and credentials.
+    project, subject, session
+        The session to check.
+    source_dir, inventory
+        The local source (a folder or archive, scanned here), or an inventory already built, or
+        its list of files. Give exactly one.
+    wait
+        Seconds to wait for the session to appear and settle (XNAT builds a C-STORE session after
+        an idle period and then archives it). 0 looks once.
+    poll_interval
+        Seconds between looks while waiting.
+    progress_callback
+        Receives ``verifying`` events while waiting.
+    xnat
+        An open session to reuse instead of logging in.
+
+    Returns
+    -------
+    VerifyReport
+        ``report.ok`` is True when everything matches.
+
+    Raises
+    ------
+    InputError
+        Neither or both of ``source_dir`` and ``inventory``; an unreadable source.
+    AuthenticationError, ConnectionFailedError
+        Login failed or the server was unreachable.
+    """
+    if (source_dir is None) == (inventory is None):
+        raise InputError("give either source_dir or inventory")
+    files: Sequence[DicomFile]
+    if source_dir is not None:
+        with build_inventory(source_dir) as inv:
+            files = list(inv.files)
+    elif isinstance(inventory, Inventory):
+        files = inventory.files
+    else:
+        assert inventory is not None
+        files = inventory
+    if not files:
+        raise InputError("the source holds no DICOM files to compare")
+    if xnat is None:
+        config = XnatConfig(
+            server=normalise_server(server),
+            username=username,
+            password=password,
+            verify_tls=verify_tls,
+        )
+        with XnatSession(config, timeout=300.0) as own:
+            own.login()
+            return await_session(
+                own,
+                files,
+                project=project,
+                subject=subject,
+                session=session,
+                wait=wait,
+                poll_interval=poll_interval,
+                progress_callback=progress_callback,
+            )
+    return await_session(
+        xnat,
+        files,
+        project=project,
+        subject=subject,
+        session=session,
+        wait=wait,
+        poll_interval=poll_interval,
+        progress_callback=progress_callback,
+    )
+
+
+def await_session(
+    xnat: XnatSession,
+    files: Sequence[DicomFile],
+    *,
+    project: str,
+    subject: str,
+    session: str,
+    wait: float = 0.0,
+    poll_interval: float = 2.0,
+    progress_callback: ProgressCallback | None = None,
+) -> VerifyReport:
+    """Look at the session until it matches, cannot change any more, or ``wait`` seconds pass.
+
+    This is the one rule for "wait for XNAT, then compare": after a REST commit (the session is
+    archived at once) and after a C-STORE send (XNAT builds the session after its idle period, and
+    archives it when the project auto-archives).
+
+    Parameters
+    ----------
+    xnat
+        A logged-in session.
+    files
+        The instances expected.
+    project, subject, session
+        The session to check.
+    wait, poll_interval
+        Seconds to keep looking at most, and between looks. 0 looks once.
+    progress_callback
+        Receives ``verifying`` events while waiting.
+
+    Returns
+    -------
+    VerifyReport
+        The last look, with ``waited`` set.
+    """
+    started = time.monotonic()
+    while True:
+        report = look(xnat, files, project, subject, session)
+        waited = time.monotonic() - started
+        report.waited = waited
+        if report.ok or waited >= wait or _settled(report):
+            emit(
+                progress_callback,
+                ProgressEvent(
+                    "verifying",
+                    report.comparison.matched if report.comparison else 0,
+                    len(files),
+                    report.where,
+                ),
+            )
+            return report
+        emit(
+            progress_callback,
+            ProgressEvent(
+                "verifying",
+                int(waited),
+                int(wait),
+                f"waiting for XNAT ({int(waited)} of {int(wait)} s): {report.where}",
+            ),
+        )
+        time.sleep(max(0.05, min(poll_interval, wait - waited)))
+
+
+def wait_until_settled(
+    xnat: XnatSession,
+    *,
+    project: str,
+    session: str,
+    wait: float,
+    poll_interval: float = 2.0,
+    progress_callback: ProgressCallback | None = None,
+) -> float:
+    """Wait while XNAT is still receiving, building or archiving the session's prearchive rows.
+
+    Data sent into a prearchive session that XNAT is archiving would start a second session, and
+    listings are only meaningful once it has settled; a resume therefore waits here first.
+
+    Returns
+    -------
+    float
+        Seconds waited (at most about ``wait``).
+    """
+    started = time.monotonic()
+    while True:
+        busy = [
+            p
+            for p in find_prearchive_sessions(xnat, project, session)
+            if p.project == project and p.name == session and is_settling(p)
+        ]
+        waited = time.monotonic() - started
+        if not busy or waited >= wait:
+            return waited
+        emit(
+            progress_callback,
+            ProgressEvent(
+                "verifying",
+                int(waited),
+                int(wait),
+                f"waiting for XNAT to finish with {busy[0].url} (status {busy[0].status}) "
+                "before resuming",
+            ),
+        )
+        time.sleep(max(0.05, min(poll_interval, wait - waited)))
