@@ -577,6 +577,12 @@ def _one_run(
             cmd_client += ["--url", f"http://127.0.0.1:{port}"]
         elif server is not None:
             cmd_client += ["--aet", server.aet]
+            if strategy.startswith("xnatctl"):
+                # xnatctl logs in to XNAT's REST API even to send C-STORE: give it one to log
+                # in to (a REST-only sandbox); the login is part of its run, as it would be.
+                rest = SandboxProcess()
+                stack.enter_context(rest)
+                cmd_client += ["--url", rest.url]
         if py_spy is not None:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             cmd = [spy, "record", "-r", "100", "--full-filenames", "-f", "raw", "-o", str(py_spy)]

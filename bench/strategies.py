@@ -51,7 +51,8 @@ DICOM strategies (against storescp, Orthanc or the proxy in front of them):
     pynetdicom's ``storescu`` app (``python -m pynetdicom storescu -r``).
 ``xnatctl`` / ``xnatctl-wN``
     xnatctl 0.6.0's C-STORE command, ``xnatctl session upload-dicom DIR --host H --port P
-    --called-aet AET -w 42`` (pynetdicom associations in parallel; N for ``-wN``).
+    --called-aet AET -w 42`` (pynetdicom associations in parallel; N for ``-wN``). It logs in to
+    XNAT's REST API first, even for C-STORE, so the runner gives it a REST-only sandbox.
 """
 
 from __future__ import annotations
