@@ -1,7 +1,7 @@
 """Streaming tar and zip request bodies with an exact length known before the first byte.
 
 The REST uploader sends each batch as one archive straight into an HTTP request body
-(``POST /data/services/import``, see ``xnat-server-behaviour.md`` §3.2). XNAT needs a
+(``POST /data/services/import``, see docs/xnat-behaviour.md §3.2). XNAT needs a
 ``Content-Length`` for tar bodies, so the length of the whole archive is computed up front from the
 entry names and sizes alone; the bytes are then produced while they are sent, through one reusable
 buffer per body, without temporary files.

@@ -1,4 +1,4 @@
-"""Upload non-DICOM files into a session or scan resource (``xnat-server-behaviour.md`` §7).
+"""Upload non-DICOM files into a session or scan resource (docs/xnat-behaviour.md §7).
 
 A single file is sent as it is. A folder is streamed as one zip that XNAT unpacks
 (``extract=true``), or, with ``per_file``, sent file by file by parallel workers. Files are always

@@ -1,6 +1,6 @@
 """The XNAT REST session: one login shared by all workers, re-login on expiry, response checks.
 
-Follows ``xnat-server-behaviour.md`` §2 (authentication) and §11 (client recommendations): a login
+Follows docs/xnat-behaviour.md §2 (authentication) and §11 (client recommendations): a login
 counts only when the status is 200, the body is not HTML and it looks like a session ID; a 401 or an
 HTML login page on a later request means the session expired, and all workers share one fresh
 login. Wrong credentials stop everything at once, because XNAT locks accounts after repeated
