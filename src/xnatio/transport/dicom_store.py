@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydicom.uid import UID
-
 from xnatio.dicom.dataset import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     DatasetParseError,
@@ -364,6 +362,10 @@ REFUSED = "not sent: the receiver refused"
 
 
 def _uid_name(uid: str) -> str:
+    # pydicom's UID dictionary costs a tenth of a second to import (with numpy); only a refused
+    # presentation context, a rare path, needs the names.
+    from pydicom.uid import UID
+
     name = UID(uid).name
     return uid if name == uid else f"{name} ({uid})"
 
