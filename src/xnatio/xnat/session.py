@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from xnatio import __version__
+from xnatio.budget import ConnectionBudget, slot
 from xnatio.config import XnatConfig
 from xnatio.errors import AuthenticationError, ConnectionFailedError, ServerResponseError
 
@@ -76,15 +77,31 @@ class XnatSession:
         Read/write timeout in seconds for each request (connect timeout is capped at 30 s).
     max_connections
         Size of the connection pool; set it to at least the number of upload workers.
+    budget
+        A connection budget shared with other sessions and transports: every request holds one
+        slot of it while it runs (see :mod:`xnatio.budget`). None: only the pool limits.
+    max_keepalive
+        Idle connections kept open for re-use (default: ``max_connections``). 0 closes each
+        connection after its request, so that a budget shared with C-STORE associations counts
+        every connection the server sees.
 
     Notes
     -----
     The password and session cookie never appear in ``repr``, logs or exception messages.
     """
 
-    def __init__(self, config: XnatConfig, *, timeout: float = 10800.0, max_connections: int = 64):
+    def __init__(
+        self,
+        config: XnatConfig,
+        *,
+        timeout: float = 10800.0,
+        max_connections: int = 64,
+        budget: ConnectionBudget | None = None,
+        max_keepalive: int | None = None,
+    ):
         self.config = config
         self.timeout = timeout
+        self.budget = budget
         self._lock = threading.Lock()
         self._jsession: str | None = None
         self._generation = 0
@@ -99,7 +116,10 @@ class XnatSession:
             verify=verify,
             timeout=httpx.Timeout(timeout, connect=min(30.0, timeout)),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=(
+                    max_connections if max_keepalive is None else max_keepalive
+                ),
             ),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
@@ -130,14 +150,24 @@ class XnatSession:
         with self._lock:
             self._login_locked()
 
+    def ensure_login(self) -> None:
+        """Log in unless this session already holds a login (sessions shared by many uploads).
+
+        Raises the same errors as :meth:`login`.
+        """
+        with self._lock:
+            if self._jsession is None:
+                self._login_locked()
+
     def _login_locked(self) -> None:
         if self._auth_failed is not None:
             raise self._auth_failed
         server = self.config.server
         try:
-            response = self._client.post(
-                "/data/JSESSION", auth=(self.config.username, self.config.password)
-            )
+            with slot(self.budget):
+                response = self._client.post(
+                    "/data/JSESSION", auth=(self.config.username, self.config.password)
+                )
         except httpx.TransportError as exc:
             raise ConnectionFailedError(describe_connect_error(server, exc)) from None
         if response.status_code in (401, 403) or (
@@ -178,7 +208,7 @@ class XnatSession:
         """Close the JSESSION on the server (errors are ignored)."""
         if self._jsession is None:
             return
-        with contextlib.suppress(httpx.HTTPError):
+        with contextlib.suppress(httpx.HTTPError), slot(self.budget):
             self._client.delete("/data/JSESSION", headers={"Connection": "close"})
         self._jsession = None
         self._client.cookies.clear()
@@ -215,10 +245,12 @@ class XnatSession:
             kwargs["content"] = content
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(30.0, timeout))
-        response = self._client.request(method, path, **kwargs)
+        with slot(self.budget):
+            response = self._client.request(method, path, **kwargs)
         if relogin and self._expired(response):
             self._relogin(generation)
-            response = self._client.request(method, path, **kwargs)
+            with slot(self.budget):
+                response = self._client.request(method, path, **kwargs)
             if self._expired(response):
                 raise AuthenticationError(
                     f"{method} {path}: the server refused the session right after a fresh login"
