@@ -182,7 +182,7 @@ def test_new_data_while_archiving_creates_a_second_row(store: SandboxStore) -> N
     uri = ingest(store, series(study, 1), project="P1", session="E1")[0]
     store.faults.file_delay = 0.0
     # Simulate the archive step being in progress.
-    row = store._find_prearc(*uri.split("/")[3:])
+    row = store.prearchive.find(*uri.split("/")[3:])
     assert row is not None
     store._db.execute("UPDATE sessions SET status='ARCHIVING' WHERE n=?", (row["n"],))
     second = ingest(store, series(study, 1, 2), project="P1", session="E1")[0]

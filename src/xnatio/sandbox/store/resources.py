@@ -1,0 +1,286 @@
+"""Files in resources of archived sessions and scans (docs/xnat-behaviour.md §7).
+
+A resource is found by label or by its row number (XNAT's resource ID). Uploads may be archives
+that are unpacked into the resource (``extract=true``); their entries must be regular files with
+relative paths.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import sqlite3
+import tarfile
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from xnatio.sandbox.bodies import archive_format
+from xnatio.sandbox.store.catalog import Catalog
+from xnatio.sandbox.store.files import COPY_BUFFER, DataFolder, resource_dir
+from xnatio.sandbox.store.index import Index
+from xnatio.sandbox.store.listings import file_row
+from xnatio.sandbox.store.model import ClientError, ServerError
+
+__all__ = ["Resources"]
+
+# A resource of a session or scan by label or ID, joined with one of its files.
+_FILE_IN_RESOURCE = (
+    "SELECT r.n, r.label FROM resources r JOIN files f ON f.resource_n=r.n "
+    "WHERE r.experiment_id=? AND r.scan_id=? AND (r.label=? OR CAST(r.n AS TEXT)=?) "
+    "AND f.path=?"
+)
+
+
+class Resources:
+    """Resource files: store, list, find and delete.
+
+    Parameters
+    ----------
+    index, files, catalog
+        The store's parts this one works with.
+    """
+
+    def __init__(self, index: Index, files: DataFolder, catalog: Catalog) -> None:
+        self._index = index
+        self._files = files
+        self._catalog = catalog
+
+    def put_file(
+        self,
+        project: str,
+        subject: str,
+        label: str,
+        scan: str | None,
+        resource: str,
+        path: str,
+        stream: BinaryIO,
+        *,
+        overwrite: bool,
+        extract: bool,
+        fmt: str = "",
+        content: str = "",
+    ) -> list[str]:
+        """Store a file (or an archive's entries with ``extract``) in a resource (§7).
+
+        Returns
+        -------
+        list of str
+            Paths that already existed and were kept because ``overwrite`` is false (the
+            ``duplicates`` reply); empty when nothing was skipped.
+
+        Raises
+        ------
+        ClientError
+            404 "Unable to identify project / subject / image session"; 400 for unsafe
+            paths or archive entries (absolute, ``..``, links).
+        """
+        exp = self._resolve(project, subject, label, scan)
+        scan_id = scan or ""
+        if not resource or "/" in resource or resource in (".", ".."):
+            raise ClientError(f"Invalid resource label: {resource}")
+        rel = _check_rel_path(path)
+        with self._index.lock:
+            rn = self._catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
+            self._index.commit()
+        base = resource_dir(exp["project"], exp["label"], scan_id, resource)
+        duplicates: list[str] = []
+        if extract and _archive_kind(rel) is not None:
+            for name, member in _archive_members(rel, stream, self._files.path("tmp")):
+                self._store_member(rn, base, _check_rel_path(name), member, overwrite, duplicates)
+        else:
+            self._store_member(rn, base, rel, stream, overwrite, duplicates)
+        self._index.commit()
+        return duplicates
+
+    def delete_file(
+        self,
+        project: str,
+        subject: str,
+        label: str,
+        scan: str | None,
+        name: str,
+        *,
+        resource: str = "DICOM",
+    ) -> None:
+        """Delete one stored file of an archived session: its catalog entry and its bytes.
+
+        ``DELETE …/experiments/E/scans/{scan}/resources/{resource}/files/{name}`` (``scan``
+        None for a session resource). Tests use it to simulate a file lost on the server.
+
+        Parameters
+        ----------
+        project, subject, label
+            The session (subject and session by label or accession ID).
+        scan
+            Scan ID, or None for a session-level resource.
+        name
+            The file's path inside the resource, as the ``Name``/URI of the file listing.
+        resource
+            Resource label or ID.
+
+        Raises
+        ------
+        ClientError
+            404 "Unable to identify project / subject / image session / scan", or "Unable to
+            find file." when the resource holds no such file.
+        """
+        exp = self._resolve(project, subject, label, scan)
+        scan_id = scan or ""
+        with self._index.lock:
+            row = self._index.row(_FILE_IN_RESOURCE, (exp["id"], scan_id, resource, resource, name))
+            if row is None:
+                raise ClientError("Unable to find file.", 404)
+            path = self._file_path(exp, scan_id, row["label"], name)
+            self._index.execute("DELETE FROM files WHERE resource_n=? AND path=?", (row["n"], name))
+            self._index.commit()
+            path.unlink(missing_ok=True)
+
+    def files(
+        self, project: str, subject: str, label: str, scan: str | None, resource: str
+    ) -> list[dict[str, str]] | None:
+        """Files of one resource (same columns as a scan file listing), ``None`` if missing."""
+        index = self._index
+        with index.lock:
+            exp = self._catalog.resolve_experiment(project, subject, label)
+            if exp is None:
+                return None
+            scan_id = scan or ""
+            rows = index.rows(
+                "SELECT r.n, r.label, r.format, r.content, f.path, f.size, f.md5 FROM resources r "
+                "JOIN files f ON f.resource_n=r.n WHERE r.experiment_id=? AND r.scan_id=? "
+                "AND (r.label=? OR CAST(r.n AS TEXT)=?) ORDER BY f.path",
+                (exp["id"], scan_id, resource, resource),
+            )
+            if not rows and (
+                index.row(
+                    "SELECT 1 FROM resources WHERE experiment_id=? AND scan_id=? "
+                    "AND (label=? OR CAST(n AS TEXT)=?)",
+                    (exp["id"], scan_id, resource, resource),
+                )
+                is None
+            ):
+                return None
+        return [file_row(exp, scan_id, r) for r in rows]
+
+    def file_path(
+        self, project: str, subject: str, label: str, scan: str | None, resource: str, path: str
+    ) -> Path | None:
+        """Where a stored resource file is on disk (resource by label or ID), or ``None``."""
+        with self._index.lock:
+            exp = self._catalog.resolve_experiment(project, subject, label)
+            if exp is None:
+                return None
+            scan_id = scan or ""
+            r = self._index.row(_FILE_IN_RESOURCE, (exp["id"], scan_id, resource, resource, path))
+            if r is None:
+                return None
+            return self._file_path(exp, scan_id, r["label"], path)
+
+    def _file_path(self, exp: sqlite3.Row, scan_id: str, resource: str, path: str) -> Path:
+        base = resource_dir(exp["project"], exp["label"], scan_id, resource)
+        return self._files.path(base, *path.split("/"))
+
+    def _resolve(self, project: str, subject: str, label: str, scan: str | None) -> sqlite3.Row:
+        """The experiment a resource belongs to, with XNAT's 404 for each missing level."""
+        catalog = self._catalog
+        with self._index.lock:
+            catalog.require_project(project)
+            if catalog.find_subject(project, subject) is None:
+                raise ClientError("Unable to identify subject", 404)
+            exp = catalog.resolve_experiment(project, subject, label)
+            if exp is None:
+                raise ClientError("Unable to identify image session", 404)
+            if scan is not None and not catalog.has_scan(exp["id"], scan):
+                raise ClientError("Unable to identify scan", 404)
+            return exp
+
+    def _store_member(
+        self,
+        rn: int,
+        base: str,
+        rel: str,
+        stream: BinaryIO,
+        overwrite: bool,
+        duplicates: list[str],
+    ) -> None:
+        with self._index.lock:
+            exists = self._index.row("SELECT 1 FROM files WHERE resource_n=? AND path=?", (rn, rel))
+        if exists is not None and not overwrite:
+            duplicates.append(rel)
+            return
+        final = self._files.path(base, *rel.split("/"))
+        try:
+            size, md5 = self._files.write(final, b"", stream)
+        except OSError as exc:
+            raise ServerError(f"Unable to store {rel}: {exc}") from exc
+        with self._index.lock:
+            self._index.execute(
+                "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?)", (rn, rel, size, md5, "", "")
+            )
+
+
+def _check_rel_path(path: str) -> str:
+    """Refuse absolute paths, ``..``, empty and drive-like components; return a clean path."""
+    path = path.replace("\\", "/")
+    if path.startswith("/"):
+        raise ClientError(f"Invalid file path: {path}")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." or ":" in p or "\x00" in p for p in parts):
+        raise ClientError(f"Invalid file path: {path}")
+    return "/".join(parts)
+
+
+def _archive_kind(name: str) -> str | None:
+    """Archive format from a (case-sensitive) file name, as XNAT's Format does (§3.2)."""
+    fmt = archive_format(name)
+    return None if fmt == "UNKNOWN" else fmt
+
+
+def _archive_members(name: str, stream: BinaryIO, tmp_dir: Path) -> Iterator[tuple[str, BinaryIO]]:
+    """Yield (entry name, stream) for the regular files of an archive; refuse links."""
+    kind = _archive_kind(name)
+    if kind == "GZ":
+        with gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+            yield name.rsplit("/", 1)[-1][: -len(".gz")] or "file", gz  # type: ignore[misc]
+        return
+    if kind in ("TAR", "TGZ"):
+        yield from _tar_members(stream, kind)
+        return
+    # Zip needs random access: spool the body to a temporary file inside the data folder.
+    spool = tmp_dir / f"upload-{uuid.uuid4().hex}.zip"
+    try:
+        with open(spool, "wb") as out:
+            shutil.copyfileobj(stream, out, COPY_BUFFER)
+        try:
+            zf = zipfile.ZipFile(spool)
+        except zipfile.BadZipFile as exc:
+            raise ClientError("unable to read data from file") from exc
+        with zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                mode = (info.external_attr >> 16) & 0o170000
+                if mode not in (0, 0o100000):
+                    raise ClientError(f"Refusing archive entry {info.filename}: not a regular file")
+                with zf.open(info) as f:
+                    yield info.filename, f  # type: ignore[misc]
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+def _tar_members(stream: BinaryIO, kind: str) -> Iterator[tuple[str, BinaryIO]]:
+    try:
+        with tarfile.open(fileobj=stream, mode="r|gz" if kind == "TGZ" else "r|") as tf:
+            for m in tf:
+                if m.isdir():
+                    continue
+                if not m.isfile():
+                    raise ClientError(f"Refusing archive entry {m.name}: not a regular file")
+                f = tf.extractfile(m)
+                if f is not None:
+                    yield m.name, f  # type: ignore[misc]
+    except tarfile.TarError as exc:
+        raise ClientError("unable to read data from file") from exc

@@ -1,0 +1,130 @@
+"""The background pass: XNAT's SessionXMLRebuilder and the Direct-Archive trigger
+(docs/xnat-behaviour.md §3.5, §10).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+from xnatio.sandbox.store.archive import Archiver
+from xnatio.sandbox.store.catalog import Catalog
+from xnatio.sandbox.store.direct_archive import DirectArchive
+from xnatio.sandbox.store.index import Index
+from xnatio.sandbox.store.inflight import InFlight
+from xnatio.sandbox.store.model import (
+    AUTO_ARCHIVE,
+    AUTO_ARCHIVE_OVERWRITE,
+    MANUAL,
+    READY,
+    RECEIVING,
+    ArchiveFlags,
+    ClientError,
+    ServerError,
+    Target,
+)
+from xnatio.sandbox.store.prearchive import Prearchive
+
+__all__ = ["Ticker"]
+
+log = logging.getLogger(__name__)
+
+
+class Ticker:
+    """Builds and archives sessions that have been idle for ``idle_interval`` seconds.
+
+    Parameters
+    ----------
+    index, inflight, catalog, prearchive, direct_archive, archiver
+        The store's parts this one works with.
+    idle_interval
+        Seconds without new files after which a session counts as complete.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        inflight: InFlight,
+        catalog: Catalog,
+        prearchive: Prearchive,
+        direct_archive: DirectArchive,
+        archiver: Archiver,
+        *,
+        idle_interval: float,
+    ) -> None:
+        self._index = index
+        self._inflight = inflight
+        self._catalog = catalog
+        self._prearchive = prearchive
+        self._direct_archive = direct_archive
+        self._archiver = archiver
+        self.idle_interval = idle_interval
+
+    def tick(self) -> None:
+        """One pass of the background tasks (SessionXMLRebuilder and the DA trigger).
+
+        Idle RECEIVING prearchive rows (not prevent_auto_commit, SOURCE != uploader, no file
+        being written) are built (READY) and archived if they auto-archive; idle RECEIVING
+        Direct-Archive rows are archived, and fall back to the prearchive on failure.
+        """
+        now = time.time()
+        to_archive: list[tuple[int, Target, ArchiveFlags]] = []
+        da_rows: list[sqlite3.Row] = []
+        with self._index.lock:
+            if self._index.closed:
+                return
+            for row in self._idle_rows(now):
+                if row["kind"] == "da":
+                    da_rows.append(row)
+                    continue
+                if row["prevent_auto_commit"] or row["source"] == "uploader":
+                    continue
+                step = self._build(row)
+                if step is not None:
+                    to_archive.append(step)
+            self._index.commit()
+        for sn, target, flags in to_archive:
+            try:
+                self._archiver.archive(sn, target, flags, "admin")
+            except (ClientError, ServerError) as exc:
+                log.info("auto-archive of session %s failed: %s", sn, exc.message)
+        for row in da_rows:
+            try:
+                self._direct_archive.archive(row)
+            except (ClientError, ServerError) as exc:
+                log.info("direct-archive of %s failed: %s", row["name"], exc.message)
+
+    def _idle_rows(self, now: float) -> list[sqlite3.Row]:
+        """RECEIVING rows idle for long enough with no file being written and at least one
+        stored (a row that never got a file is dropped here); caller holds the lock."""
+        rows = self._index.rows(
+            "SELECT * FROM sessions WHERE status=? AND lastmod<=?",
+            (RECEIVING, now - self.idle_interval),
+        )
+        idle = []
+        for row in rows:
+            if self._inflight.writing(int(row["n"])):
+                continue
+            if self._prearchive.drop_if_empty(int(row["n"])):
+                continue  # no file was ever written: there is nothing to build
+            idle.append(row)
+        return idle
+
+    def _build(self, row: sqlite3.Row) -> tuple[int, Target, ArchiveFlags] | None:
+        """Build an idle prearchive row (READY); what to archive if it auto-archives."""
+        aa = row["autoarchive"]
+        code = self._catalog.project_code(row["project"]) if row["project"] else None
+        if aa is None:
+            aa = code
+        self._index.execute(
+            "UPDATE sessions SET status=?, autoarchive=?, built=1 WHERE n=?",
+            (READY, aa, row["n"]),
+        )
+        auto = aa in (AUTO_ARCHIVE, AUTO_ARCHIVE_OVERWRITE) or (
+            code is not None and code >= AUTO_ARCHIVE
+        )
+        if not row["project"] or not auto:
+            return None
+        flags = ArchiveFlags(False, aa not in (None, MANUAL), code == AUTO_ARCHIVE_OVERWRITE)
+        return int(row["n"]), self._archiver.target(row, None), flags
