@@ -126,6 +126,8 @@ def call_string(name: str, args: list[str | None], where: str) -> str | None:
         if any(a is None for a in args):
             raise AnonymizeError(f"{where}: concatenate[] of a missing value")
         return "".join(a for a in args if a is not None)
+    if name == "shiftDateTimeByIncrement" and args[0] is None:
+        return None  # nothing to shift, nothing assigned
     value = _need(args[0], name, where)
     if name == "lowercase":
         return value.lower()
