@@ -21,6 +21,7 @@ from xnatio.dicom.reader import (
     HeaderReader,
     Walker,
     dataset_encoding,
+    inflate,
 )
 from xnatio.dicom.syntax import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -132,12 +133,7 @@ def _splice(walker: Walker, value: bytes) -> tuple[bytes, int]:
 
 def _splice_deflated(raw: bytes, head: DatasetHead, value: bytes) -> bytes:
     """Inflate a whole deflated data set, splice Patient Comments, deflate it again."""
-    try:
-        # decompressobj tolerates the trailing NUL pad byte after the deflate stream.
-        inflater = zlib.decompressobj(-15)
-        inflated = inflater.decompress(raw) + inflater.flush()
-    except zlib.error as exc:
-        raise DatasetParseError(f"cannot inflate deflated data set: {exc}") from exc
+    inflated = inflate(raw)
     walker = Walker(lambda _: b"", inflated, keep=True)
     if len(inflated) >= 8:
         encoding, _ = dataset_encoding(inflated[:8], head.encoding)

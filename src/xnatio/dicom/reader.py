@@ -54,6 +54,7 @@ __all__ = [
     "NotDicomError",
     "Walker",
     "dataset_encoding",
+    "inflate",
     "read_header",
     "text",
 ]
@@ -360,6 +361,24 @@ class Walker:
                     pos = start + length
 
 
+def inflate(raw: bytes) -> bytes:
+    """Inflate a whole deflated data set (PS3.5 annex A.5); a trailing pad byte is ignored.
+
+    Raises
+    ------
+    DicomFormatError
+        The bytes are not a raw deflate stream, or it ends before its last block.
+    """
+    z = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = z.decompress(raw) + z.flush()
+    except zlib.error as exc:
+        raise DicomFormatError(f"bad deflated data set: {exc}") from None
+    if not z.eof:
+        raise DicomFormatError("the deflated data set ends before its last block")
+    return out
+
+
 class _Inflater:
     """Reads the raw deflate stream that follows ``start`` in ``raw`` (PS3.5 annex A.5)."""
 
@@ -374,7 +393,7 @@ class _Inflater:
             if not self._pending:
                 self._pending = self._raw.read_more()
                 if not self._pending:
-                    return b""
+                    raise DicomFormatError("the deflated data set ends before its last block")
             try:
                 out = z.decompress(self._pending, max(size, 1))
             except zlib.error as exc:
