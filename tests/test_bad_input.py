@@ -2,7 +2,7 @@
 and nothing sent where sending would be wrong. Both transports where the input reaches them.
 
 Exit codes (``xio upload-dicom --help``): 0 all landed, 1 some failed, 2 usage or input error,
-3 authentication or connection failure before anything was sent.
+3 authentication or connection failure before anything was sent, 130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -59,13 +60,13 @@ def xio(
     for key in ("XNAT_SERVER", "XNAT_USERNAME", "XNAT_PASSWORD", "XNAT_VERIFY_TLS"):
         monkeypatch.delenv(key, raising=False)
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Run:
+    def run(*args: str, env: dict[str, str] | None = None, progress: bool = True) -> Run:
         with monkeypatch.context() as m:
             for key, value in (env or {}).items():
                 m.setenv(key, value)
             capsys.readouterr()
             try:
-                cli.main([*args, "--progress", "none"])
+                cli.main([*args, "--progress", "none"] if progress else list(args))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             else:  # pragma: no cover
@@ -353,6 +354,89 @@ def test_huge_files_use_pax_sizes_and_zip64(tmp_path: Path, good: Path) -> None:
 
 def _ignore(n: int) -> None:
     return None
+
+
+# -- option values ------------------------------------------------------------------------------
+
+# Every option that takes seconds, on every command: Python's float() accepts these, and timers,
+# socket timeouts and sleeps then fail with ValueError or OverflowError (for C-STORE's --wait,
+# once every instance had been stored).
+_ODD_SECONDS = ["nan", "inf", "-inf", "1e400", "-1"]
+_SECONDS_OPTIONS = [
+    ("upload-dicom", [], "--timeout"),
+    ("upload-dicom", [], "--wait"),
+    ("upload-dicom", ["--transport", "dicom-store"], "--timeout"),
+    ("upload-dicom", ["--transport", "dicom-store"], "--wait"),
+    ("upload-resource", [], "--timeout"),
+    ("verify", [], "--wait"),
+]
+
+
+def _command_args(command: str, sb: Sandbox, good: Path, extra: list[str]) -> list[str]:
+    if command == "upload-dicom":
+        return upload_args(sb, good, extra)
+    if command == "upload-resource":
+        return ["upload-resource", "P1", "S1", "E1", "NOTES", str(good)]
+    assert command == "verify"
+    return ["verify", "P1", "S1", "E1", str(good)]
+
+
+@pytest.mark.parametrize("value", _ODD_SECONDS)
+@pytest.mark.parametrize(
+    ("command", "extra", "option"),
+    _SECONDS_OPTIONS,
+    ids=[f"{c}{'-' + e[-1] if e else ''}{o}" for c, e, o in _SECONDS_OPTIONS],
+)
+def test_seconds_must_be_finite(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, command: str, extra: list[str],
+    option: str, value: str,
+) -> None:  # fmt: skip
+    args = [*_command_args(command, sb, good, extra), f"{option}={value}"]
+    run = xio(*args, env=creds(sb), progress=command in ("upload-dicom", "verify"))
+    assert run.code == EXIT_INPUT, run.err
+    line = run.one_error_line()
+    assert f"{option} must be a finite number of seconds" in line, line
+    nothing_sent(sb)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+@pytest.mark.parametrize("option", ["--ticker-interval", "--idle-interval"])
+def test_sandbox_intervals_must_be_finite(option: str, value: str) -> None:
+    # A subprocess: a sandbox that accepted the value would serve until stopped.
+    proc = subprocess.run(
+        [sys.executable, "-m", "xnatio", "sandbox", "--port", "0", "--dicom-port", "-1",
+         f"{option}={value}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_INPUT, proc.stderr
+    line = Run(proc.returncode, proc.stdout, proc.stderr).one_error_line()
+    assert line.startswith(f"xio: error: {option} must be a finite number of seconds"), line
+
+
+def test_usage_errors_are_one_line(xio: Callable[..., Run], sb: Sandbox, good: Path) -> None:
+    for args, expected in [
+        (["upload-dicom", "P1", "S1"], "Missing argument"),
+        ([*upload_args(sb, good, []), "--num-batches", "0"], "--num-batches"),
+        ([*upload_args(sb, good, []), "--no-such-option"], "--no-such-option"),
+        (["no-such-command"], "No such command"),
+    ]:
+        run = xio(*args, env=creds(sb), progress=False)
+        assert run.code == EXIT_INPUT, run.err
+        line = run.one_error_line()
+        assert expected in line and "--help" in line, line
+    nothing_sent(sb)
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(
+    xio: Callable[..., Run], sb: Sandbox, good: Path
+) -> None:
+    env = {**creds(sb), "XNAT_PASSWORD": "wrong-password", "XNATIO_DEBUG": "1"}
+    run = xio(*upload_args(sb, good, []), env=env)
+    assert run.code == EXIT_AUTH, run.err
+    assert "Traceback" in run.err and "AuthenticationError" in run.err
+    assert run.err.rstrip().splitlines()[-1].startswith("xio: error: login to ")
+    bad = xio(*upload_args(sb, good, []), "--report", "r.txt", env={"XNATIO_DEBUG": "1"})
+    assert bad.code == EXIT_INPUT and "Traceback" in bad.err, bad.err
 
 
 # -- archive SOURCE problems --------------------------------------------------------------------

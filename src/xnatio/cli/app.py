@@ -6,10 +6,16 @@ it is run, so ``xio --version`` and ``xio -h`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from types import FrameType
 
 import click
 
@@ -71,41 +77,115 @@ def app() -> None:
     """xio: upload DICOM sessions to XNAT fast, and prove they landed."""
 
 
+EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
+
+
+class _Termination:
+    """SIGTERM handled like Ctrl-C: raised as KeyboardInterrupt in the main thread.
+
+    Every path that stops cleanly on Ctrl-C (the transports stop sending, keep what was
+    confirmed in the journal and report it) then does the same on SIGTERM; only the wording
+    and the exit code differ. A second SIGTERM while stopping changes nothing (SIGKILL does).
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.received:
+            return
+        self.received = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def code(self, code: int) -> int:
+        """The exit code: an interruption caused by SIGTERM exits 143."""
+        return EXIT_TERMINATED if code == EXIT_INTERRUPTED and self.received else code
+
+    def line(self, message: str = "") -> str:
+        """``xio: interrupted: DETAIL`` (or ``terminated by SIGTERM``) from a library message."""
+        word = "terminated by SIGTERM" if self.received else "interrupted"
+        detail = message.removeprefix("interrupted").lstrip(":; ")
+        return f"xio: {word}: {detail}" if detail else f"xio: {word}"
+
+
+def _one_line(text: str) -> str:
+    """Click's message on one line, without its closing full stop (a hint may follow)."""
+    return " ".join(text.split()).rstrip(".")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``xio`` and ``xnatio`` console scripts.
 
-    Errors from xnatio become one line on stderr and the exit code of the error's class; nothing
-    prints a traceback unless ``XNATIO_DEBUG=1`` is set. Commands end with ``ctx.exit(code)`` to
-    choose a non-zero exit code after a normal return (for example 1 when some files failed).
+    Errors become one line on stderr and an exit code; nothing prints a traceback unless
+    ``XNATIO_DEBUG=1`` is set, which adds the traceback and keeps the exit code. Commands end
+    with ``ctx.exit(code)`` to choose a non-zero exit code after a normal return.
+
+    Exit codes:
+
+    ===  ==============================================================================
+    0    everything landed (or matched)
+    1    some files failed or are missing (listed); also an internal error (a bug)
+    2    usage or input error; nothing was sent
+    3    login or connection failed before anything was sent
+    130  interrupted by Ctrl-C (SIGINT); run the same command with ``--resume``
+    143  terminated by SIGTERM, handled like Ctrl-C; run the same command with ``--resume``
+    ===  ==============================================================================
     """
     debug = os.environ.get("XNATIO_DEBUG") == "1"
+    term = _Termination()
+    with term.installed():
+        try:
+            code = _run(argv, term, debug=debug)
+        except KeyboardInterrupt:  # arrived while an error was being printed
+            code = EXIT_INTERRUPTED
+    sys.exit(term.code(code))
+
+
+def _run(argv: list[str] | None, term: _Termination, *, debug: bool) -> int:
+    """Run the command line; return the exit code after printing any error as one line."""
     try:
         code = app.main(args=argv, prog_name="xio", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("xio: interrupted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(term.line(), err=True)
+        return EXIT_INTERRUPTED
+    except click.UsageError as exc:
+        hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        click.echo(f"xio: error: {_one_line(exc.format_message())}{hint}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        click.echo(f"xio: error: {_one_line(exc.format_message())}", err=True)
+        return exc.exit_code
     except XnatioError as exc:
         if debug:
-            raise
-        click.echo(f"xio: error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("xio: interrupted", err=True)
-        sys.exit(130)
+            traceback.print_exc()
+        if exc.exit_code == EXIT_INTERRUPTED:  # the library's Ctrl-C result, with what was sent
+            click.echo(term.line(exc.message), err=True)
+        else:
+            click.echo(f"xio: error: {exc.message}", err=True)
+        return exc.exit_code
     except Exception as exc:
         # A bug, not a user error: still one line, with the way to get the details.
         if debug:
-            raise
+            traceback.print_exc()
         click.echo(
             f"xio: internal error: {type(exc).__name__}: {exc}; run again with XNATIO_DEBUG=1 "
             "for the traceback and please report it",
             err=True,
         )
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        return EXIT_PARTIAL
+    return code if isinstance(code, int) else EXIT_OK
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:

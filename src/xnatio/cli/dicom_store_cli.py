@@ -21,10 +21,10 @@ from xnatio.errors import InputError
 from xnatio.options import DicomOptions, DicomTls
 from xnatio.plan import plan_upload
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult
-from xnatio.result.report import dicom_store_rows, write_report
+from xnatio.result.report import dicom_store_rows, json_safe, skipped_list, write_report
 from xnatio.upload import send_dicom_store
 
-EXIT_OK, EXIT_PARTIAL, EXIT_CANCELLED = 0, 1, 130
+EXIT_OK, EXIT_PARTIAL = 0, 1
 
 
 def _env(value: str | None, key: str) -> str | None:
@@ -34,6 +34,7 @@ def _env(value: str | None, key: str) -> str | None:
 def _result_dict(result: DicomStoreResult) -> dict[str, Any]:
     data = asdict(result)
     data.pop("files", None)
+    data["skipped"] = skipped_list(result.skipped)
     data["outcomes"] = [o for o in data.get("outcomes", []) if o.get("status") != 0]
     data["already_present"] = len(result.present)
     data.pop("present", None)
@@ -105,7 +106,7 @@ def run_dicom_store(
             return _dry_run(
                 source, project, subject, session, options, allow_multiple_studies, as_json, display
             )
-    cancelled = False
+    cancelled: DicomStoreCancelled | None = None
     with ProgressDisplay(mode, unit="instances") as display:
         try:
             result = send_dicom_store(
@@ -122,21 +123,30 @@ def run_dicom_store(
                 progress_callback=display,
             )
         except DicomStoreCancelled as exc:
-            result, cancelled = exc.result, True
+            result, cancelled = exc.result, exc
     if report_path is not None:
         write_report(report_path, dicom_store_rows(result.files, result))
     if as_json:
-        click.echo(json.dumps(_result_dict(result), indent=2, default=str))
-    elif not (quiet and result.success):
+        click.echo(json.dumps(json_safe(_result_dict(result)), indent=2, default=str))
+    if cancelled is not None:
+        # One line, printed by xio's main() (exit 130, or 143 after SIGTERM).
+        raise DicomStoreCancelled(_stopped_line(result), result) from cancelled
+    if not as_json and not (quiet and result.success):
         _print_result(result)
-    if cancelled:
-        click.echo(
-            f"xio: interrupted after {result.sent} instances; run the same command with --resume "
-            "to send the rest",
-            err=True,
-        )
-        return EXIT_CANCELLED
     return EXIT_OK if result.success else EXIT_PARTIAL
+
+
+def _stopped_line(result: DicomStoreResult) -> str:
+    """What an interrupted send stored and what it did not, in one line."""
+    not_sent = sum(o.category == "failure" and o.attempts == 0 for o in result.outcomes)
+    failed = result.failed - not_sent
+    todo = result.total_files - len(result.present)
+    earlier = f" ({len(result.present)} more were stored earlier)" if result.present else ""
+    failures = f", {failed} failed or unconfirmed" if failed else ""
+    return (
+        f"interrupted: {result.sent} of {todo} instances stored{earlier}{failures}, "
+        f"{not_sent} not sent; run the same command with --resume to send the rest"
+    )
 
 
 def _dry_run(
@@ -167,10 +177,10 @@ def _dry_run(
         "bytes": inventory.total_bytes,
         "associations": n,
         "receiver": f"{options.called_aet}@{options.host}:{options.port}",
-        "skipped": [{"path": s.path, "reason": s.reason} for s in inventory.skipped],
+        "skipped": skipped_list(inventory.skipped),
     }
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(json_safe(summary), indent=2))
         return EXIT_OK
     click.echo(
         f"{summary['files']} DICOM files, {human_bytes(inventory.total_bytes)}, "

@@ -12,8 +12,34 @@ import click
 
 from xnatio.config import XnatConfig, resolve_config
 from xnatio.errors import InputError
+from xnatio.options import check_seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Seconds(click.types.FloatParamType):
+    """A number of seconds: finite (no ``nan`` or ``inf``) and at least ``minimum``.
+
+    Python's ``float()`` accepts ``nan``, ``inf`` and ``1e400``; timers and socket timeouts
+    then fail later with ValueError or OverflowError, possibly after data was sent. The option
+    parser refuses them instead, with the rule of :func:`xnatio.options.check_seconds`.
+    """
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        name = param.opts[0] if param is not None and param.opts else "value"
+        number = super().convert(value, param, ctx)  # "abc" -> click's own message
+        try:
+            return check_seconds(name, number, minimum=self.minimum)
+        except InputError as exc:
+            raise click.UsageError(exc.message, ctx) from None
 
 
 def read_password_stdin() -> str:

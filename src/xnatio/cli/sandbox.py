@@ -18,6 +18,7 @@ from types import FrameType
 
 import click
 
+from xnatio.cli.options import Seconds
 from xnatio.errors import InputError
 
 PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not a password
@@ -57,14 +58,14 @@ PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not 
 )
 @click.option(
     "--ticker-interval",
-    type=float,
+    type=Seconds(),
     default=60.0,
     show_default=True,
     help="Seconds between background runs (build, auto-archive).",
 )
 @click.option(
     "--idle-interval",
-    type=float,
+    type=Seconds(),
     default=300.0,
     show_default=True,
     help="Seconds without new files before a session counts as complete.",

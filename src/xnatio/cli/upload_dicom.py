@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from xnatio.cli.app import configure_logging
-from xnatio.cli.options import ServerOptions, load_config, server_options
+from xnatio.cli.options import Seconds, ServerOptions, load_config, server_options
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
 from xnatio.cli.display import ProgressDisplay, human_bytes
@@ -20,17 +20,29 @@ from xnatio.config import XnatConfig
 from xnatio.errors import InputError
 from xnatio.plan import UploadPlan, plan_upload
 from xnatio.result.outcome import UploadCancelled, UploadResult
-from xnatio.result.report import check_report_path, rest_rows, write_report
+from xnatio.result.report import (
+    check_report_path,
+    json_safe,
+    rest_rows,
+    skipped_list,
+    write_report,
+)
 from xnatio.upload import upload_dicom_parallel_rest
+from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
+
+
+def _json(data: dict[str, Any]) -> str:
+    """A JSON summary without lone surrogates (file names that are not valid UTF-8)."""
+    return json.dumps(json_safe(data), indent=2, default=str)
 
 
 def _plan_dict(plan: UploadPlan) -> dict[str, Any]:
     return {
         "files": len(plan.inventory.files),
         "bytes": plan.inventory.total_bytes,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in plan.inventory.skipped],
+        "skipped": skipped_list(plan.inventory.skipped),
         "studies": plan.studies,
         "series": plan.series,
         "batches": [
@@ -75,7 +87,7 @@ def _result_dict(result: UploadResult) -> dict[str, Any]:
         "nothing_to_send": result.nothing_to_send,
         "journal": result.journal_path,
         "errors": result.errors,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+        "skipped": skipped_list(result.skipped),
         "batches": [asdict(b) for b in result.batches],
     }
     if result.verification is not None:
@@ -154,7 +166,7 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(minimum=0.1),
     default=None,
     help="Seconds per request (REST, default 10800) or per answer from the DICOM receiver "
     "(C-STORE, default 60).",
@@ -191,7 +203,7 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip checking the server's listing afterwards.")
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=600.0,
     show_default=True,
     help="C-STORE: seconds to wait for XNAT to build and archive the session before verifying.",
@@ -278,9 +290,12 @@ def command(
     """Upload the DICOM files in SOURCE (folder, .zip, .tar, .tar.gz) as PROJECT/SUBJECT/SESSION.
 
     Exit codes: 0 all files landed, 1 some files failed (listed), 2 usage or input error,
-    3 authentication or connection failure before anything was sent.
+    3 authentication or connection failure before anything was sent, 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM); after 130 or 143, --resume sends the rest.
     """
     configure_logging(verbose, quiet)
+    for kind, value in (("project", project), ("subject", subject), ("session", session)):
+        validate_label(kind, value)  # before any password prompt, login or journal
     if quiet and progress_mode == "auto":
         progress_mode = "none"
     if report_path is not None:
@@ -339,7 +354,7 @@ def command(
             )
             plan.inventory.source.close()
             if as_json:
-                click.echo(json.dumps(_plan_dict(plan), indent=2))
+                click.echo(_json(_plan_dict(plan)))
             else:
                 _print_plan(plan)
             ctx.exit(EXIT_OK)
@@ -379,13 +394,12 @@ def command(
             if report_path is not None:
                 write_report(report_path, rest_rows(exc.result.files, exc.result))
             if as_json:
-                click.echo(json.dumps(_result_dict(exc.result), indent=2))
-            click.echo(f"xio: {exc.message}", err=True)
-            ctx.exit(130)
+                click.echo(_json(_result_dict(exc.result)))
+            raise  # xio's main() prints the one line and exits 130 (143 after SIGTERM)
     if report_path is not None:
         write_report(report_path, rest_rows(result.files, result))
     if as_json:
-        click.echo(json.dumps(_result_dict(result), indent=2))
+        click.echo(_json(_result_dict(result)))
     else:
         _print_result(result, quiet)
     ctx.exit(EXIT_OK if result.success else EXIT_PARTIAL)

@@ -10,7 +10,7 @@ import click
 
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay, human_bytes
-from xnatio.cli.options import ServerOptions, server_options
+from xnatio.cli.options import Seconds, ServerOptions, server_options
 from xnatio.transport.resources import upload_resource
 
 
@@ -25,7 +25,7 @@ from xnatio.transport.resources import upload_resource
 @click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--no-overwrite", is_flag=True, help="Keep files that already exist on the server.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the listing afterwards.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=10800.0, show_default=True)
+@click.option("--timeout", type=Seconds(minimum=1), default=10800.0, show_default=True)
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @click.option("-v", "--verbose", count=True)

@@ -9,7 +9,7 @@ import click
 
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
-from xnatio.cli.options import ServerOptions, server_options
+from xnatio.cli.options import Seconds, ServerOptions, server_options
 from xnatio.verify import VerifyReport, verify_session
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
@@ -42,7 +42,7 @@ def _print(report: VerifyReport, quiet: bool) -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=0.0,
     show_default=True,
     help="Seconds to wait for the session to appear and settle (C-STORE sessions).",

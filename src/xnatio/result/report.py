@@ -3,10 +3,17 @@
 Each row names the file, its SOP Instance UID and series, the batch (REST) or association
 (C-STORE) that carried it, the outcome, the attempts made, and the server's URI for the stored
 file or the reason it did not land. Skipped files get a row with their reason.
+
+File names are written losslessly. On Linux a name is a string of bytes that need not be UTF-8;
+Python keeps the bytes that do not decode as lone surrogates (PEP 383), which neither UTF-8 nor
+JSON can carry. The report writes such a name in a readable form, with each undecodable byte as
+``\\xNN``, and adds the exact bytes, base64-encoded, in ``path_bytes``; ``path_bytes`` is empty
+when ``path`` is the exact name.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Sequence
@@ -22,9 +29,71 @@ from xnatio.xnat.naming import scan_id_for
 if TYPE_CHECKING:
     from xnatio.result.outcome import DicomStoreResult, UploadResult
 
-__all__ = ["ReportRow", "check_report_path", "dicom_store_rows", "rest_rows", "write_report"]
+__all__ = [
+    "ReportRow",
+    "check_report_path",
+    "dicom_store_rows",
+    "exact_bytes",
+    "json_safe",
+    "path_fields",
+    "readable",
+    "rest_rows",
+    "skipped_list",
+    "write_report",
+]
 
-FIELDS = ("path", "sop_instance_uid", "series", "unit", "outcome", "attempts", "uri", "reason")
+# path_bytes comes last so that the columns of earlier reports keep their places.
+FIELDS = (
+    "path",
+    "sop_instance_uid",
+    "series",
+    "unit",
+    "outcome",
+    "attempts",
+    "uri",
+    "reason",
+    "path_bytes",
+)
+
+
+def exact_bytes(text: str) -> bytes:
+    """The bytes a name stands for: UTF-8, with surrogate-escaped bytes (PEP 383) restored."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "surrogatepass")
+
+
+def readable(text: str) -> str:
+    """``text`` as valid Unicode: every byte that is not UTF-8 becomes ``\\xNN``."""
+    if text.isascii():
+        return text
+    return exact_bytes(text).decode("utf-8", "backslashreplace")
+
+
+def path_fields(path: str) -> dict[str, str]:
+    """``{"path": readable}``, plus ``path_bytes`` (base64 of the exact bytes) when the readable
+    form is not the exact name."""
+    shown = readable(path)
+    if shown == path:
+        return {"path": path}
+    return {"path": shown, "path_bytes": base64.b64encode(exact_bytes(path)).decode("ascii")}
+
+
+def skipped_list(skipped: Sequence[SkippedFile]) -> list[dict[str, str]]:
+    """Skipped files for a JSON summary: path (readable), path_bytes when needed, reason."""
+    return [{**path_fields(s.path), "reason": readable(s.reason)} for s in skipped]
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every string made :func:`readable` (for JSON without lone surrogates)."""
+    if isinstance(value, str):
+        return readable(value)
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +279,19 @@ def dicom_store_rows(files: Sequence[DicomFile], result: DicomStoreResult) -> li
     return rows + _skipped(result.skipped)
 
 
+def _record(row: ReportRow) -> dict[str, object]:
+    """One row as written: every text readable, the exact name in ``path_bytes`` if needed."""
+    record: dict[str, object] = {k: json_safe(v) for k, v in asdict(row).items()}
+    record["path_bytes"] = ""
+    record.update(path_fields(row.path))
+    return {name: record[name] for name in FIELDS}
+
+
 def write_report(path: str | Path, rows: Sequence[ReportRow]) -> None:
-    """Write ``rows`` to ``path``: JSON lines for ``.jsonl``, CSV with a header for ``.csv``."""
+    """Write ``rows`` to ``path``: JSON lines for ``.jsonl``, CSV with a header for ``.csv``.
+
+    Names that are not valid UTF-8 are written as described in the module's documentation.
+    """
     p = check_report_path(path)
     try:
         with open(p, "w", encoding="utf-8", newline="") as fh:
@@ -219,9 +299,9 @@ def write_report(path: str | Path, rows: Sequence[ReportRow]) -> None:
                 writer = csv.DictWriter(fh, fieldnames=FIELDS)
                 writer.writeheader()
                 for row in rows:
-                    writer.writerow(asdict(row))
+                    writer.writerow(_record(row))
             else:
                 for row in rows:
-                    fh.write(json.dumps(asdict(row)) + "\n")
+                    fh.write(json.dumps(_record(row)) + "\n")
     except OSError as exc:
         raise InputError(f"cannot write the report {p}: {exc}") from exc
