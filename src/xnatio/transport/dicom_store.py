@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from xnatio.dicom.dataset import (
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -35,6 +34,7 @@ from xnatio.dimse.client import (
     AssociationRejectedError,
     DimseError,
 )
+from xnatio.dimse.status import Category, status_category, status_meaning
 from xnatio.errors import ConnectionFailedError, InputError, XnatioError
 from xnatio.inventory import DicomFile, Inventory
 from xnatio.options import DicomOptions, DicomTls
@@ -58,77 +58,6 @@ _MAX_CONTEXTS = 128
 _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 # A worker gives up after this many connection attempts in a row fail.
 _CONNECT_TRIES = 3
-
-Category = Literal["success", "warning", "failure"]
-
-
-# -- statuses ---------------------------------------------------------------------------------
-
-
-def status_category(status: int) -> Category:
-    """Classify a C-STORE status (DICOM PS3.4 annex B.2.3, PS3.7 annex C).
-
-    Parameters
-    ----------
-    status
-        The Status (0000,0900) of a C-STORE-RSP.
-
-    Returns
-    -------
-    str
-        ``"success"`` for 0x0000; ``"warning"`` for 0x0001, 0x0107, 0x0116 and 0xB000-0xBFFF
-        (coercion of data elements 0xB000, elements discarded 0xB006, data set does not match
-        SOP class 0xB007); ``"failure"`` otherwise.
-    """
-    if status == 0x0000:
-        return "success"
-    if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
-        return "warning"
-    return "failure"
-
-
-_MEANINGS = {
-    0x0000: "Success",
-    0x0001: "Warning: Requested optional attributes are not supported",
-    0x0107: "Warning: Attribute list error",
-    0x0116: "Warning: Attribute value out of range",
-    0xB000: "Warning: Coercion of data elements",
-    0xB006: "Warning: Elements discarded",
-    0xB007: "Warning: Data set does not match SOP class",
-    0x0110: "Failure: Processing failure",
-    0x0111: "Failure: Duplicate SOP instance",
-    0x0117: "Failure: Invalid SOP instance",
-    0x0122: "Refused: SOP class not supported",
-    0x0124: "Refused: Not authorized",
-    0x0210: "Failure: Duplicate invocation",
-    0x0211: "Failure: Unrecognized operation",
-    0x0212: "Failure: Mistyped argument",
-    0x0213: "Failure: Resource limitation",
-    0xFE00: "Cancel",
-}
-
-
-def status_meaning(status: int) -> str:
-    """The meaning of a C-STORE status in words (DICOM PS3.4 annex B.2.3, PS3.7 annex C).
-
-    Examples
-    --------
-    >>> status_meaning(0xA700)
-    'Refused: Out of resources'
-    >>> status_meaning(0xC012)
-    'Error: Cannot understand'
-    """
-    if status in _MEANINGS:
-        return _MEANINGS[status]
-    if 0xA700 <= status <= 0xA7FF:
-        return "Refused: Out of resources"
-    if 0xA900 <= status <= 0xA9FF:
-        return "Error: Data set does not match SOP class"
-    if 0xC000 <= status <= 0xCFFF:
-        return "Error: Cannot understand"
-    if 0xB000 <= status <= 0xBFFF:
-        return "Warning"
-    return f"Unknown status 0x{status:04X}"
 
 
 # -- public data ------------------------------------------------------------------------------
