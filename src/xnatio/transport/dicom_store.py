@@ -13,6 +13,7 @@ measurements that led to it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import ssl
@@ -22,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from xnatio.budget import ConnectionBudget, slot
 from xnatio.dicom.dataset import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     DatasetParseError,
@@ -254,6 +256,7 @@ class _Config:
     bytes_total: int
     progress: ProgressCallback | None
     quickack: bool
+    budget: ConnectionBudget | None = None
 
     def associate(self, pairs: Sequence[tuple[str, str]]) -> Association:
         """Open an association to the receiver proposing ``pairs`` (SOP class, transfer syntax)."""
@@ -314,14 +317,30 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _take_slot(state: _State, budget: ConnectionBudget, group: int) -> bool:
+    """Wait for a slot of the shared connection budget while ``group`` still has queued work.
+
+    False when the send stops, or the other associations took the work meanwhile (an association
+    opened for nothing would cost the server a connection and us two round trips).
+    """
+    while not state.stop.is_set() and state.queues[group]:
+        if budget.acquire(timeout=0.25):
+            if state.queues[group] and not state.stop.is_set():
+                return True
+            budget.release()
+            return False
+    return False
+
+
 def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
     assoc: Association | None = None
     group: int | None = None
     index = 0
     connect_failures = 0
+    holding = False  # a slot of the connection budget, from before associating to after release
 
     def drop(abort: bool) -> None:
-        nonlocal assoc
+        nonlocal assoc, holding
         if assoc is not None:
             state.unregister(assoc)
             if abort:
@@ -329,6 +348,9 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
             else:
                 assoc.release()
             assoc = None
+        if holding and cfg.budget is not None:
+            cfg.budget.release()
+            holding = False
 
     try:
         while not state.stop.is_set():
@@ -337,6 +359,10 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                 break
             if assoc is None or wanted != group:
                 drop(abort=False)
+                if cfg.budget is not None:
+                    if not _take_slot(state, cfg.budget, wanted):
+                        continue  # next_group decides whether anything is left
+                    holding = True
                 try:
                     # Associate before taking work: a receiver that serves one association at a
                     # time keeps us waiting here, and no job is held hostage meanwhile.
@@ -346,6 +372,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                     with state.cond:
                         state.last_connect_error = f"cannot associate: {_describe(exc)}"
                     logger.info("association attempt failed: %s", _describe(exc))
+                    drop(abort=False)
                     if connect_failures >= _CONNECT_TRIES or (
                         isinstance(exc, AssociationRejectedError) and exc.permanent
                     ):
@@ -553,9 +580,11 @@ def check_receiver(
     )
 
 
-def echo_receiver(options: DicomOptions) -> None:
-    """:func:`check_receiver` with the settings of an upload."""
-    _echo(_config(options, None, None, 0, 0))
+def echo_receiver(options: DicomOptions, *, budget: ConnectionBudget | None = None) -> None:
+    """:func:`check_receiver` with the settings of an upload (holding a slot of ``budget``)."""
+    cfg = _config(options, None, None, 0, 0)
+    with slot(budget):
+        _echo(cfg)
 
 
 def _context_groups(pairs_of: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
@@ -598,6 +627,7 @@ def store_instances(
     progress_callback: ProgressCallback | None = None,
     echo: bool = True,
     on_instance: Callable[[InstanceOutcome], None] | None = None,
+    budget: ConnectionBudget | None = None,
 ) -> StoreRun:
     """Send every instance of ``inventory`` over parallel associations.
 
@@ -616,6 +646,9 @@ def store_instances(
     on_instance
         Called once per instance as soon as its final outcome is known, from the worker threads;
         if it raises, the send stops and :func:`store_instances` raises that exception.
+    budget
+        A connection budget shared with other uploads: each association (and the C-ECHO) holds
+        one slot while it is open, so ``options.associations`` is an upper bound per session.
 
     Returns
     -------
@@ -633,9 +666,11 @@ def store_instances(
     if not files:
         raise InputError("no DICOM files to send")
     cfg = _config(options, comment, progress_callback, len(files), sum(f.size for f in files))
+    cfg = dataclasses.replace(cfg, budget=budget)
     started = time.monotonic()
     if echo:
-        _echo(cfg)
+        with slot(budget):
+            _echo(cfg)
 
     pairs = [(f.sop_class_uid, _syntax(inventory, f)) for f in files]
     groups = _context_groups(pairs)

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from xnatio.budget import ConnectionBudget
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory
@@ -27,8 +28,8 @@ from xnatio.transport.dicom_store import (
     echo_receiver,
     store_instances,
 )
-from xnatio.upload.steps import Target, open_journal, scan_source, verify, xnat_session
-from xnatio.verify import VerifyReport
+from xnatio.upload.steps import Target, open_journal, scan_source, server_session, verify
+from xnatio.verify import ContentCheck, VerifyLevel, VerifyReport, verify_level
 from xnatio.verify.session import wait_until_settled
 from xnatio.xnat.listings import list_session_files
 from xnatio.xnat.naming import routing_comment, validate_label
@@ -46,22 +47,29 @@ def run_dicom(
     options: DicomOptions,
     config: XnatConfig | None,
     *,
-    verify_after: bool,
+    verify_after: bool | VerifyLevel,
     journal: str | Path | bool,
     resume: bool,
     echo: bool,
     allow_multiple_studies: bool,
     progress_callback: ProgressCallback | None,
     on_instance: Callable[[InstanceOutcome], None] | None = None,
+    client: XnatSession | None = None,
+    budget: ConnectionBudget | None = None,
 ) -> DicomStoreResult:
-    """Send ``source`` over C-STORE; see :func:`xnatio.send_dicom_store`."""
+    """Send ``source`` over C-STORE; see :func:`xnatio.send_dicom_store`.
+
+    ``client`` is an XNAT session shared with other uploads (left open). Each association (and
+    the C-ECHO) holds one slot of ``budget`` while it is open.
+    """
     options.check()
     if target is None and options.routing_tags:
         raise InputError(
             "routing tags need a project, subject and session; give all three or turn routing "
             "tags off (--no-routing-tags)"
         )
-    if target is None and config is not None and (verify_after or resume):
+    level = verify_level(verify_after)
+    if target is None and config is not None and (level != "none" or resume):
         raise InputError(
             "checking the XNAT session needs its project, subject and session; give all three"
         )
@@ -72,17 +80,15 @@ def run_dicom(
             ("session", target.session),
         ):
             validate_label(kind, value)
-    xnat = (
-        xnat_session(config, timeout=_REST_TIMEOUT)
-        if config is not None and (verify_after or resume)
-        else None
-    )
+    xnat: XnatSession | None = None
     with contextlib.ExitStack() as stack:
-        if xnat is not None:
-            stack.enter_context(xnat)
+        if config is not None and (level != "none" or resume):
+            xnat = stack.enter_context(
+                server_session(config, client, timeout=_REST_TIMEOUT, budget=budget)
+            )
             # The credentials serve the check after sending and the resume's listings: a wrong
             # password or server URL must stop us before anything is sent, not after.
-            xnat.login()
+            xnat.ensure_login()
         inventory, own = scan_source(
             source,
             allow_multiple_studies=allow_multiple_studies,
@@ -100,8 +106,10 @@ def run_dicom(
                 transport="dicom-store",
             )
         )
-        flow = _DicomRun(xnat, inventory, target, options, log, progress_callback, on_instance)
-        return flow.run(resume=resume, verify_after=verify_after, echo=echo)
+        flow = _DicomRun(
+            xnat, inventory, target, options, log, progress_callback, on_instance, budget
+        )
+        return flow.run(resume=resume, level=level, echo=echo)
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns or raises
 
 
@@ -117,6 +125,7 @@ class _DicomRun:
         journal: Journal | None,
         progress_callback: ProgressCallback | None,
         on_instance: Callable[[InstanceOutcome], None] | None,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.xnat = xnat
         self.inventory = inventory
@@ -126,8 +135,9 @@ class _DicomRun:
         self.journal = journal
         self.progress_callback = progress_callback
         self.on_instance = on_instance
+        self.budget = budget
 
-    def run(self, *, resume: bool, verify_after: bool, echo: bool) -> DicomStoreResult:
+    def run(self, *, resume: bool, level: VerifyLevel, echo: bool) -> DicomStoreResult:
         files = self.files
         present: dict[str, str] = {}
         if resume:
@@ -157,8 +167,8 @@ class _DicomRun:
                 f"interrupted after {result.sent} of {result.total_files} instances", result
             )
         report: VerifyReport | None = None
-        if verify_after and self.xnat is not None and self.target is not None:
-            report = self.verify(result)
+        if level != "none" and self.xnat is not None and self.target is not None:
+            report = self.verify(result, deep=level == "deep")
         ok = result.success and (report is None or report.ok)
         if self.journal is not None:
             matched = report.comparison.matched if report and report.comparison else 0
@@ -201,7 +211,7 @@ class _DicomRun:
                 log.start_run(resume=resume, total=len(self.files))
             return StoreRun()
         if echo:
-            echo_receiver(self.options)
+            echo_receiver(self.options, budget=self.budget)
         batch: BatchedSent | None = None
         if log is not None:
             log.start_run(resume=resume, total=len(self.files))
@@ -230,6 +240,7 @@ class _DicomRun:
                 progress_callback=self.progress_callback,
                 echo=False,
                 on_instance=confirmed,
+                budget=self.budget,
             )
         except BaseException:
             if batch is not None:
@@ -240,7 +251,7 @@ class _DicomRun:
             batch.close()
         return run
 
-    def verify(self, result: DicomStoreResult) -> VerifyReport:
+    def verify(self, result: DicomStoreResult, *, deep: bool) -> VerifyReport:
         """Check the XNAT session after a send, waiting only for what the receiver stored.
 
         The instances the sender saw fail are left out of the waiting check: XNAT will never
@@ -265,6 +276,7 @@ class _DicomRun:
                 wait=seconds,
                 poll_interval=2.0,
                 progress_callback=self.progress_callback,
+                content=ContentCheck(self.inventory.source, deep=deep),
             )
 
         if not stored:

@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from xnatio.budget import ConnectionBudget
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.inventory import DicomFile
@@ -20,11 +21,22 @@ from xnatio.plan import Batch, UploadPlan, plan_batches
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.result.journal import Journal, JournalState
 from xnatio.result.outcome import UploadCancelled, UploadResult
-from xnatio.result.resume import ServerHoldings, gather_holdings, refuse_rerun, resume_todo
+from xnatio.result.resume import (
+    ServerHoldings,
+    archived_holdings,
+    gather_holdings,
+    refuse_rerun,
+    resume_todo,
+)
 from xnatio.transport.rest import BatchOutcome, BatchRun, commit, send_batches
-from xnatio.upload.steps import Target, open_journal, plan_with_preflight, verify, xnat_session
-from xnatio.verify import compare
-from xnatio.verify.compare import present_names
+from xnatio.upload.steps import (
+    Target,
+    open_journal,
+    plan_with_preflight,
+    server_session,
+    verify,
+)
+from xnatio.verify import ContentCheck, VerifyLevel, compare, verify_level
 from xnatio.xnat.listings import PrearchiveSession, ServerFile
 from xnatio.xnat.session import XnatSession
 
@@ -44,21 +56,30 @@ def run_rest(
     options: RestOptions,
     config: XnatConfig,
     *,
-    verify_after: bool,
+    verify_after: bool | VerifyLevel,
     journal: str | Path | bool,
     resume: bool,
     allow_multiple_studies: bool,
     progress_callback: ProgressCallback | None,
+    client: XnatSession | None = None,
+    budget: ConnectionBudget | None = None,
 ) -> UploadResult:
-    """Upload ``source`` to ``target`` over REST; see :func:`xnatio.upload_dicom_parallel_rest`."""
+    """Upload ``source`` to ``target`` over REST; see :func:`xnatio.upload_dicom_parallel_rest`.
+
+    ``client`` is a session shared with other uploads (left open); without it the upload logs in
+    on a session of its own, whose requests hold slots of ``budget`` when one is given.
+    """
     options.check()
+    level = verify_level(verify_after)
     if resume and options.direct_archive:
         raise InputError(
             "--resume sends the missing batches into the prearchive session left by the "
             "interrupted upload; drop --direct-archive"
         )
     started = time.monotonic()
-    with xnat_session(config, timeout=options.timeout, workers=options.upload_workers) as xnat:
+    with server_session(
+        config, client, timeout=options.timeout, workers=options.upload_workers, budget=budget
+    ) as xnat:
         plan, existing = plan_with_preflight(
             xnat,
             source,
@@ -78,7 +99,7 @@ def run_rest(
             ) as log,
         ):
             run = _RestRun(xnat, plan, target, options, log, progress_callback, started)
-            return run.run(existing, resume=resume, verify_after=verify_after)
+            return run.run(existing, resume=resume, level=level)
 
 
 class _RestRun:
@@ -104,7 +125,7 @@ class _RestRun:
         self.started = started
 
     def run(
-        self, existing: list[ServerFile] | None, *, resume: bool, verify_after: bool
+        self, existing: list[ServerFile] | None, *, resume: bool, level: VerifyLevel
     ) -> UploadResult:
         batches, present, adopted, overwrite = self.choose(existing, resume)
         inventory = self.plan.inventory
@@ -153,8 +174,8 @@ class _RestRun:
             self.commit(result, uris, overwrite)
         elif batches:
             result.errors.append("no batch reached the server; nothing was committed")
-        if verify_after and (uris or existing is not None):
-            self.verify(result)
+        if level != "none" and (uris or existing is not None):
+            self.verify(result, deep=level == "deep")
         result.duration = time.monotonic() - self.started
         result.success = not result.errors
         if self.journal is not None:
@@ -220,9 +241,8 @@ class _RestRun:
                 "missing instances or --overwrite delete to replace files"
             )
         if options.overwrite == "append":
-            todo, present = resume_todo(
-                files, ServerHoldings(archived=present_names(existing)), set()
-            )
+            held = archived_holdings(self.xnat, files, existing)
+            todo, present = resume_todo(files, ServerHoldings(archived=held), set())
             if present:
                 logger.info(
                     "%d instances are already in the session; not sending them", len(present)
@@ -275,7 +295,7 @@ class _RestRun:
                 result.errors.append(f"commit of {uri} failed: {exc.message}")
         emit(self.progress_callback, ProgressEvent("committing", len(uris), len(uris), "archived"))
 
-    def verify(self, result: UploadResult) -> None:
+    def verify(self, result: UploadResult, *, deep: bool) -> None:
         files = self.files
         emit(
             self.progress_callback,
@@ -287,16 +307,13 @@ class _RestRun:
             self.target,
             wait=_VERIFY_WAIT,
             poll_interval=_VERIFY_POLL,
-            progress_callback=None,
+            progress_callback=self.progress_callback if deep else None,
+            content=ContentCheck(self.plan.inventory.source, deep=deep),
         )
         result.verify_report = report
         comp = report.comparison if report.comparison is not None else compare(files, [])
         result.verification = comp
-        result.errors += [f"missing on the server: {p}" for p in comp.missing]
-        result.errors += [f"present more than once on the server: {p}" for p in comp.duplicated]
-        result.errors += [
-            f"filed under scan {s} instead of its own: {p}" for p, s in comp.misplaced
-        ]
+        result.errors += comp.problems()
         emit(
             self.progress_callback, ProgressEvent("verifying", comp.matched, len(files), "checked")
         )

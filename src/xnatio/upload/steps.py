@@ -12,13 +12,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnatio.budget import ConnectionBudget
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory, build_inventory
 from xnatio.plan import UploadPlan, check_inventory, plan_upload
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.result.journal import Journal, JournalKey
-from xnatio.verify import VerifyReport, await_session
+from xnatio.verify import ContentCheck, VerifyReport, await_session
 from xnatio.xnat.listings import ServerFile, list_session_files
 from xnatio.xnat.session import XnatSession
 
@@ -28,6 +29,7 @@ __all__ = [
     "plan_with_preflight",
     "preflight",
     "scan_source",
+    "server_session",
     "verify",
     "xnat_session",
 ]
@@ -54,7 +56,7 @@ def preflight(xnat: XnatSession, target: Target) -> list[ServerFile] | None:
         The project does not exist or is not readable: XNAT would file the data as Unassigned
         (docs/xnat-behaviour.md §3.4).
     """
-    xnat.login()
+    xnat.ensure_login()
     response = xnat.request("GET", f"/data/projects/{target.project}", params={"format": "json"})
     if response.status_code in (403, 404):
         raise InputError(
@@ -165,8 +167,10 @@ def verify(
     wait: float,
     poll_interval: float,
     progress_callback: ProgressCallback | None,
+    content: ContentCheck | None = None,
 ) -> VerifyReport:
-    """Compare the session with ``files``, waiting up to ``wait`` seconds for XNAT to settle."""
+    """Compare the session with ``files``, waiting up to ``wait`` seconds for XNAT to settle,
+    then check the stored files' content as ``content`` says."""
     return await_session(
         xnat,
         files,
@@ -176,9 +180,28 @@ def verify(
         wait=wait,
         poll_interval=poll_interval,
         progress_callback=progress_callback,
+        content=content,
     )
 
 
 def xnat_session(config: XnatConfig, *, timeout: float, workers: int = 4) -> XnatSession:
     """An XNAT REST session with room for ``workers`` parallel requests plus the checks."""
     return XnatSession(config, timeout=timeout, max_connections=workers + 4)
+
+
+@contextlib.contextmanager
+def server_session(
+    config: XnatConfig,
+    client: XnatSession | None,
+    *,
+    timeout: float,
+    workers: int = 4,
+    budget: ConnectionBudget | None = None,
+) -> Iterator[XnatSession]:
+    """``client`` when the caller shares one session among uploads (left open), else a new
+    session for this upload alone, closed (logged out) on the way out."""
+    if client is not None:
+        yield client
+        return
+    with XnatSession(config, timeout=timeout, max_connections=workers + 4, budget=budget) as xnat:
+        yield xnat
