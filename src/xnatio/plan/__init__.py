@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from xnatio.plan.batches import Batch, plan_batches
 from xnatio.plan.checks import check_inventory
-from xnatio.plan.planner import UploadPlan, plan_upload
+from xnatio.plan.planner import UploadPlan, plan_inventory, plan_upload
 
-__all__ = ["Batch", "UploadPlan", "check_inventory", "plan_batches", "plan_upload"]
+__all__ = [
+    "Batch",
+    "UploadPlan",
+    "check_inventory",
+    "plan_batches",
+    "plan_inventory",
+    "plan_upload",
+]

@@ -12,7 +12,7 @@ from xnatio.plan.checks import check_inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.xnat.naming import scan_id_for, validate_label
 
-__all__ = ["UploadPlan", "plan_upload"]
+__all__ = ["UploadPlan", "plan_inventory", "plan_upload"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,21 @@ def plan_upload(
         emit(progress_callback, ProgressEvent("scanning", done, total, "reading DICOM headers"))
 
     inventory = build_inventory(source_dir, progress=scan_progress)
+    return plan_inventory(
+        inventory, num_batches=num_batches, allow_multiple_studies=allow_multiple_studies
+    )
+
+
+def plan_inventory(
+    inventory: Inventory, *, num_batches: int = 42, allow_multiple_studies: bool = False
+) -> UploadPlan:
+    """:func:`plan_upload` for an inventory already built (its source is closed on failure).
+
+    Raises
+    ------
+    InputError
+        Several studies (unless allowed), conflicting duplicates.
+    """
     try:
         inventory = check_inventory(inventory, allow_multiple_studies=allow_multiple_studies)
         batches = plan_batches(inventory.files, num_batches)
