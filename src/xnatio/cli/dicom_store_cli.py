@@ -23,6 +23,7 @@ from xnatio.plan import plan_upload
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult
 from xnatio.result.report import dicom_store_rows, json_safe, skipped_list, write_report
 from xnatio.upload import send_dicom_store
+from xnatio.verify import VerifyLevel
 
 EXIT_OK, EXIT_PARTIAL = 0, 1
 
@@ -62,7 +63,7 @@ def run_dicom_store(
     dicom_tls_cert: Path | None,
     dicom_tls_key: Path | None,
     routing_tags: bool,
-    verify: bool,
+    verify: bool | VerifyLevel,
     wait: float = 600.0,
     resume: bool = False,
     journal: Path | bool = True,
@@ -215,5 +216,7 @@ def _print_result(result: DicomStoreResult) -> None:
         click.echo(f"verified: {report.where}{counted}")
         for line in report.problems()[:100]:
             click.echo(f"error: {line}", err=True)
+        for line in report.remarks()[:100]:
+            click.echo(f"note: {line}")
     for err in result.errors[:100]:
         click.echo(f"error: {err}", err=True)

@@ -28,6 +28,7 @@ from xnatio.result.report import (
     write_report,
 )
 from xnatio.upload import upload_dicom_parallel_rest
+from xnatio.verify import verify_level
 from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
@@ -200,7 +201,15 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
 @click.option(
     "--no-routing-tags", is_flag=True, help="C-STORE: do not add Project/Subject/Session."
 )
-@click.option("--no-verify", is_flag=True, help="Skip checking the server's listing afterwards.")
+@click.option(
+    "--verify",
+    "verify_mode",
+    type=click.Choice(["none", "listing", "deep"]),
+    default=None,
+    help="Check what landed: listing (default: instances by SOP Instance UID, listed sizes and "
+    "digests), deep (also download every stored file and compare its data elements), or none.",
+)
+@click.option("--no-verify", is_flag=True, help="Same as --verify none.")
 @click.option(
     "--wait",
     type=Seconds(),
@@ -274,6 +283,7 @@ def command(
     dicom_tls_cert: Path | None,
     dicom_tls_key: Path | None,
     no_routing_tags: bool,
+    verify_mode: str | None,
     no_verify: bool,
     wait: float,
     resume: bool,
@@ -303,6 +313,9 @@ def command(
     if no_journal and (resume or journal_path is not None):
         raise InputError("--no-journal cannot be combined with --resume or --journal")
     journal: Path | bool = False if no_journal else (journal_path or True)
+    if no_verify and verify_mode not in (None, "none"):
+        raise InputError(f"--no-verify cannot be combined with --verify {verify_mode}")
+    verify = verify_level("none" if no_verify else verify_mode or "listing")
     if transport == "dicom-store":
         from xnatio.cli.dicom_store_cli import run_dicom_store
 
@@ -323,7 +336,7 @@ def command(
             dicom_tls_cert=dicom_tls_cert,
             dicom_tls_key=dicom_tls_key,
             routing_tags=not no_routing_tags,
-            verify=not no_verify,
+            verify=verify,
             wait=wait,
             resume=resume,
             journal=journal,
@@ -385,7 +398,7 @@ def command(
                 if import_handler == "gradual-DICOM"
                 else "DICOM-zip",
                 allow_multiple_studies=allow_multiple_studies,
-                verify=not no_verify,
+                verify=verify,
                 journal=journal,
                 resume=resume,
             )

@@ -15,6 +15,13 @@ from xnatio.verify import VerifyReport, verify_session
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
 
+_CHECKED = {
+    "names": "by SOP Instance UID",
+    "listing": "by SOP Instance UID, sizes and digests",
+    "deep": "by SOP Instance UID and every data element",
+}
+
+
 def _print(report: VerifyReport, quiet: bool) -> None:
     if quiet and report.ok:
         return
@@ -22,17 +29,23 @@ def _print(report: VerifyReport, quiet: bool) -> None:
     c = report.comparison
     if c is not None:
         click.echo(
-            f"{c.matched} of {c.expected} instances present exactly once in their scan; "
+            f"{c.matched} of {c.expected} instances present exactly once in their scan "
+            f"(checked {_CHECKED.get(c.checked, c.checked)}); "
             f"{len(c.missing)} missing, {len(c.duplicated)} duplicated, "
-            f"{len(c.misplaced)} misplaced, {len(c.extra)} extra files"
+            f"{len(c.misplaced)} misplaced, {len(c.content)} with other content, "
+            f"{len(c.extra)} extra files"
         )
         for scan, (expected, found) in c.per_scan.items():
             mark = "" if expected == found else "  <-- differs"
             click.echo(f"  scan {scan}: {expected} expected, {found} on the server{mark}")
-    for line in report.problems()[:100]:
-        click.echo(f"error: {line}", err=True)
-    if len(report.problems()) > 100:
-        click.echo(f"... and {len(report.problems()) - 100} more (see --json)", err=True)
+    for kind, lines, stream_err in (
+        ("error", report.problems(), True),
+        ("note", [] if quiet else report.remarks(), False),
+    ):
+        for line in lines[:100]:
+            click.echo(f"{kind}: {line}", err=stream_err)
+        if len(lines) > 100:
+            click.echo(f"... and {len(lines) - 100} more (see --json)", err=stream_err)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,6 +61,11 @@ def _print(report: VerifyReport, quiet: bool) -> None:
     help="Seconds to wait for the session to appear and settle (C-STORE sessions).",
 )
 @server_options
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also download every stored file and compare its data elements with the local file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The full comparison as JSON on stdout.")
 @click.option(
     "--progress",
@@ -68,6 +86,7 @@ def command(
     source: Path,
     wait: float,
     creds: ServerOptions,
+    deep: bool,
     as_json: bool,
     progress_mode: str,
     verbose: int,
@@ -75,10 +94,14 @@ def command(
 ) -> None:
     """Compare PROJECT/SUBJECT/SESSION on the server with the DICOM files in SOURCE.
 
-    Checks per scan the instance counts and the exact set of instances, and reports missing,
-    duplicated, misplaced and extra files, and where the session is (archived, still in the
-    prearchive, under another label, or absent). Exit codes: 0 everything matches, 1 it does
-    not, 2 usage or input error, 3 authentication or connection failure.
+    Matches stored files to the local instances by SOP Instance UID, per scan, whatever their
+    names (reading the headers of files whose names do not tell), checks that each stored file
+    can hold its instance (listed size, and MD5 where the bytes should be equal), and reports
+    missing, duplicated, misplaced files and files with other content, extra files, and where the
+    session is (archived, still in the prearchive, under another label, or absent). --deep also
+    compares every data element of every stored file. Exit codes: 0 every instance is there
+    exactly once (extra files are listed as notes), 1 it is not, 2 usage or input error,
+    3 authentication or connection failure.
     """
     configure_logging(verbose, quiet)
     config = creds.required_config()
@@ -97,6 +120,7 @@ def command(
             source_dir=source,
             wait=wait,
             progress_callback=display,
+            deep=deep,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -1,7 +1,10 @@
 """The resume rule, one for both transports: send what neither the server nor the journal confirms.
 
 The server's listings are authoritative: the archived session, and the uncommitted prearchive
-session an interrupted upload left behind (docs/xnat-behaviour.md §4.1-§4.3). When the server
+session an interrupted upload left behind (docs/xnat-behaviour.md §4.1-§4.3). What they hold is
+decided by SOP Instance UID per scan (:func:`xnatio.verify.identify.identify`), whatever names
+the files have: an instance another client stored under its own name is not sent again. When the
+server
 cannot list its prearchive (older XNATs, or a receiver that is not XNAT), an instance the journal
 confirmed counts as delivered: re-sending it into the prearchive would only replace it, and the
 verification after the upload catches anything lost.
@@ -15,17 +18,24 @@ from dataclasses import dataclass, field
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile
 from xnatio.result.journal import JournalState
-from xnatio.verify.compare import present_names
+from xnatio.verify.compare import held_keys
+from xnatio.verify.identify import identify
 from xnatio.xnat.listings import (
     PrearchiveSession,
     ServerFile,
     find_prearchive_sessions,
     list_prearchive_files,
 )
-from xnatio.xnat.naming import scan_id_for, stored_name, template_name
+from xnatio.xnat.naming import scan_id_for
 from xnatio.xnat.session import XnatSession
 
-__all__ = ["ServerHoldings", "gather_holdings", "refuse_rerun", "resume_todo"]
+__all__ = [
+    "ServerHoldings",
+    "archived_holdings",
+    "gather_holdings",
+    "refuse_rerun",
+    "resume_todo",
+]
 
 # Prearchive states in which new data starts a new session row (docs/xnat-behaviour.md §3.4
 # step 6): such a session is not one an upload can add to.
@@ -45,7 +55,7 @@ _NOT_INTERRUPTIBLE = frozenset(
 
 @dataclass
 class ServerHoldings:
-    """What the server already holds of a session, as ``(scan, stored name)`` keys.
+    """What the server already holds of a session, as ``(scan, SOP Instance UID)`` keys.
 
     Attributes
     ----------
@@ -61,6 +71,16 @@ class ServerHoldings:
     archived: set[tuple[str, str]] = field(default_factory=set)
     prearchive: set[tuple[str, str]] | None = field(default_factory=set)
     sessions: list[PrearchiveSession] = field(default_factory=list)
+
+
+def archived_holdings(
+    xnat: XnatSession, files: Sequence[DicomFile], archived: Sequence[ServerFile] | None
+) -> set[tuple[str, str]]:
+    """``(scan, SOP Instance UID)`` of the archived session's files (``archived``: its listing),
+    reading from the server the headers of files whose names do not tell."""
+    if not archived:
+        return set()
+    return held_keys(identify(xnat, files, archived))
 
 
 def gather_holdings(
@@ -81,13 +101,14 @@ def gather_holdings(
         and p.study_uid in study_uids
         and p.status.lstrip("_") not in _NOT_INTERRUPTIBLE
     ]
-    pre: set[tuple[str, str]] = set()
+    held = archived_holdings(xnat, files, archived)
+    listed: list[ServerFile] = []
     for p in sessions:
-        listed = list_prearchive_files(xnat, p.url)
-        if listed is None:
-            return ServerHoldings(present_names(archived or []), None, sessions)
-        pre |= present_names(listed)
-    return ServerHoldings(present_names(archived or []), pre, sessions)
+        found = list_prearchive_files(xnat, p.url)
+        if found is None:
+            return ServerHoldings(held, None, sessions)
+        listed += found
+    return ServerHoldings(held, held_keys(identify(xnat, files, listed)), sessions)
 
 
 def resume_todo(
@@ -113,10 +134,10 @@ def resume_todo(
     todo: list[DicomFile] = []
     present: dict[str, str] = {}
     for f in files:
-        keys = {(scan_id_for(f), stored_name(f)), (scan_id_for(f), template_name(f))}
-        if keys & holdings.archived:
+        key = (scan_id_for(f), f.sop_instance_uid)
+        if key in holdings.archived:
             present[f.path] = "already in the archived session"
-        elif holdings.prearchive is not None and keys & holdings.prearchive:
+        elif holdings.prearchive is not None and key in holdings.prearchive:
             present[f.path] = "already in the uncommitted prearchive session"
         elif holdings.prearchive is None and f.sop_instance_uid in confirmed:
             present[f.path] = "confirmed by the journal (the server does not list that session)"

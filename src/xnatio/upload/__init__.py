@@ -30,6 +30,7 @@ from xnatio.transport.dicom_store import InstanceOutcome
 from xnatio.upload.dicom_flow import run_dicom
 from xnatio.upload.rest_flow import run_rest
 from xnatio.upload.steps import Target
+from xnatio.verify import VerifyLevel
 from xnatio.xnat.naming import validate_label
 
 __all__ = ["send_dicom_store", "upload_dicom_parallel_rest", "upload_session"]
@@ -43,7 +44,7 @@ def upload_session(
     session: str,
     transport: RestOptions | DicomOptions,
     server: XnatConfig | None = None,
-    verify: bool = True,
+    verify: bool | VerifyLevel = True,
     journal: str | Path | bool = True,
     resume: bool = False,
     allow_multiple_studies: bool = False,
@@ -65,7 +66,10 @@ def upload_session(
         listings and the verification (without it, C-STORE goes to any Storage SCP unchecked).
     verify
         Compare the session's files with the inventory afterwards (for C-STORE, after waiting
-        up to ``transport.wait`` seconds for XNAT to build and archive the session).
+        up to ``transport.wait`` seconds for XNAT to build and archive the session):
+        ``"listing"`` (or True) matches instances by SOP Instance UID and checks listed sizes
+        and digests, ``"deep"`` also downloads every stored file and compares its data
+        elements, ``"none"`` (or False) skips the check (:mod:`xnatio.verify.content`).
     journal
         Keep a journal of the instances confirmed sent: True (default) in the user's cache
         folder, a path, or False for none.
@@ -169,7 +173,7 @@ def upload_dicom_parallel_rest(
     direct_archive: bool = False,
     import_handler: ImportHandler = "DICOM-zip",
     allow_multiple_studies: bool = False,
-    verify: bool = True,
+    verify: bool | VerifyLevel = True,
     max_attempts: int = 5,
     plan: UploadPlan | None = None,
     journal: str | Path | bool = True,
@@ -197,7 +201,8 @@ def upload_dicom_parallel_rest(
     allow_multiple_studies
         Accept a source holding several StudyInstanceUIDs.
     verify
-        Compare the session's file listing with the inventory after the commit.
+        Check the session after the commit: ``"listing"`` (or True), ``"deep"`` or ``"none"``
+        (or False), as for :func:`upload_session`.
     plan
         A plan from :func:`~xnatio.plan_upload` to reuse instead of scanning ``source_dir`` again.
     journal
@@ -276,7 +281,7 @@ def send_dicom_store(
     tcp_quickack: bool = True,
     on_instance: Callable[[InstanceOutcome], None] | None = None,
     server: XnatConfig | None = None,
-    verify: bool = True,
+    verify: bool | VerifyLevel = True,
     wait: float = 600.0,
     journal: str | Path | bool | None = None,
     resume: bool = False,
@@ -321,7 +326,8 @@ def send_dicom_store(
         (``verify``, waiting up to ``wait`` seconds for XNAT to build and archive it) and a
         ``resume`` lists what the server holds.
     verify
-        Check the session when ``server`` is given.
+        Check the session when ``server`` is given: ``"listing"`` (or True), ``"deep"`` or
+        ``"none"`` (or False), as for :func:`upload_session`.
     journal
         Keep a journal of the instances the receiver confirmed: a path, True (in the user's cache
         folder) or False. The default keeps one when ``server`` is given.

@@ -8,6 +8,7 @@ docs/xnat-behaviour.md §4.2 and §6.3). Both transports, ``xio verify`` and the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -17,9 +18,12 @@ from typing import Any, Literal
 
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError
-from xnatio.inventory import DicomFile, Inventory, build_inventory
+from xnatio.inventory import DicomFile, Inventory, Source, build_inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.verify.compare import Comparison, compare, comparison_dict
+from xnatio.verify.content import ContentCheck, check_content
+from xnatio.verify.deep import ExpectedEdits
+from xnatio.verify.identify import identify
 from xnatio.xnat.listings import (
     PrearchiveSession,
     ServerFile,
@@ -29,6 +33,7 @@ from xnatio.xnat.listings import (
     list_prearchive_files,
     list_session_files,
 )
+from xnatio.xnat.naming import routing_comment
 from xnatio.xnat.session import XnatSession
 
 __all__ = [
@@ -82,29 +87,27 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """True when the session is archived and holds every instance exactly once, in place,
-        with nothing of it left in the prearchive and no extra files."""
+        """True when the session is archived, nothing of it is left in the prearchive, and it
+        holds every instance exactly once, in place, with plausible content (extra files, which
+        hold no instance of the source, are allowed and reported)."""
         c = self.comparison
-        return (
-            self.location == "archived"
-            and c is not None
-            and c.ok
-            and not c.extra
-            and c.matched == c.expected
-        )
+        return self.location == "archived" and c is not None and c.ok and c.matched == c.expected
 
     def problems(self) -> list[str]:
-        """One line per mismatch, for display and for ``result.errors``."""
+        """One line per failure, for display and for ``result.errors``."""
         out: list[str] = []
         if self.location != "archived":
             out.append(self.where)
-        c = self.comparison
-        if c is not None:
-            out += [f"missing on the server: {p}" for p in c.missing]
-            out += [f"present more than once on the server: {p}" for p in c.duplicated]
-            out += [f"filed under scan {s} instead of its own: {p}" for p, s in c.misplaced]
-            out += [f"extra file on the server: {e}" for e in c.extra]
+        if self.comparison is not None:
+            out += self.comparison.problems()
         return out
+
+    def remarks(self) -> list[str]:
+        """Lines that are not failures: extra files and notes on what was not compared."""
+        c = self.comparison
+        if c is None:
+            return []
+        return [f"extra file on the server (not in the source): {e}" for e in c.extra] + c.notes
 
     def to_dict(self) -> dict[str, Any]:
         """The full comparison as plain data (for ``--json``)."""
@@ -130,11 +133,21 @@ def look(
     project: str,
     subject: str,
     session: str,
+    *,
+    cache: dict[ServerFile, str | None] | None = None,
 ) -> VerifyReport:
-    """One look at the server: archive, prearchive, other labels."""
+    """One look at the server: archive, prearchive, other labels.
+
+    Stored files are matched to the local instances by SOP Instance UID; the headers of files
+    whose names do not tell are read from the server (``cache`` keeps them between looks).
+    """
     study_uids = {f.study_instance_uid for f in files}
     listed_files = list_session_files(xnat, project, subject, session)
-    comparison = compare(files, listed_files) if listed_files is not None else None
+    comparison = (
+        compare(files, listed_files, identify(xnat, files, listed_files, cache=cache))
+        if listed_files is not None
+        else None
+    )
     pre = find_prearchive_sessions(xnat, project, session, study_uids)
     pre_cmp: Comparison | None = None
     counted: list[PrearchiveSession] = []
@@ -149,7 +162,7 @@ def look(
         pre_files += listed
         counted.append(dataclasses.replace(p, files=len(listed)))
     if pre and listable:
-        pre_cmp = compare(files, pre_files)
+        pre_cmp = compare(files, pre_files, identify(xnat, files, pre_files, cache=cache))
     others = (
         list_other_labels(xnat, project, subject, session, study_uids)
         if listed_files is None
@@ -222,12 +235,15 @@ def verify_session(
     poll_interval: float = 2.0,
     progress_callback: ProgressCallback | None = None,
     xnat: XnatSession | None = None,
+    deep: bool = False,
+    expected_edits: ExpectedEdits | None = None,
 ) -> VerifyReport:
     """Check that an XNAT session holds exactly the instances of a local source.
 
-    Compares, per scan (SeriesNumber), the instance counts and the exact set of instances (by
-    their predictable stored names, ``<SOPInstanceUID>.dcm``, or XNAT's template name), and says
-    where the session is: archived, still in the prearchive, under another label, or absent.
+    Matches stored files to local instances by SOP Instance UID, per scan (SeriesNumber),
+    whatever names the server uses (reading the headers of files whose names do not tell),
+    checks that each stored file can hold its instance (listed size and MD5), and says where the
+    session is: archived, still in the prearchive, under another label, or absent.
 
     Parameters
     ----------
@@ -237,16 +253,23 @@ def verify_session(
         The session to check.
     source_dir, inventory
         The local source (a folder or archive, scanned here), or an inventory already built, or
-        its list of files. Give exactly one.
+        its list of files (then only identity is checked: there are no local bytes to compare).
+        Give exactly one.
     wait
         Seconds to wait for the session to appear and settle (XNAT builds a C-STORE session after
         an idle period and then archives it). 0 looks once.
     poll_interval
         Seconds between looks while waiting.
     progress_callback
-        Receives ``verifying`` events while waiting.
+        Receives ``verifying`` events while waiting and while deep checks run.
     xnat
         An open session to reuse instead of logging in.
+    deep
+        Download every stored file and compare its data elements with the local file
+        (:mod:`xnatio.verify.deep`).
+    expected_edits
+        Changes the server is expected to make to each instance (anonymisation), allowed by the
+        deep comparison.
 
     Returns
     -------
@@ -262,46 +285,45 @@ def verify_session(
     """
     if (source_dir is None) == (inventory is None):
         raise InputError("give either source_dir or inventory")
-    files: Sequence[DicomFile]
-    if source_dir is not None:
-        with build_inventory(source_dir) as inv:
-            files = list(inv.files)
-    elif isinstance(inventory, Inventory):
-        files = inventory.files
-    else:
-        assert inventory is not None
-        files = inventory
-    if not files:
-        raise InputError("the source holds no DICOM files to compare")
-    if xnat is None:
-        config = XnatConfig(
-            server=normalise_server(server),
-            username=username,
-            password=password,
-            verify_tls=verify_tls,
+    with contextlib.ExitStack() as stack:
+        source: Source | None = None
+        files: Sequence[DicomFile]
+        if source_dir is not None:
+            inv = stack.enter_context(build_inventory(source_dir))
+            files, source = list(inv.files), inv.source
+        elif isinstance(inventory, Inventory):
+            files, source = inventory.files, inventory.source
+        else:
+            assert inventory is not None
+            files = inventory
+        if not files:
+            raise InputError("the source holds no DICOM files to compare")
+        content = (
+            ContentCheck(source, deep=deep, expected_edits=expected_edits)
+            if source is not None
+            else None
         )
-        with XnatSession(config, timeout=300.0) as own:
-            own.login()
-            return await_session(
-                own,
-                files,
-                project=project,
-                subject=subject,
-                session=session,
-                wait=wait,
-                poll_interval=poll_interval,
-                progress_callback=progress_callback,
+        if xnat is None:
+            config = XnatConfig(
+                server=normalise_server(server),
+                username=username,
+                password=password,
+                verify_tls=verify_tls,
             )
-    return await_session(
-        xnat,
-        files,
-        project=project,
-        subject=subject,
-        session=session,
-        wait=wait,
-        poll_interval=poll_interval,
-        progress_callback=progress_callback,
-    )
+            xnat = stack.enter_context(XnatSession(config, timeout=300.0))
+            xnat.login()
+        return await_session(
+            xnat,
+            files,
+            project=project,
+            subject=subject,
+            session=session,
+            wait=wait,
+            poll_interval=poll_interval,
+            progress_callback=progress_callback,
+            content=content,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - the with block returns or raises
 
 
 def await_session(
@@ -314,12 +336,13 @@ def await_session(
     wait: float = 0.0,
     poll_interval: float = 2.0,
     progress_callback: ProgressCallback | None = None,
+    content: ContentCheck | None = None,
 ) -> VerifyReport:
     """Look at the session until it matches, cannot change any more, or ``wait`` seconds pass.
 
     This is the one rule for "wait for XNAT, then compare": after a REST commit (the session is
     archived at once) and after a C-STORE send (XNAT builds the session after its idle period, and
-    archives it when the project auto-archives).
+    archives it when the project auto-archives). The content checks run once, on the last look.
 
     Parameters
     ----------
@@ -333,6 +356,9 @@ def await_session(
         Seconds to keep looking at most, and between looks. 0 looks once.
     progress_callback
         Receives ``verifying`` events while waiting.
+    content
+        The local source and how far to check the stored files' content
+        (:mod:`xnatio.verify.content`); None checks identity only.
 
     Returns
     -------
@@ -340,19 +366,25 @@ def await_session(
         The last look, with ``waited`` set.
     """
     started = time.monotonic()
+    cache: dict[ServerFile, str | None] = {}
     while True:
-        report = look(xnat, files, project, subject, session)
+        report = look(xnat, files, project, subject, session, cache=cache)
         waited = time.monotonic() - started
         report.waited = waited
         if report.ok or waited >= wait or _settled(report):
+            c = report.comparison
+            if content is not None and c is not None:
+                check_content(
+                    xnat,
+                    files,
+                    c,
+                    content,
+                    routing=routing_comment(project, subject, session),
+                    progress_callback=progress_callback,
+                )
             emit(
                 progress_callback,
-                ProgressEvent(
-                    "verifying",
-                    report.comparison.matched if report.comparison else 0,
-                    len(files),
-                    report.where,
-                ),
+                ProgressEvent("verifying", c.matched if c else 0, len(files), report.where),
             )
             return report
         emit(

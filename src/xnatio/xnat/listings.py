@@ -8,13 +8,16 @@ servers do not offer (then the functions here return None, and callers fall back
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
 
+from xnatio.errors import ServerResponseError
 from xnatio.xnat.session import XnatSession
 
 __all__ = [
@@ -29,35 +32,70 @@ __all__ = [
     "parse_file_rows",
 ]
 
+logger = logging.getLogger(__name__)
+
 _SCAN_IN_URI = re.compile(r"/scans/([^/]+)/")
 
 
 @dataclass(frozen=True, slots=True)
 class ServerFile:
-    """One DICOM file in a server listing."""
+    """One DICOM file in a server listing.
+
+    Attributes
+    ----------
+    scan
+        The scan ID (from the URI's ``/scans/<id>/`` part, else the listing's own column).
+    name
+        The stored file name (docs/xnat-behaviour.md §4.3).
+    size
+        ``Size`` in bytes, or None when the listing gives none.
+    uri
+        Where to download the file (``/data/...``).
+    digest
+        ``digest``: the catalog's MD5 in hex, ``""`` when the server computed none (§4.1).
+    """
 
     scan: str
     name: str
-    size: int
+    size: int | None
     uri: str
+    digest: str = ""
 
 
-def parse_file_rows(rows: Iterable[dict[str, str]], collection: str = "DICOM") -> list[ServerFile]:
-    """Turn ``scans/ALL/files`` rows into :class:`ServerFile` records of one resource."""
+def _size(value: object) -> int | None:
+    text = "" if value is None else str(value).strip()
+    return int(text) if text.isdigit() else None
+
+
+def parse_file_rows(
+    rows: Iterable[Mapping[str, object]], collection: str = "DICOM", scan: str = ""
+) -> list[ServerFile]:
+    """Turn file listing rows into :class:`ServerFile` records of one resource.
+
+    Parameters
+    ----------
+    rows
+        ``ResultSet.Result`` rows of ``scans/{id}/files``, ``scans/ALL/files`` or a resource's
+        ``files`` listing (docs/xnat-behaviour.md §4.2).
+    collection
+        Keep only rows of this resource label; rows without a ``collection`` column are kept
+        (a resource's own listing has none).
+    scan
+        The scan, for rows whose URI names none.
+    """
     out: list[ServerFile] = []
     for row in rows:
-        if collection and row.get("collection", collection) != collection:
+        if collection and str(row.get("collection", collection)) != collection:
             continue
-        uri = row.get("URI", "")
+        uri = str(row.get("URI", "") or "")
         match = _SCAN_IN_URI.search(uri)
-        scan = match.group(1) if match else row.get("scan", "")
-        size = row.get("Size", "") or "0"
         out.append(
             ServerFile(
-                scan=scan,
-                name=row.get("Name", ""),
-                size=int(size) if size.isdigit() else 0,
+                scan=match.group(1) if match else str(row.get("scan", "") or scan),
+                name=str(row.get("Name", "") or ""),
+                size=_size(row.get("Size")),
                 uri=uri,
+                digest=str(row.get("digest", "") or "").strip().lower(),
             )
         )
     return out
@@ -120,8 +158,20 @@ def experiment_path(project: str, subject: str, session: str) -> str:
     return f"/data/projects/{project}/subjects/{subject}/experiments/{session}"
 
 
-def _server_files(response: httpx.Response) -> list[ServerFile]:
-    return parse_file_rows(response.json()["ResultSet"]["Result"])
+# Statuses with which a server says it does not offer a listing route (issue 15: servers and
+# proxies differ in which of the equivalent file listings of §4.2 they serve).
+_NOT_OFFERED = frozenset({404, 501})
+
+
+def _rows(response: httpx.Response, what: str) -> list[dict[str, object]]:
+    try:
+        rows = response.json()["ResultSet"]["Result"]
+    except (ValueError, KeyError, TypeError):
+        raise ServerResponseError(
+            f"{what}: the server did not answer with a file listing",
+            status_code=response.status_code,
+        ) from None
+    return [dict(r) for r in rows]
 
 
 def list_session_files(
@@ -129,33 +179,108 @@ def list_session_files(
 ) -> list[ServerFile] | None:
     """The DICOM files of an archived session, or None when the session does not exist.
 
-    With several scans, each scan's listing is fetched on its own connection, ``workers`` at a
-    time, and turned into compact records as it arrives: on a distant server the listing of a
-    large session is megabytes of JSON, and one connection would move it at the speed of a single
-    stream.
+    Each scan's listing (``scans/{id}/files``) is fetched on its own connection, ``workers`` at
+    a time, and turned into compact records as it arrives: on a distant server the listing of a
+    large session is megabytes of JSON, and one connection would move it at the speed of a
+    single stream. A server that answers 404 or 501 to those is asked for ``scans/ALL/files``,
+    then for each scan's resources and their ``files`` listings (docs/xnat-behaviour.md §4.2).
+
+    Raises
+    ------
+    ServerResponseError
+        The server answered none of the three listings, or failed otherwise.
     """
     base = experiment_path(project, subject, session)
     what = f"listing the files of {project}/{subject}/{session}"
     response = xnat.request("GET", base + "/scans", params={"format": "json"})
     if response.status_code == 404:
         return None
-    scans = xnat.check(response, what).json()["ResultSet"]["Result"]
-    scan_ids = [str(row["ID"]) for row in scans if row.get("ID")]
-    if len(scan_ids) <= 1 or workers <= 1:
-        whole = xnat.request("GET", base + "/scans/ALL/files", params={"format": "json"})
-        if whole.status_code == 404:
-            return None
-        return _server_files(xnat.check(whole, what))
+    scan_ids = [str(r["ID"]) for r in _rows(xnat.check(response, what), what) if r.get("ID")]
+    if not scan_ids:
+        return []
+    tried: list[str] = []
+    for name, strategy in (
+        ("scans/{id}/files", _per_scan),
+        ("scans/ALL/files", _all_scans),
+        ("scans/{id}/resources/{label}/files", _per_resource),
+    ):
+        found, status = strategy(xnat, base, scan_ids, what, workers)
+        if found is not None:
+            if tried:
+                logger.info("%s: %s answered %s", what, ", ".join(tried), name)
+            return found
+        tried.append(f"{name} ({status})")
+    again = xnat.request("GET", base + "/scans", params={"format": "json"})
+    if again.status_code == 404:
+        return None  # the session went away while it was being listed
+    raise ServerResponseError(
+        f"{what}: the server offers none of the file listings xnatio knows: " + ", ".join(tried),
+        status_code=404,
+    )
 
-    def one_scan(scan_id: str) -> list[ServerFile]:
-        listing = xnat.request(
-            "GET", f"{base}/scans/{quote(scan_id, safe='')}/files", params={"format": "json"}
-        )
-        return _server_files(xnat.check(listing, what))
 
-    with cf.ThreadPoolExecutor(min(workers, len(scan_ids)), thread_name_prefix="xio-list") as pool:
-        parts = list(pool.map(one_scan, scan_ids))
-    return [sf for part in parts for sf in part]
+_Found = tuple[list[ServerFile] | None, int]
+
+
+def _get_rows(
+    xnat: XnatSession, path: str, what: str
+) -> tuple[list[dict[str, object]] | None, int]:
+    """The rows of one listing, or None with the status when the route is not offered."""
+    response = xnat.request("GET", path, params={"format": "json"})
+    if response.status_code in _NOT_OFFERED:
+        return None, response.status_code
+    return _rows(xnat.check(response, what), what), 200
+
+
+def _parallel(scan_ids: list[str], workers: int, one: Callable[[str], _Found]) -> _Found:
+    if len(scan_ids) == 1 or workers <= 1:
+        parts = [one(s) for s in scan_ids]
+    else:
+        with cf.ThreadPoolExecutor(
+            min(workers, len(scan_ids)), thread_name_prefix="xio-list"
+        ) as pool:
+            parts = list(pool.map(one, scan_ids))
+    for found, status in parts:
+        if found is None:
+            return None, status
+    return [sf for found, _ in parts for sf in found or ()], 200
+
+
+def _per_scan(xnat: XnatSession, base: str, scan_ids: list[str], what: str, workers: int) -> _Found:
+    def one(scan_id: str) -> _Found:
+        rows, status = _get_rows(xnat, f"{base}/scans/{quote(scan_id, safe='')}/files", what)
+        return (None, status) if rows is None else (parse_file_rows(rows, scan=scan_id), 200)
+
+    return _parallel(scan_ids, workers, one)
+
+
+def _all_scans(
+    xnat: XnatSession, base: str, scan_ids: list[str], what: str, workers: int
+) -> _Found:
+    rows, status = _get_rows(xnat, f"{base}/scans/ALL/files", what)
+    return (None, status) if rows is None else (parse_file_rows(rows), 200)
+
+
+def _per_resource(
+    xnat: XnatSession, base: str, scan_ids: list[str], what: str, workers: int
+) -> _Found:
+    def one(scan_id: str) -> _Found:
+        scan = f"{base}/scans/{quote(scan_id, safe='')}"
+        resources, status = _get_rows(xnat, f"{scan}/resources", what)
+        if resources is None:
+            return None, status
+        out: list[ServerFile] = []
+        for r in resources:
+            label = str(r.get("label", "") or "")
+            if label != "DICOM":
+                continue
+            rows, status = _get_rows(xnat, f"{scan}/resources/{quote(label, safe='')}/files", what)
+            if rows is None:
+                return None, status
+            out += parse_file_rows(rows, scan=scan_id)
+        return out, 200
+
+    return _parallel(scan_ids, workers, one)
 
 
 def find_prearchive_sessions(
@@ -210,17 +335,11 @@ def list_prearchive_files(xnat: XnatSession, url: str) -> list[ServerFile] | Non
         )
         if r.status_code in (404, 405, 501):
             return None
-        xnat.check(r, f"listing the files of {url} scan {scan}")
-        for row in r.json()["ResultSet"]["Result"]:
-            size = str(row.get("Size", "") or "0")
-            files.append(
-                ServerFile(
-                    scan=scan,
-                    name=str(row.get("Name", "")),
-                    size=int(size) if size.isdigit() else 0,
-                    uri=str(row.get("URI", "")),
-                )
-            )
+        what = f"listing the files of {url} scan {scan}"
+        files += [
+            dataclasses.replace(sf, scan=scan)
+            for sf in parse_file_rows(_rows(xnat.check(r, what), what), scan=scan)
+        ]
     return files
 
 

@@ -14,7 +14,7 @@ import logging
 import re
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -256,6 +256,42 @@ class XnatSession:
                     f"{method} {path}: the server refused the session right after a fresh login"
                 )
         return response
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """GET ``path`` with the shared session, leaving the body to the caller.
+
+        The body is read with ``response.iter_bytes()``; leaving the block before the end of the
+        body closes that connection instead of reading the rest (how a header is read without
+        downloading the file). An expired session is renewed once, as in :meth:`request`.
+        """
+        if self._jsession is None:
+            self.login()
+        for attempt in (1, 2):
+            generation = self._generation
+            with self._client.stream("GET", path, params=params, headers=headers) as response:
+                expired = response.status_code == 401 or (
+                    response.status_code in (200, 302)
+                    and "html" in response.headers.get("content-type", "")
+                )
+                if expired:
+                    response.read()
+                    if self._expired(response):
+                        if attempt == 2:
+                            raise AuthenticationError(
+                                f"GET {path}: the server refused the session right after a "
+                                "fresh login"
+                            )
+                        self._relogin(generation)
+                        continue
+                yield response
+                return
 
     @staticmethod
     def _expired(response: httpx.Response) -> bool:
