@@ -24,6 +24,7 @@ KEYWORDS = frozenset(
 _HEX = r"[0-9A-Fa-fXx@#]"
 _CREATOR = r"\{([A-Za-z][A-Za-z0-9 \-_.:]*)\}"
 _TAG = re.compile(rf"\(\s*({_HEX}{{4}})\s*,\s*(?:{_CREATOR}({_HEX}{{2}})|({_HEX}{{4}}))\s*\)")
+_TAG_LIKE = re.compile(r"\(\s*[0-9A-Za-z@#]{1,5}\s*,")
 _STRING = re.compile(r'"((?:\\(?:[nrtbf()\\]|[0-7]{3})|[^\\"\n])*)"')
 _NUMBER = re.compile(r"-?(?:0\.[0-9]+|[1-9][0-9]*\.[0-9]+|[1-9][0-9]*|0)(?![0-9A-Za-z_])")
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -113,11 +114,11 @@ def _one(text: str, i: int, line: int, col: int, source: str) -> tuple[Token, in
         assert m is not None
         word = m.group(0)
         return Token("keyword" if word in KEYWORDS else "id", word, line, col), m.end()
+    if c == "(" and _TAG_LIKE.match(text, i):
+        raise ScriptError(f"bad tag {_excerpt(text, i)}", line, col, source)
     for sym in _SYMBOLS:
         if text.startswith(sym, i):
             return Token(sym, sym, line, col), i + len(sym)
-    if c == "(":
-        raise ScriptError(f"bad tag {_excerpt(text, i)}", line, col, source)
     raise ScriptError(f"unexpected character {c!r}", line, col, source)
 
 
