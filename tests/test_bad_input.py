@@ -292,6 +292,47 @@ def test_labels_xnat_will_not_accept(
     nothing_sent(sb)
 
 
+@pytest.mark.parametrize("journal", [[], ["--no-journal"]], ids=["journal", "no-journal"])
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["rest", "dicom-store"])
+@pytest.mark.parametrize(
+    ("kind", "labels"),
+    [
+        ("session", ("P1", "S1", "E" * 250)),
+        ("subject", ("P1", "S" * 256, "E1")),
+        ("project", ("P" * 256, "S1", "E1")),
+    ],
+)
+def test_labels_longer_than_xnat_stores(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, transport: list[str], journal: list[str],
+    kind: str, labels: tuple[str, str, str],
+) -> None:  # fmt: skip
+    """XNAT stores labels of at most 255 characters, a session label at most 249 (§13)."""
+    args = ["upload-dicom", *labels, str(good), *transport, *journal]
+    if transport:
+        args += ["--dicom-port", str(sb.dicom_port)]
+    run = xio(*args, env=creds(sb))
+    assert run.code == EXIT_INPUT, run.err
+    line = run.one_error_line()
+    assert f"{kind} label " in line and "characters long; XNAT can store at most" in line, line
+    assert len(line) < 200  # the label is not repeated in full
+    nothing_sent(sb)
+    assert not list(Path(os.environ["XDG_CACHE_HOME"]).rglob("*.jsonl"))  # no journal either
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["rest", "dicom-store"])
+def test_long_labels_within_xnat_limits_upload(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, transport: list[str]
+) -> None:
+    """A 240-character session label is valid in XNAT; its journal name is bounded (hashed)."""
+    session = "E" * 240
+    run = xio(*upload_args(sb, good, transport, session=session), "--json", env=creds(sb))
+    assert run.code == 0, run.err
+    journal = Path(json.loads(run.out)["journal"])
+    assert journal.is_file() and len(journal.name) <= 100
+    per_scan = sb.store.scan_file_uids("P1", "S1", session)
+    assert sum(len(v) for v in per_scan.values()) == 6
+
+
 @pytest.mark.parametrize("fmt", ["tar", "zip"])
 def test_awkward_file_names_upload_exactly_once(
     xio: Callable[..., Run], sb: Sandbox, tmp_path: Path, good: Path, fmt: str

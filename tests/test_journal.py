@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,44 @@ def test_key_depends_on_inventory_and_target(tmp_path: Path) -> None:
     Journal(path, k).close()
     with pytest.raises(InputError, match="belongs to another upload"):
         Journal(path, other)
+
+
+@pytest.mark.parametrize(
+    ("project", "session"),
+    [
+        ("P" * 255, "E" * 255),  # as long as XNAT allows
+        ("../../etc", "a/b\\c"),  # never a path (labels are checked, journals do not rely on it)
+        (".hidden", "ünï\udcff"),  # nor a hidden file, nor a name the file system cannot encode
+        ("", ""),  # a C-STORE journal without labels
+    ],
+)
+def test_file_names_are_bounded_whatever_the_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project: str, session: str
+) -> None:
+    files = fake_files(2)
+    k = JournalKey.create(
+        server="https://x.example", project=project, subject="S", session=session, files=files
+    )
+    name = k.file_name()
+    assert len(name) <= 100 and name.isascii() and "/" not in name and not name.startswith(".")
+    assert name.endswith(".jsonl")
+    # The digest covers the whole key: labels that share their first 32 characters differ.
+    longer = JournalKey.create(
+        server="https://x.example", project=project, subject="S", session=session + "X",
+        files=files,
+    )  # fmt: skip
+    assert longer.file_name() != name
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with Journal.for_upload(k) as j:
+        j.start_run(resume=False, total=2)
+    assert j.path.parent == tmp_path / "xnatio" / "journals" and j.path.is_file()
+
+
+def test_file_names_of_short_labels_are_unchanged() -> None:
+    """Journals written by earlier versions are still found by --resume."""
+    k = key(fake_files(2))
+    digest = hashlib.sha256(json.dumps(asdict(k), sort_keys=True).encode()).hexdigest()[:24]
+    assert k.file_name() == f"P-E-{digest}.jsonl"  # the format earlier versions wrote
 
 
 def test_default_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

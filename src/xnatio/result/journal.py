@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -68,6 +69,11 @@ def _public_server(server: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
+def _file_part(label: str) -> str:
+    """A label as part of a file name: no path separators or dots in front, 32 characters."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", label)[:32]
+
+
 @dataclass(frozen=True, slots=True)
 class JournalKey:
     """What identifies one upload.
@@ -108,10 +114,16 @@ class JournalKey:
         )
 
     def file_name(self) -> str:
-        """A stable file name for this key in the journal folder."""
+        """A stable file name for this key in the journal folder, at most 100 characters.
+
+        The digest of the whole key tells uploads apart; the labels in front only help a person
+        find the file, so they are cut to 32 characters each and made safe for a file name
+        (labels may be as long as XNAT allows, 255 characters, and file names may not).
+        """
         text = json.dumps(asdict(self), sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-        return f"{self.project}-{self.session}-{digest}.jsonl"
+        project, session = (_file_part(label) for label in (self.project, self.session))
+        return f"{project}-{session}-{digest}.jsonl"
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Protocol
 from xnatio.errors import InputError
 
 __all__ = [
+    "MAX_LABEL_LENGTH",
     "InstanceKeys",
     "entry_name",
     "java_list_hash_base36",
@@ -102,9 +103,16 @@ def template_file_name(
 
 _LABEL = re.compile(r"[A-Za-z0-9_-]+")
 
+# The longest labels XNAT can store (docs/xnat-behaviour.md §13). Every ID and label is a
+# VARCHAR(255) column (XFT's default string size; longer values fail validation). A session
+# label also names the prearchive folder, and a build writes <label>.xml beside that folder; a
+# clash of folder names adds "_1" to "_3". That file name must fit the 255 bytes a Linux file
+# system allows: 255 - len("_3.xml") = 249.
+MAX_LABEL_LENGTH = {"project": 255, "subject": 255, "session": 249}
+
 
 def validate_label(kind: str, value: str) -> None:
-    """Check an XNAT project ID, subject or session label (docs/xnat-behaviour.md §1.2).
+    """Check an XNAT project ID, subject or session label (docs/xnat-behaviour.md §1.2, §13).
 
     Parameters
     ----------
@@ -116,11 +124,19 @@ def validate_label(kind: str, value: str) -> None:
     Raises
     ------
     InputError
-        If ``value`` is empty or has characters outside ``A-Z a-z 0-9 _ -`` (XNAT's
-        ``REGEX_VALID_ID``; labels with other characters are refused or silently rewritten).
+        If ``value`` is empty, longer than XNAT can store (:data:`MAX_LABEL_LENGTH`: 255
+        characters, 249 for a session label) or has characters outside ``A-Z a-z 0-9 _ -``
+        (XNAT's ``REGEX_VALID_ID``; labels with other characters are refused or silently
+        rewritten).
     """
     if not value:
         raise InputError(f"{kind} label is empty; use letters, digits, '_' or '-'")
+    limit = MAX_LABEL_LENGTH.get(kind, 255)
+    if len(value) > limit:
+        raise InputError(
+            f"{kind} label {value[:16]!r}... is {len(value)} characters long; XNAT can store at "
+            f"most {limit}"
+        )
     if _LABEL.fullmatch(value):
         return
     bad = "".join(sorted({c for c in value if not _LABEL.fullmatch(c)}))
