@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import zipfile
 import zlib
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +21,7 @@ from xnatio.errors import InputError
 from xnatio.inventory.model import DicomFile, Inventory, ScanProgress, SkippedFile
 from xnatio.inventory.sources import MAX_EXTRACT_BYTES, Lister, open_lister
 
-__all__ = ["DICOMDIR_SOP_CLASS", "build_inventory", "read_header"]
+__all__ = ["DICOMDIR_SOP_CLASS", "build_inventory", "dicom_file", "read_header"]
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _STOP = 0x00200013  # Instance Number: the highest tag the inventory needs
@@ -36,13 +37,16 @@ _WANTED = {
 }
 
 
-def read_header(fp: BinaryIO) -> dict[str, str] | str:
+def read_header(fp: BinaryIO, extra: Mapping[int, str] | None = None) -> dict[str, str] | str:
     """Read the identifying elements of a DICOM file.
 
     Parameters
     ----------
     fp
         The file, positioned at its first byte.
+    extra
+        More top-level elements to read, tag -> key in the result (discovery reads the
+        attributes its label templates name); absent elements are left out.
 
     Returns
     -------
@@ -59,8 +63,9 @@ def read_header(fp: BinaryIO) -> dict[str, str] | str:
         values = {name: text(reader.meta[tag]) for tag, name in _META.items() if tag in reader.meta}
         if values.get("meta_class") == DICOMDIR_SOP_CLASS:
             return "DICOMDIR"
-        for tag, raw in reader.read_dataset(_STOP, _WANTED).items():
-            values[_WANTED[tag]] = text(raw)
+        wanted = {**_WANTED, **extra} if extra else _WANTED
+        for tag, raw in reader.read_dataset(max(_STOP, *wanted), wanted).items():
+            values[wanted[tag]] = text(raw)
     except DicomFormatError:
         return "truncated or corrupt DICOM header" if reader.preamble else "not DICOM"
     if values.get("sop_class") == DICOMDIR_SOP_CLASS:
@@ -103,8 +108,15 @@ def _examine(
         return SkippedFile(rel, f"unreadable: {exc}")
     if isinstance(result, str):
         return SkippedFile(rel, result)
+    return dicom_file(rel, size, result, intern)
 
-    # Values shared by many files (study, series, class, syntax) are stored once.
+
+def dicom_file(rel: str, size: int, result: Mapping[str, str], intern: dict[str, str]) -> DicomFile:
+    """The :class:`DicomFile` for the values :func:`read_header` found in the file ``rel``.
+
+    ``intern`` keeps one copy of the values many files share (study, series, class, syntax).
+    """
+
     def shared(key: str) -> str:
         value = result.get(key, "")
         return intern.setdefault(value, value)
