@@ -31,7 +31,9 @@ def profiled(raw: bytes, options: BasicProfileOptions | None = None) -> Dataset:
 
 
 def sample(name: str) -> bytes:
-    with open(get_testdata_file(name), "rb") as f:  # type: ignore[arg-type]
+    path = get_testdata_file(name)
+    assert isinstance(path, str)
+    with open(path, "rb") as f:
         return f.read()
 
 
