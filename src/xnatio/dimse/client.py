@@ -19,12 +19,13 @@ operations window, no extended negotiation, no SCP role.
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import ssl
 import struct
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from xnatio.dimse.pdu import (
     A_ABORT,
@@ -35,7 +36,6 @@ from xnatio.dimse.pdu import (
     CONTEXT_RESULTS,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
-    P_DATA_TF,
     PDV_COMMAND,
     PDV_LAST,
     REJECT_REASONS,
@@ -43,15 +43,16 @@ from xnatio.dimse.pdu import (
     VERIFICATION_SOP_CLASS,
     AssociationAbortedError,
     DimseError,
+    PduReader,
     abort_pdu,
     aet_field,
     associate_rq,
     encode_command,
     parse_associate,
-    parse_command,
     pdv_header,
     uid_bytes,
 )
+from xnatio.dimse.status import StoreResponse
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -70,7 +71,9 @@ _OUR_MAX_PDU = 65536
 # Cap on our outgoing PDUs when the peer sets no limit (0), to keep memory use bounded.
 _UNLIMITED_PDU = 4 * 1024 * 1024
 _IOV_MAX = 512
-_HAS_QUICKACK = sys.platform.startswith("linux") and hasattr(socket, "TCP_QUICKACK")
+# Largest PDU read whole (an A-ASSOCIATE-AC, a response), and largest command set.
+_MAX_PDU_READ = 16 * 1024 * 1024
+_MAX_COMMAND = 1 << 20
 _ABORT_SOURCES = {0: "the receiver (service user)", 2: "the receiver's DICOM layer"}
 
 
@@ -128,14 +131,6 @@ class ContextResult:
         return CONTEXT_RESULTS.get(self.result, f"unknown result {self.result}")
 
 
-@dataclass(frozen=True, slots=True)
-class StoreResponse:
-    """The status of a C-STORE-RSP (or C-ECHO-RSP) and its optional error comment."""
-
-    status: int
-    error_comment: str = ""
-
-
 class Association:
     """One open association with a Storage SCP, used from a single thread.
 
@@ -159,7 +154,12 @@ class Association:
         self._sock = sock
         self.contexts = contexts
         self.max_pdu = max_pdu
-        self._quickack = quickack and _HAS_QUICKACK and not isinstance(sock, ssl.SSLSocket)
+        self._reader = PduReader(
+            io.BufferedReader(socket.SocketIO(sock, "rb"), _OUR_MAX_PDU),
+            sock if quickack else None,
+            peer="receiver",
+            max_pdu=_MAX_PDU_READ,
+        )
         self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
         self._message_id = 0
         self._closed = False
@@ -224,7 +224,7 @@ class Association:
                 )
             )
             assoc = cls(sock, {}, 0, quickack)
-            pdu_type, data = assoc._read_pdu()
+            pdu_type, data = assoc._reader.pdu()
             if pdu_type == A_ASSOCIATE_RJ:
                 result, source, reason = data[1], data[2], data[3]
                 text = REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
@@ -267,60 +267,29 @@ class Association:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _recv_exact(self, size: int) -> bytes:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        try:
-            while got < size:
-                n = self._sock.recv_into(view[got:], size - got)
-                if n == 0:
-                    raise AssociationAbortedError("the receiver closed the connection")
-                got += n
-                if self._quickack:
-                    # Linux leaves quick-ACK mode on its own; re-arm it after each read.
-                    self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        except TimeoutError as exc:
-            raise AssociationAbortedError("no answer from the receiver within the timeout") from exc
-        except OSError as exc:
-            raise AssociationAbortedError(f"connection lost: {exc}") from exc
-        return bytes(buf)
-
-    def _read_pdu(self) -> tuple[int, bytes]:
-        header = self._recv_exact(6)
-        pdu_type, _, length = struct.unpack(">BBI", header)
-        if length > 16 * 1024 * 1024:
-            raise AssociationAbortedError(f"PDU of {length} bytes from the receiver is too large")
-        return pdu_type, self._recv_exact(length)
-
     def _read_command(self) -> dict[int, bytes]:
-        """Read P-DATA-TF PDUs until a complete command set has arrived."""
-        parts: list[bytes] = []
+        """Read PDVs until a complete command set has arrived."""
+        reader = self._reader
         while True:
-            pdu_type, data = self._read_pdu()
-            if pdu_type == A_ABORT:
-                source = data[2] if len(data) > 2 else 0
-                who = _ABORT_SOURCES.get(source, "the receiver")
-                self._close()
-                raise AssociationAbortedError(f"association aborted by {who}")
-            if pdu_type == A_RELEASE_RQ:
-                # The peer may not release first (PS3.8 7.2); treat it as a failure of the exchange.
-                self.abort()
-                raise AssociationAbortedError("the receiver asked to release during an operation")
-            if pdu_type != P_DATA_TF:
-                self.abort()
-                raise AssociationAbortedError(f"unexpected PDU type {pdu_type} during an operation")
-            pos = 0
-            while pos + 6 <= len(data):
-                (item_len,) = struct.unpack_from(">I", data, pos)
-                control = data[pos + 5]
-                fragment = data[pos + 6 : pos + 4 + item_len]
-                pos += 4 + item_len
-                if not control & PDV_COMMAND:
-                    continue  # a data set fragment: C-STORE/C-ECHO responses carry none
-                parts.append(fragment)
-                if control & PDV_LAST:
-                    return parse_command(b"".join(parts))
+            other = reader.next_pdv()
+            if other is not None:
+                self._unexpected(*other)
+            if reader.pdv_control & PDV_COMMAND:
+                return reader.command(_MAX_COMMAND)[1]
+            reader.skip_pdv()  # a data set fragment: C-STORE/C-ECHO responses carry none
+
+    def _unexpected(self, pdu_type: int, data: bytes) -> NoReturn:
+        """End the association for a PDU other than P-DATA-TF during an operation."""
+        if pdu_type == A_ABORT:
+            source = data[2] if len(data) > 2 else 0
+            who = _ABORT_SOURCES.get(source, "the receiver")
+            self._close()
+            raise AssociationAbortedError(f"association aborted by {who}")
+        self.abort()
+        if pdu_type == A_RELEASE_RQ:
+            # The peer may not release first (PS3.8 7.2); treat it as a failure of the exchange.
+            raise AssociationAbortedError("the receiver asked to release during an operation")
+        raise AssociationAbortedError(f"unexpected PDU type {pdu_type} during an operation")
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -469,8 +438,10 @@ class Association:
         try:
             self._send_buffers([RELEASE_RQ])
             while True:
-                pdu_type, _ = self._read_pdu()
-                if pdu_type in (A_RELEASE_RP, A_ABORT):
+                other = self._reader.next_pdv()
+                if other is None:
+                    self._reader.skip_pdv()
+                elif other[0] in (A_RELEASE_RP, A_ABORT):
                     break
         except DimseError:
             pass

@@ -2,16 +2,21 @@
 
 Encoding and decoding of the PDUs of DICOM PS3.8 section 9.3 (A-ASSOCIATE-RQ/AC/RJ, P-DATA-TF,
 A-RELEASE-RQ/RP, A-ABORT) and of DIMSE command sets (PS3.7 section 6.3 and annex E: implicit VR
-little endian, group length first). Only plain functions and value objects live here; the
-socket handling is in :mod:`xnatio.dimse.client` (sending) and :mod:`xnatio.dimse.server`
-(receiving).
+little endian, group length first), and :class:`PduReader`, the one reader of PDUs and PDVs
+from a connection. Opening, serving and closing connections is in :mod:`xnatio.dimse.client`
+(sending) and :mod:`xnatio.dimse.server` (receiving).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import struct
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from xnatio import __version__
 from xnatio.errors import XnatioError
@@ -24,6 +29,7 @@ __all__ = [
     "AssociateRequest",
     "AssociationAbortedError",
     "DimseError",
+    "PduReader",
     "PresentationContext",
     "abort_pdu",
     "associate_ac",
@@ -59,6 +65,8 @@ RELEASE_RP = struct.pack(">BBIi", A_RELEASE_RP, 0, 4, 0)
 # Message control header bits of a PDV (PS3.8 annex E.2).
 PDV_COMMAND = 0x01
 PDV_LAST = 0x02
+
+HAS_QUICKACK = sys.platform.startswith("linux") and hasattr(socket, "TCP_QUICKACK")
 
 REJECT_REASONS = {
     (1, 1): "no reason given",
@@ -334,3 +342,130 @@ def command_us(fields: Mapping[int, bytes], elem: int) -> int | None:
 def command_uid(fields: Mapping[int, bytes], elem: int) -> str:
     """A UI command element without its padding ("" when absent)."""
     return _text(fields.get(elem, b""))
+
+
+class _Stream(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class PduReader:
+    """Reads PDUs and PDVs from one connection, never holding more than one PDV header.
+
+    Both ends use it: the SCU for A-ASSOCIATE answers and responses, the SCP for requests and
+    data sets, which it streams PDV by PDV (:meth:`next_pdv`, :meth:`pdv_bytes`).
+
+    Parameters
+    ----------
+    stream
+        A buffered binary reader over the socket.
+    sock
+        The socket, to re-arm ``TCP_QUICKACK`` after every read (Linux, plain TCP): a peer that
+        still uses Nagle's algorithm holds back its next small write until the previous one is
+        acknowledged, which a delayed ACK stretches to 40 ms per message.
+    peer
+        What to call the other end in error messages (``"receiver"``, ``"sender"``).
+    max_pdu
+        Largest PDU read whole (all but P-DATA-TF on the SCP side).
+    """
+
+    def __init__(
+        self,
+        stream: _Stream,
+        sock: socket.socket | None,
+        *,
+        peer: str,
+        max_pdu: int,
+    ) -> None:
+        self._f = stream
+        self._quickack = sock if HAS_QUICKACK and not isinstance(sock, ssl.SSLSocket) else None
+        self._peer = peer
+        self._max_pdu = max_pdu
+        self.pdu_left = 0  # bytes of the current P-DATA-TF PDU not yet consumed
+        self.pdv_left = 0  # bytes of the current PDV not yet consumed
+        self.pdv_context = 0
+        self.pdv_control = 0
+
+    def exact(self, size: int) -> bytes:
+        """Exactly ``size`` bytes, or :class:`AssociationAbortedError`."""
+        try:
+            data = self._f.read(size)
+        except TimeoutError as exc:
+            raise AssociationAbortedError(
+                f"no data from the {self._peer} within the timeout"
+            ) from exc
+        except OSError as exc:
+            raise AssociationAbortedError(f"connection lost: {exc}") from exc
+        if len(data) != size:
+            raise AssociationAbortedError(f"the {self._peer} closed the connection")
+        if self._quickack is not None:
+            # Linux leaves quick-ACK mode on its own; re-arm it after each read.
+            with contextlib.suppress(OSError):
+                self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+    def pdu(self) -> tuple[int, bytes]:
+        """Read a whole PDU: ``(type, body)``."""
+        pdu_type, _, length = struct.unpack(">BBI", self.exact(6))
+        return pdu_type, self._body(length)
+
+    def _body(self, length: int) -> bytes:
+        if length > self._max_pdu:
+            raise AssociationAbortedError(
+                f"PDU of {length} bytes from the {self._peer} is too large"
+            )
+        return self.exact(length)
+
+    def next_pdv(self) -> tuple[int, bytes] | None:
+        """Move to the next PDV; returns a non-P-DATA PDU ``(type, body)`` instead, if one comes."""
+        while self.pdu_left == 0:
+            pdu_type, _, length = struct.unpack(">BBI", self.exact(6))
+            if pdu_type != P_DATA_TF:
+                return pdu_type, self._body(length)
+            self.pdu_left = length
+        if self.pdu_left < 6:
+            raise AssociationAbortedError("P-DATA-TF PDU with a truncated PDV")
+        item_len, context, control = struct.unpack(">IBB", self.exact(6))
+        if item_len < 2 or item_len + 4 > self.pdu_left:
+            raise AssociationAbortedError("PDV length does not fit its P-DATA-TF PDU")
+        self.pdu_left -= item_len + 4
+        self.pdv_left = item_len - 2
+        self.pdv_context = context
+        self.pdv_control = control
+        return None
+
+    def pdv_bytes(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the current PDV."""
+        n = min(size, self.pdv_left)
+        data = self.exact(n)
+        self.pdv_left -= n
+        return data
+
+    def skip_pdv(self) -> None:
+        """Consume the rest of the current PDV without keeping it."""
+        while self.pdv_left:
+            self.pdv_bytes(min(self.pdv_left, 1 << 16))
+
+    def command(self, max_size: int) -> tuple[int, dict[int, bytes]]:
+        """The command set whose first PDV is current: ``(presentation context ID, fields)``.
+
+        Raises
+        ------
+        AssociationAbortedError
+            A data set fragment or another PDU inside the command, or more than ``max_size``
+            bytes of it.
+        """
+        context = self.pdv_context
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if not self.pdv_control & PDV_COMMAND or self.pdv_context != context:
+                raise AssociationAbortedError("data set fragment where a command was expected")
+            size += self.pdv_left
+            if size > max_size:
+                raise AssociationAbortedError("command set too large")
+            parts.append(self.pdv_bytes(self.pdv_left))
+            if self.pdv_control & PDV_LAST:
+                return context, parse_command(b"".join(parts))
+            other = self.next_pdv()
+            if other is not None:
+                raise AssociationAbortedError(f"PDU type {other[0]} inside a command")

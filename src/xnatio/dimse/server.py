@@ -23,24 +23,22 @@ import logging
 import socket
 import ssl
 import struct
-import sys
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from xnatio.dimse.client import StoreResponse
 from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_RQ,
     A_RELEASE_RQ,
     APPLICATION_CONTEXT,
-    P_DATA_TF,
     PDV_COMMAND,
     PDV_LAST,
     RELEASE_RP,
     VERIFICATION_SOP_CLASS,
     AssociateRequest,
     AssociationAbortedError,
+    PduReader,
     abort_pdu,
     associate_ac,
     associate_rj,
@@ -48,10 +46,10 @@ from xnatio.dimse.pdu import (
     command_us,
     encode_command,
     parse_associate,
-    parse_command,
     pdv_header,
     uid_bytes,
 )
+from xnatio.dimse.status import StoreResponse
 
 __all__ = [
     "STORAGE_TRANSFER_SYNTAXES",
@@ -113,7 +111,6 @@ _C_ECHO_RQ = 0x0030
 _NO_DATA_SET = 0x0101
 _DEFAULT_MAX_PDU = 1 << 20
 _READ_BUFFER = 256 * 1024
-_HAS_QUICKACK = sys.platform.startswith("linux") and hasattr(socket, "TCP_QUICKACK")
 _MAX_COMMAND = 1 << 20
 
 
@@ -156,75 +153,6 @@ class StoreRequest:
 StoreHandler = Callable[[StoreRequest, "DataSetStream"], "int | StoreResponse"]
 
 
-class _PduReader:
-    """Reads PDUs and PDVs from one connection, never holding more than one PDV header."""
-
-    def __init__(
-        self, stream: io.BufferedReader[socket.SocketIO], sock: socket.socket | None = None
-    ) -> None:
-        self._f = stream
-        # Re-armed after reads so that our ACKs are never delayed: a sender that still uses
-        # Nagle's algorithm (DCMTK by default) holds back its next small write until the
-        # previous one is acknowledged, which a delayed ACK stretches to 40 ms per message.
-        self._quickack = sock if _HAS_QUICKACK and not isinstance(sock, ssl.SSLSocket) else None
-        self.pdu_left = 0  # bytes of the current P-DATA-TF PDU not yet consumed
-        self.pdv_left = 0  # bytes of the current PDV not yet consumed
-        self.pdv_context = 0
-        self.pdv_control = 0
-
-    def exact(self, size: int) -> bytes:
-        try:
-            data = self._f.read(size)
-        except TimeoutError as exc:
-            raise AssociationAbortedError("no data from the sender within the timeout") from exc
-        except OSError as exc:
-            raise AssociationAbortedError(f"connection lost: {exc}") from exc
-        if len(data) != size:
-            raise AssociationAbortedError("the sender closed the connection")
-        if self._quickack is not None:
-            with contextlib.suppress(OSError):
-                self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return data
-
-    def pdu(self) -> tuple[int, bytes]:
-        """Read a whole PDU (not used for P-DATA-TF, which is read PDV by PDV)."""
-        pdu_type, length = self.pdu_header()
-        if length > _MAX_COMMAND:
-            raise AssociationAbortedError(f"PDU of {length} bytes is too large")
-        return pdu_type, self.exact(length)
-
-    def pdu_header(self) -> tuple[int, int]:
-        pdu_type, _, length = struct.unpack(">BBI", self.exact(6))
-        return pdu_type, length
-
-    def next_pdv(self) -> tuple[int, bytes] | None:
-        """Move to the next PDV; returns a non-P-DATA PDU (type, body) instead, if one comes."""
-        while self.pdu_left == 0:
-            pdu_type, length = self.pdu_header()
-            if pdu_type != P_DATA_TF:
-                if length > _MAX_COMMAND:
-                    raise AssociationAbortedError(f"PDU of {length} bytes is too large")
-                return pdu_type, self.exact(length)
-            self.pdu_left = length
-        if self.pdu_left < 6:
-            raise AssociationAbortedError("P-DATA-TF PDU with a truncated PDV")
-        item_len, context, control = struct.unpack(">IBB", self.exact(6))
-        if item_len < 2 or item_len + 4 > self.pdu_left:
-            raise AssociationAbortedError("PDV length does not fit its P-DATA-TF PDU")
-        self.pdu_left -= item_len + 4
-        self.pdv_left = item_len - 2
-        self.pdv_context = context
-        self.pdv_control = control
-        return None
-
-    def pdv_bytes(self, size: int) -> bytes:
-        """Up to ``size`` bytes of the current PDV."""
-        n = min(size, self.pdv_left)
-        data = self.exact(n)
-        self.pdv_left -= n
-        return data
-
-
 class DataSetStream:
     """The data set of one C-STORE-RQ as a read-only binary stream, after an optional prefix.
 
@@ -235,7 +163,7 @@ class DataSetStream:
     """
 
     def __init__(
-        self, reader: _PduReader, context_id: int, prefix: bytes = b"", *, empty: bool = False
+        self, reader: PduReader, context_id: int, prefix: bytes = b"", *, empty: bool = False
     ) -> None:
         self._reader = reader
         self._context = context_id
@@ -313,7 +241,7 @@ class StorageServer:
         permanent, "called AE title not recognised").
     on_store
         Called for each C-STORE-RQ from the association's thread with the request and its data
-        set stream; returns the status (or a :class:`~xnatio.dimse.client.StoreResponse` with an
+        set stream; returns the status (or a :class:`~xnatio.dimse.status.StoreResponse` with an
         error comment), or raises :class:`AbortAssociation`. Whatever it leaves unread is
         drained before the response; any other exception answers 0xA700 (out of resources).
     host, port
@@ -458,7 +386,7 @@ class _Association:
     ) -> None:
         self._server = server
         self._sock = sock
-        self._reader = _PduReader(stream, sock)
+        self._reader = PduReader(stream, sock, peer="sender", max_pdu=_MAX_COMMAND)
         self._peer = peer
         self._contexts: dict[int, tuple[str, str]] = {}  # accepted: id -> (abstract, transfer)
         self._peer_max_pdu = 0
@@ -523,27 +451,8 @@ class _Association:
         self._send(associate_ac(rq, answers, server._max_pdu))
         return True
 
-    def _read_command(self) -> tuple[int, dict[int, bytes]]:
-        """The command set whose first PDV is current."""
-        reader = self._reader
-        context = reader.pdv_context
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            if not reader.pdv_control & PDV_COMMAND or reader.pdv_context != context:
-                raise AssociationAbortedError("data set fragment where a command was expected")
-            size += reader.pdv_left
-            if size > _MAX_COMMAND:
-                raise AssociationAbortedError("command set too large")
-            parts.append(reader.pdv_bytes(reader.pdv_left))
-            if reader.pdv_control & PDV_LAST:
-                return context, parse_command(b"".join(parts))
-            other = reader.next_pdv()
-            if other is not None:
-                raise AssociationAbortedError(f"PDU type {other[0]} inside a command")
-
     def _command(self) -> None:
-        context, fields = self._read_command()
+        context, fields = self._reader.command(_MAX_COMMAND)
         field = command_us(fields, 0x0100)
         message_id = command_us(fields, 0x0110) or 0
         has_data = command_us(fields, 0x0800) != _NO_DATA_SET

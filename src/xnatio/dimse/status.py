@@ -87,7 +87,7 @@ def _one(code: int, category: Category, meaning: str, retry: RetryClass) -> Stat
 # Single codes first: a code inside a range (0xB000 in 0xB000-0xBFFF) takes its own entry.
 STATUSES: tuple[StatusClass, ...] = (
     _one(0x0000, "success", "Success", "none"),
-    # Warnings (PS3.4 B.2.3, PS3.7 C.4): the instance was stored.
+    # Warnings (PS3.4 B.2.3, PS3.7 annex C): the instance was stored.
     _one(0x0001, "warning", "Warning: Requested optional attributes are not supported", "none"),
     _one(0x0107, "warning", "Warning: Attribute list error", "none"),
     _one(0x0116, "warning", "Warning: Attribute value out of range", "none"),
