@@ -248,10 +248,11 @@ def _compare_level(ctx: _Context, la: _Level, lb: _Level, path: str, depth: int)
             elif top and ha.tag in ctx.expected:
                 if not _expected_value(ctx, lb, hb):
                     ctx.result.add(f"{path}{_name(ha.tag)} does not hold the expected value")
-                    lb.skip()
                 la.skip()
+                lb.skip()
             elif top and ha.tag == _PATIENT_COMMENTS and _expected_value(ctx, lb, hb):
                 la.skip()
+                lb.skip()
             elif ha.tag in _PIXEL_TAGS:
                 _compare_pixels(ctx, la, lb)
             elif _is_sequence(la, lb):
@@ -263,8 +264,7 @@ def _compare_level(ctx: _Context, la: _Level, lb: _Level, path: str, depth: int)
 
 
 def _expected_value(ctx: _Context, lb: _Level, hb: _Head) -> bool:
-    """True when the stored element holds what XNAT's routing or the expected edits say.
-    Consumes the stored element when True."""
+    """True when the stored element holds what XNAT's routing or the expected edits say."""
     if hb.tag in ctx.expected:
         want = ctx.expected[hb.tag]
     elif hb.tag == _PATIENT_COMMENTS:
@@ -273,10 +273,7 @@ def _expected_value(ctx: _Context, lb: _Level, hb: _Head) -> bool:
         want = None
     if want is None or hb.length == UNDEFINED_LENGTH or hb.length > _SMALL:
         return False
-    if _stripped(lb.side.value(hb.start, hb.length)) != _stripped(want):
-        return False
-    lb.skip()
-    return True
+    return _stripped(lb.side.value(hb.start, hb.length)) == _stripped(want)
 
 
 def _values_equal(ctx: _Context, la: _Level, lb: _Level) -> bool:
