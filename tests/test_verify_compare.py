@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xnatio.inventory import DicomFile
 from xnatio.verify import compare
+from xnatio.verify.identify import Identities, identify_by_name
 from xnatio.xnat.listings import ServerFile
 from xnatio.xnat.naming import stored_name, template_name
 
@@ -53,3 +54,38 @@ def test_template_names_count_and_double_storage_is_a_duplicate() -> None:
     twice = compare([a, b], [listed(a), listed(a, name=template_name(a)), listed(b)])
     assert twice.duplicated == [a.path]
     assert not twice.ok
+
+
+def test_identity_decides_not_the_name() -> None:
+    a, b = dicom(1), dicom(2)
+    other = ServerFile("1", "S001_IM00001.dcm", 100, "u/1")
+    copy = ServerFile("1", "copy_IM1.dcm", 100, "u/2")
+    ids = Identities(uid={other: a.sop_instance_uid, copy: a.sop_instance_uid})
+    ids.uid[listed(b)] = b.sop_instance_uid
+    result = compare([a, b], [other, copy, listed(b)], ids)
+    assert result.duplicated == [a.path]  # the same instance under two names
+    assert result.matched == 1 and result.extra == []
+    unreadable = Identities(unreadable={other: "reading u/1: 500"})
+    result = compare([a], [other], unreadable)
+    assert result.unidentified == ["1/S001_IM00001.dcm: reading u/1: 500"]
+    assert not result.ok
+
+
+def test_names_that_tell_and_names_that_do_not() -> None:
+    a, b = dicom(1), dicom(2)
+    foreign_template = "1.2.3-1-7-zzzzzz.dcm"  # a template name with a hash none of ours has
+    server = [
+        listed(a),  # xio's own name
+        listed(b, name=template_name(b)),  # XNAT's template name for b
+        ServerFile("1", "9.9.9.dcm", 1, "u"),  # another instance under xio's naming
+        ServerFile("1", foreign_template, 1, "u"),
+        ServerFile("1", "S001_IM00001.dcm", 1, "u"),  # says nothing
+    ]
+    ids, to_read = identify_by_name([a, b], server)
+    assert ids.uid == {
+        server[0]: a.sop_instance_uid,
+        server[1]: b.sop_instance_uid,
+        server[2]: "9.9.9",
+    }
+    assert ids.foreign == {server[3]}
+    assert to_read == [server[4]]
