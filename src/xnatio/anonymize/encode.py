@@ -80,20 +80,24 @@ def encode_region(ds: DataSet) -> Pieces:
 
 def _elements(item: Item) -> Pieces:
     out = Pieces()
-    per_element: list[tuple[Element, Pieces]] = []
+    encoded: list[tuple[Element, Pieces | None]] = []
     group_delta: dict[int, int] = {}
     for el in item.elements:
+        if el.state == ORIGINAL and not el.dirty:
+            encoded.append((el, None))  # copied from the source as it is
+            continue
         pieces = _element(el, item)
-        per_element.append((el, pieces))
+        encoded.append((el, pieces))
         old = 0 if el.state == NEW else el.end - el.start
         group = el.tag >> 16
         group_delta[group] = group_delta.get(group, 0) + pieces.length - old
-    for el, pieces in per_element:
-        delta = group_delta.get(el.tag >> 16, 0)
-        if el.tag & 0xFFFF == 0 and delta and el.state == ORIGINAL and el.raw is not None:
-            out.extend(_group_length(el, item, delta))
-        else:
+    for el, pieces in encoded:
+        if pieces is not None:
             out.extend(pieces)
+        elif el.tag & 0xFFFF == 0 and group_delta.get(el.tag >> 16) and el.raw is not None:
+            out.extend(_group_length(el, item, group_delta[el.tag >> 16]))
+        else:
+            out.source(el.start, el.end)
     return out
 
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from xnatio.anonymize.editor import Edit, build_edit, read_plan_input
 from xnatio.anonymize.errors import AnonymizeError, ScriptError
-from xnatio.anonymize.evaluate import Run, horizon, run_statements
+from xnatio.anonymize.evaluate import Run, guard, horizon, run_statements
 from xnatio.anonymize.nodes import Statement
 from xnatio.anonymize.parser import parse
 from xnatio.dicom.reader import DicomFormatError
@@ -111,6 +111,7 @@ class Anonymizer:
         self.salt = salt if salt is not None else secrets.token_hex(16)
         self.echo = echo
         self.horizon = max(horizon(s.statements) for s in self.scripts)
+        self._guards = [[guard(st) for st in s.statements] for s in self.scripts]
 
     @property
     def variables_needed(self) -> frozenset[str]:
@@ -146,9 +147,9 @@ class Anonymizer:
             pin = read_plan_input(stream, self.horizon)
         except DicomFormatError as exc:
             raise AnonymizeError(f"cannot read the DICOM header: {exc}") from None
-        for script in self.scripts:
+        for script, guards in zip(self.scripts, self._guards, strict=True):
             run = Run(pin.ds, script.source, dict(self.variables), self.salt, key, self.echo)
-            run_statements(run, script.statements)
+            run_statements(run, script.statements, guards)
         return build_edit(pin, stream, size)
 
     def plan_file(self, path: str | Path) -> Edit:

@@ -42,7 +42,7 @@ from xnatio.anonymize.nodes import (
 from xnatio.anonymize.tree import DataSet, Element
 from xnatio.anonymize.values import decode
 
-__all__ = ["Run", "horizon", "run_statements"]
+__all__ = ["Run", "guard", "horizon", "run_statements"]
 
 Value = str | None | list["Value"]
 ALL_TAGS = 0xFFFFFFFF
@@ -73,14 +73,50 @@ class Run:
     key: str
     echo: Callable[[str], None] | None = None
     counter: int = 0
-    where: str = field(default="")
+    line: int = field(default=0)
+
+    @property
+    def where(self) -> str:
+        """The script and line being run, for messages."""
+        return f"{self.source}, line {self.line}"
 
 
-def run_statements(run: Run, statements: Iterable[Statement]) -> None:
-    """Execute ``statements`` in order."""
-    for st in statements:
-        run.where = f"{run.source}, line {getattr(st, 'line', 0)}"
+def run_statements(
+    run: Run, statements: Sequence[Statement], guards: Sequence[int | None] | None = None
+) -> None:
+    """Execute ``statements`` in order.
+
+    ``guards`` (from :func:`guard`, one per statement) lets a statement that can only act on
+    an element of one tag be skipped when no element of that tag was read: a generated profile
+    has hundreds of such rules, and most tags are absent from any one file.
+    """
+    index = run.ds.index
+    for i, st in enumerate(statements):
+        if guards is not None:
+            tag = guards[i]
+            if tag is not None and tag not in index:
+                continue
+        run.line = st.line
         _execute(run, st)
+
+
+def guard(st: Statement) -> int | None:
+    """The tag without which ``st`` does nothing, or ``None`` if there is no such tag."""
+    if isinstance(st, Delete) or (isinstance(st, Assign) and st.if_exists):
+        path = st.path
+    elif (
+        isinstance(st, CallStatement)
+        and st.call.name == "hashUIDList"
+        and len(st.call.args) == 1
+        and isinstance(st.call.args[0], PathRef)
+    ):
+        path = st.call.args[0].path
+    else:
+        return None
+    last = path.steps[-1].pattern
+    if last is None or not last.concrete:
+        return None
+    return last.tag
 
 
 def _execute(run: Run, st: Statement) -> None:

@@ -61,11 +61,27 @@ class TagPattern:
         The digits as written (upper case); ``element`` is two digits when ``creator`` is set.
     creator
         Private creator ID for ``(gggg,{CREATOR}ee)``, else ``""``.
+    concrete
+        No wildcard digit and no creator: exactly one tag, :attr:`tag`.
+    group_match, element_match
+        (value, mask) of the group and of the element (of its low byte for a creator).
     """
 
     group: str
     element: str
     creator: str = ""
+    concrete: bool = field(init=False, compare=False)
+    tag: int = field(init=False, compare=False)
+    group_match: tuple[int, int] = field(init=False, compare=False)
+    element_match: tuple[int, int] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: scripts match patterns against every element of every file.
+        plain = all(c not in "Xx@#" for c in self.group + self.element)
+        object.__setattr__(self, "concrete", plain and not self.creator)
+        object.__setattr__(self, "tag", int(self.group + self.element, 16) if plain else -1)
+        object.__setattr__(self, "group_match", _nibbles(self.group))
+        object.__setattr__(self, "element_match", _nibbles(self.element))
 
     @property
     def text(self) -> str:
@@ -73,26 +89,6 @@ class TagPattern:
         if self.creator:
             return f"({self.group},{{{self.creator}}}{self.element})"
         return f"({self.group},{self.element})"
-
-    @property
-    def concrete(self) -> bool:
-        """No wildcard digit and no creator: exactly one tag."""
-        return not self.creator and all(c not in "Xx@#" for c in self.group + self.element)
-
-    @property
-    def tag(self) -> int:
-        """The tag, for a concrete pattern."""
-        return int(self.group + self.element, 16)
-
-    @property
-    def group_match(self) -> tuple[int, int]:
-        """(value, mask) of the group."""
-        return _nibbles(self.group)
-
-    @property
-    def element_match(self) -> tuple[int, int]:
-        """(value, mask) of the element (of its low byte for a creator-addressed tag)."""
-        return _nibbles(self.element)
 
     def matches(self, tag: int) -> bool:
         """Whether ``tag`` matches, ignoring any creator (checked by the data set)."""
@@ -146,6 +142,17 @@ class TagPath:
     text: str
     line: int = 0
     column: int = 0
+    concrete: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One element at most: no wildcard step or digit, no "%" item before the last step.
+        concrete = True
+        for i, step in enumerate(self.steps):
+            pattern = step.pattern
+            wild = pattern is None or any(c in "Xx@#" for c in pattern.group + pattern.element)
+            if wild or (i < len(self.steps) - 1 and not isinstance(step.item, int)):
+                concrete = False
+        object.__setattr__(self, "concrete", concrete)
 
     @property
     def last(self) -> TagPattern:
@@ -153,18 +160,6 @@ class TagPath:
         pattern = self.steps[-1].pattern
         assert pattern is not None
         return pattern
-
-    @property
-    def concrete(self) -> bool:
-        """One element at most: no wildcard step, no wildcard digit, no ``%`` item."""
-        for i, step in enumerate(self.steps):
-            if step.pattern is None or not (step.pattern.concrete or step.pattern.creator):
-                return False
-            if i < len(self.steps) - 1 and not isinstance(step.item, int):
-                return False
-            if any(c in "Xx@#" for c in step.pattern.group + step.pattern.element):
-                return False
-        return True
 
     @property
     def highest_top(self) -> int:

@@ -24,8 +24,11 @@ def find(ds: DataSet, path: TagPath) -> list[Element]:
     if len(steps) == 2 and steps[0].pattern is None and steps[0].wildcard in "*+":
         last = steps[1].pattern
         if last is not None and last.concrete:  # fast path: */(gggg,eeee) through the index
+            found = ds.index.get(last.tag)
+            if not found:
+                return []
             floor = 1 if steps[0].wildcard == "+" else 0
-            return [e for e in ds.index.get(last.tag, ()) if e.depth >= floor and e.alive]
+            return [e for e in found if e.depth >= floor and e.alive]
     seen: dict[int, Element] = {}
     for el in _match(ds, steps, 0, ds.root):
         seen.setdefault(id(el), el)
