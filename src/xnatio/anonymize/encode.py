@@ -91,9 +91,9 @@ def _elements(item: Item) -> Pieces:
         old = 0 if el.state == NEW else el.end - el.start
         group = el.tag >> 16
         group_delta[group] = group_delta.get(group, 0) + pieces.length - old
-    for el, pieces in encoded:
-        if pieces is not None:
-            out.extend(pieces)
+    for el, new in encoded:
+        if new is not None:
+            out.extend(new)
         elif el.tag & 0xFFFF == 0 and group_delta.get(el.tag >> 16) and el.raw is not None:
             out.extend(_group_length(el, item, group_delta[el.tag >> 16]))
         else:
