@@ -6,7 +6,6 @@ aborts and half-sent data sets are checked over real associations on loopback.
 
 from __future__ import annotations
 
-import io
 import shutil
 import socket
 import struct
@@ -20,8 +19,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from tests.dicom_layout import dataset_offset
 
-from xnatio.dicom.dataset import open_dataset
 from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
@@ -72,7 +71,7 @@ def _stored(sandbox: Sandbox) -> list[Path]:
 def _dataset_bytes(path: Path) -> bytes:
     """The data set of a DICOM file, without preamble and file meta group."""
     raw = path.read_bytes()
-    return raw[open_dataset(io.BytesIO(raw)).offset :]
+    return raw[dataset_offset(raw) :]
 
 
 @needs_dcmtk
@@ -251,7 +250,7 @@ def _data_set(comments: str = ROUTED) -> tuple[str, bytes]:
         generate_uid(), generate_uid(), 1, patient_comments=comments, pixel_bytes=4000
     )
     raw = dicom_bytes(ds)
-    return str(ds.SOPInstanceUID), raw[open_dataset(io.BytesIO(raw)).offset :]
+    return str(ds.SOPInstanceUID), raw[dataset_offset(raw) :]
 
 
 @pytest.mark.parametrize("how", ["abort", "close"])
