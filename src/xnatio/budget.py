@@ -23,9 +23,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from xnatio.errors import InputError
+from xnatio.errors import InputError, XnatioError
 
-__all__ = ["BudgetStats", "ConnectionBudget", "LocalBudget", "slot"]
+__all__ = ["BudgetClosed", "BudgetStats", "ConnectionBudget", "LocalBudget", "slot"]
+
+
+class BudgetClosed(XnatioError):
+    """The run was stopped (Ctrl-C, or a failure with ``--fail-fast``): no new connections."""
+
+    exit_code = 130
 
 
 @runtime_checkable
@@ -117,6 +123,7 @@ class LocalBudget:
         self._acquired = 0
         self._waited = 0.0
         self._queue: list[object] = []
+        self._closed: str | None = None
 
     def __repr__(self) -> str:
         return f"LocalBudget(capacity={self._capacity}, in_use={self._in_use})"
@@ -134,8 +141,28 @@ class LocalBudget:
             self._capacity = capacity
             self._cond.notify_all()
 
+    def close(self, reason: str = "the run was stopped") -> None:
+        """Refuse every later :meth:`acquire` (and wake those waiting) with :class:`BudgetClosed`.
+
+        Connections in use are not touched; their slots can still be released.
+        """
+        with self._cond:
+            self._closed = reason
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        """Undo :meth:`close` (a stopped run's last requests, such as its logout)."""
+        with self._cond:
+            self._closed = None
+
     def acquire(self, timeout: float | None = None) -> bool:
-        """Take one slot, waiting up to ``timeout`` seconds (forever when None)."""
+        """Take one slot, waiting up to ``timeout`` seconds (forever when None).
+
+        Raises
+        ------
+        BudgetClosed
+            After :meth:`close`.
+        """
         ticket = object()
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
@@ -143,6 +170,8 @@ class LocalBudget:
             self._queue.append(ticket)
             try:
                 while self._queue[0] is not ticket or self._in_use >= self._capacity:
+                    if self._closed is not None:
+                        raise BudgetClosed(self._closed)
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
@@ -151,6 +180,8 @@ class LocalBudget:
                 self._queue.remove(ticket)
                 # The next in line may be able to go now (or the head left after a timeout).
                 self._cond.notify_all()
+            if self._closed is not None:
+                raise BudgetClosed(self._closed)
             self._in_use += 1
             self._acquired += 1
             self._peak = max(self._peak, self._in_use)

@@ -45,6 +45,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "xnatio.cli.upload_resource:command",
         "Upload non-DICOM files into a session or scan resource.",
     ),
+    "upload-many": ("xnatio.cli.upload_many:command", "Upload many sessions in one run."),
 }
 
 
