@@ -37,7 +37,7 @@ from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Source
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.verify.compare import Comparison
-from xnatio.verify.deep import ExpectedEdits, compare_streams
+from xnatio.verify.deep import CompareAgain, ExpectedEdits, compare_streams
 from xnatio.verify.remote import RemoteReadError, remote_header, remote_stream
 from xnatio.xnat.listings import ServerFile
 from xnatio.xnat.session import XnatSession
@@ -211,15 +211,22 @@ class _Checker:
         out = _Outcome(f.path)
         edits = self.check.expected_edits(f) if self.check.expected_edits is not None else None
         try:
-            with self.check.source.open(f.path) as local, remote_stream(self.xnat, sf.uri) as body:
-                try:
-                    found = compare_streams(
-                        local, body.stream(), expected=edits, routing=self.routing
-                    )
-                except DicomFormatError as exc:
-                    out.problems.append(f"{_where(sf)} cannot be compared: {exc}")
-                    return out
-                body.drain()
+            for fast in (True, False):  # bytes first; elements only where the bytes differ
+                with (
+                    self.check.source.open(f.path) as local,
+                    remote_stream(self.xnat, sf.uri) as body,
+                ):
+                    try:
+                        found = compare_streams(
+                            local, body.stream(), expected=edits, routing=self.routing, fast=fast
+                        )
+                    except CompareAgain:
+                        continue
+                    except DicomFormatError as exc:
+                        out.problems.append(f"{_where(sf)} cannot be compared: {exc}")
+                        return out
+                    body.drain()
+                    break
         except RemoteReadError as exc:
             out.problems.append(str(exc))
             return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from xnatio.dicom.reader import (
     ITEM,
@@ -35,7 +35,7 @@ from xnatio.dicom.reader import (
 from xnatio.dicom.syntax import classify
 from xnatio.inventory import DicomFile
 
-__all__ = ["DeepResult", "ExpectedEdits", "compare_streams"]
+__all__ = ["CompareAgain", "DeepResult", "ExpectedEdits", "compare_streams"]
 
 ExpectedEdits = Callable[[DicomFile], Mapping[int, bytes | None]]
 """For a local instance: top-level tag -> the raw value the stored file should hold (None:
@@ -50,6 +50,7 @@ _TOP, _UNDEFINED = -1, -2  # ends of a level: the end of the data, or an item de
 _MAX_DEPTH = 32
 _MAX_LISTED = 20
 _ITEM_START = b"\xfe\xff\x00\xe0"  # an Item tag, little endian
+_KEEP = 1 << 20  # bytes of each file kept while they compare equal, for a second look
 
 
 @dataclass
@@ -187,14 +188,86 @@ class _Context:
     result: DeepResult
 
 
+class CompareAgain(Exception):
+    """The files differ beyond the bytes kept for a second look: open both again and call
+    :func:`compare_streams` with ``fast=False``."""
+
+
+class _Recorder:
+    """A stream that keeps what was read from it (up to ``limit`` bytes), to be read again."""
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.kept = bytearray()
+        self.dropped = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        if chunk and not self.dropped:
+            if len(self.kept) + len(chunk) > self._limit:
+                self.dropped, self.kept = True, bytearray()
+            else:
+                self.kept += chunk
+        return chunk
+
+    def replay(self) -> BinaryIO:
+        """The kept bytes, then the rest of the stream."""
+        return cast(BinaryIO, _Replay(bytes(self.kept), self._stream))
+
+
+class _Replay:
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            n = len(self._head) if size < 0 else min(size, len(self._head))
+            out, self._head = bytes(self._head[:n]), self._head[n:]
+            return out
+        return self._stream.read(size)
+
+
+def _same_data_set(a: _Recorder, b: _Recorder) -> bool | None:
+    """Whether the data sets after the file meta groups are byte for byte the same, comparing
+    chunk by chunk in C; None when bytes cannot tell (another transfer syntax, or deflated)."""
+    readers = []
+    for r in (a, b):
+        reader = HeaderReader(cast(BinaryIO, r), first_read=_SMALL, strict=False)
+        reader.read_meta()
+        readers.append(reader)
+    ra, rb = readers
+    if ra.transfer_syntax_uid != rb.transfer_syntax_uid or ra.encoding.deflated:
+        return None
+    pending_a = bytes(a.kept[ra.dataset_offset :])
+    pending_b = bytes(b.kept[rb.dataset_offset :])
+    while True:
+        if not pending_a:
+            pending_a = a.read(_SMALL)
+        if not pending_b:
+            pending_b = b.read(_SMALL)
+        if not pending_a or not pending_b:
+            return not pending_a and not pending_b
+        n = min(len(pending_a), len(pending_b))
+        if pending_a[:n] != pending_b[:n]:
+            return False
+        pending_a, pending_b = pending_a[n:], pending_b[n:]
+
+
 def compare_streams(
     local: BinaryIO,
     remote: BinaryIO,
     *,
     expected: Mapping[int, bytes | None] | None = None,
     routing: str | None = None,
+    fast: bool = True,
 ) -> DeepResult:
     """Compare the data elements (outside group 0002) of two DICOM files, reading each once.
+
+    Data sets that are byte for byte the same (the usual case) are recognised by comparing
+    bytes; only files that differ are walked element by element. The first
+    :data:`_KEEP` bytes of each are kept for that second look.
 
     Parameters
     ----------
@@ -206,12 +279,24 @@ def compare_streams(
     routing
         The Patient Comments value that routes the session (``Project:P Subject:S Session:E``);
         a stored Patient Comments equal to it is XNAT's routing, not a difference.
+    fast
+        Compare bytes first (False: walk the elements at once).
 
     Raises
     ------
     DicomFormatError
         Either file does not follow the DICOM encoding.
+    CompareAgain
+        The files differ after the bytes kept: call again, on fresh streams, with
+        ``fast=False``.
     """
+    if fast and not expected:
+        ra, rb = _Recorder(local, _KEEP), _Recorder(remote, _KEEP)
+        if _same_data_set(ra, rb):
+            return DeepResult()
+        if ra.dropped or rb.dropped:
+            raise CompareAgain
+        local, remote = ra.replay(), rb.replay()
     result = DeepResult()
     a, b = _Side(local, "local"), _Side(remote, "stored")
     if a.syntax != b.syntax:
