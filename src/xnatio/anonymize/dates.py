@@ -25,19 +25,19 @@ def shift(value: str, increment: str, units: str | None, where: str) -> str:
     try:
         seconds = int(increment) * _UNITS[unit]
     except ValueError:
-        raise AnonymizeError(f"{where}: increment {increment!r} is not an integer") from None
+        raise AnonymizeError(f"{where}: the increment is not an integer") from None
     if value == "":
         return value
     m = _DT.match(value)
     if m is None:
-        raise AnonymizeError(f"{where}: {value!r} is neither a DA nor a DT value")
+        raise AnonymizeError(f"{where}: the value is neither a DA nor a DT value")
     date_s, hh, mm, ss, frac, offset = m.groups()
     try:
         base = dt.datetime.strptime(date_s, "%Y%m%d").replace(
             hour=int(hh or 0), minute=int(mm or 0), second=int(ss or 0)
         )
     except ValueError:
-        raise AnonymizeError(f"{where}: {value!r} is not a valid date") from None
+        raise AnonymizeError(f"{where}: the value is not a valid date") from None
     if hh is None:
         moved = base + dt.timedelta(days=int(seconds / 86400))
         return moved.strftime("%Y%m%d")

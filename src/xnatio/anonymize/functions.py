@@ -168,7 +168,7 @@ def _int(value: str | None, where: str) -> int:
     try:
         return int(value or "")
     except ValueError:
-        raise AnonymizeError(f"{where}: {value!r} is not an integer") from None
+        raise AnonymizeError(f"{where}: an argument is not an integer") from None
 
 
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}

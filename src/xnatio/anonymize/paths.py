@@ -104,7 +104,7 @@ def set_value(ds: DataSet, el: Element, value: str, where: str) -> None:
     little = el.parent.little_endian
     if el.vr == b"SQ" or el.items is not None:
         if value:
-            raise AnonymizeError(f"{where}: cannot assign {value!r} to a sequence")
+            raise AnonymizeError(f"{where}: cannot assign a value to a sequence")
         el.items = []
         raw = b""
     else:

@@ -97,7 +97,7 @@ def encode(value: str, vr: bytes, little_endian: bool, charset: str, where: str)
     """
     if vr == b"SQ":
         if value:
-            raise AnonymizeError(f"{where}: cannot assign {value!r} to a sequence")
+            raise AnonymizeError(f"{where}: cannot assign a value to a sequence")
         return b""
     fmt = _NUMBERS.get(vr)
     if fmt is not None:
@@ -109,7 +109,7 @@ def encode(value: str, vr: bytes, little_endian: bool, charset: str, where: str)
             raw = value.encode(codec(charset) if vr != b"UI" else "ascii")
         except UnicodeEncodeError:
             raise AnonymizeError(
-                f"{where}: {value!r} cannot be written in the character set {charset or 'default'}"
+                f"{where}: the value cannot be written in the character set {charset or 'default'}"
             ) from None
         pad = b"\x00" if vr == b"UI" else b" "
     else:
@@ -129,7 +129,7 @@ def _encode_numbers(value: str, fmt: str, little_endian: bool, where: str) -> by
         numbers = [float(v) if fmt in "fd" else int(v, 10) for v in value.split("\\")]
         return struct.pack(f"{order}{len(numbers)}{fmt}", *numbers)
     except (ValueError, struct.error):
-        raise AnonymizeError(f"{where}: {value!r} is not a valid number for this element") from None
+        raise AnonymizeError(f"{where}: the value is not a valid number for this element") from None
 
 
 def _encode_tags(value: str, little_endian: bool, where: str) -> bytes:
@@ -142,6 +142,6 @@ def _encode_tags(value: str, little_endian: bool, where: str) -> bytes:
         try:
             tag = int(digits, 16)
         except ValueError:
-            raise AnonymizeError(f"{where}: {part!r} is not a tag") from None
+            raise AnonymizeError(f"{where}: the value is not a tag (gggg,eeee)") from None
         out += struct.pack(f"{order}HH", tag >> 16, tag & 0xFFFF)
     return out
