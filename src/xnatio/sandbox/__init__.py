@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from xnatio.sandbox.faults import Faults
-from xnatio.sandbox.server import Sandbox, SandboxConfig
+from xnatio.sandbox.server import Sandbox
+from xnatio.sandbox.settings import SandboxConfig
 
 __all__ = ["Faults", "Sandbox", "SandboxConfig"]

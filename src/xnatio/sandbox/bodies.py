@@ -30,6 +30,7 @@ __all__ = [
     "archive_format",
     "iter_archive",
     "read_multipart",
+    "single_file",
 ]
 
 CHUNK = 1 << 20  # read and copy size; large reads keep the per-call overhead small
@@ -179,6 +180,22 @@ class MultipartForm:
 
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: list[FormFile] = field(default_factory=list)
+
+
+def single_file(form: MultipartForm) -> FormFile:
+    """The one file part of a form where XNAT takes exactly one (import, configuration).
+
+    Raises
+    ------
+    UploadError
+        "Unable to identify upload format." without a file part, "Importer is limited to one
+        uploaded resource at a time." with several.
+    """
+    if not form.files:
+        raise UploadError("Unable to identify upload format.")
+    if len(form.files) > 1:
+        raise UploadError("Importer is limited to one uploaded resource at a time.")
+    return form.files[0]
 
 
 _DISPOSITION_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
