@@ -7,9 +7,11 @@ problem the plan finds stops the run before anything is sent.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from xnatio.budget import LocalBudget
 from xnatio.config import XnatConfig
@@ -190,8 +192,14 @@ def upload_many(
         raise InputError("no sessions to upload")
     sink: Sink = progress_callback or (lambda _: None)
     started = time.time()
+    cluster = None
+    if dask is not None:
+        from xnatio.many.dask import connect
+
+        cluster = connect(dask)  # an unreachable scheduler stops us before the login
     journal = _open_journal(run_journal, server, specs, name, shard)
     budget = LocalBudget(options.max_connections)
+    rid = run_id(_public_server(server.server), specs)
     try:
         with _client(server, options, budget) as client:
             plan = plan_run(
@@ -206,11 +214,14 @@ def upload_many(
             )
             _refuse(plan)
             run = SessionRun(options, server, client, budget)
-            result = _execute(run, plan, sink, journal, dask)
+            result = _execute(run, plan, sink, journal, cluster, rid)
             budget.reopen()  # the logout needs a slot
     finally:
         if journal is not None:
             journal.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
     result.started = started
     result.finished = time.time()
     result.peak_connections = max(result.peak_connections, budget.stats().peak)
@@ -218,7 +229,12 @@ def upload_many(
 
 
 def _execute(
-    run: SessionRun, plan: RunPlan, sink: Sink, journal: RunJournal | None, dask: str | None
+    run: SessionRun,
+    plan: RunPlan,
+    sink: Sink,
+    journal: RunJournal | None,
+    cluster: Any,
+    rid: str,
 ) -> RunResult:
     rows = plan.to_send
     sink(
@@ -230,7 +246,8 @@ def _execute(
         )
     )
     if journal is not None:
-        journal.start_run(resume=run.options.resume, sessions=len(rows), dask=dask)
+        address = str(cluster.scheduler.address) if cluster is not None else None
+        journal.start_run(resume=run.options.resume, sessions=len(rows), dask=address)
     outcomes: dict[str, SessionOutcome] = {}
     for row in plan.sessions:
         if row.action == "skip":
@@ -245,12 +262,13 @@ def _execute(
         if journal is not None:
             journal.session_started(key)
 
-    if dask is not None:
+    if cluster is not None:
         from xnatio.many.dask import run_dask
 
         ran, cancelled, fatal = run_dask(
-            dask, run, rows, sink, on_outcome=on_outcome, on_start=on_start, journal=journal
-        )
+            cluster, run, rows, sink, run_key=rid, on_outcome=on_outcome, on_start=on_start,
+            journal=journal,
+        )  # fmt: skip
     else:
         ran, cancelled, fatal = run_local(run, rows, sink, on_outcome=on_outcome, on_start=on_start)
     outcomes.update(ran)
