@@ -35,7 +35,7 @@ from typing import BinaryIO
 from xnatio.anonymize.encode import Pieces, element_header, encode_region
 from xnatio.anonymize.errors import AnonymizeError
 from xnatio.anonymize.tree import CHANGED, DELETED, NEW, ORIGINAL, DataSet, Element, read_tree
-from xnatio.anonymize.values import decode, dictionary_vr, encode
+from xnatio.anonymize.values import decode, dictionary_vr
 from xnatio.dicom.reader import DicomFormatError, HeaderReader, Walker, dataset_encoding
 
 __all__ = ["Change", "Edit", "EditedFile", "changes_of", "read_plan_input"]
@@ -380,8 +380,3 @@ def _path_text(el: Element) -> str:
         parts.append(f"{_tag_text(owner.tag)}[{index}]")
         item = owner.parent
     return "/".join(reversed(parts))
-
-
-def encode_value(ds: DataSet, el: Element, value: str, where: str) -> bytes:
-    """``value`` encoded for ``el`` (re-exported for callers that build values)."""
-    return encode(value, el.vr, el.parent.little_endian, ds.charset(), where)
