@@ -159,6 +159,11 @@ def test_functions_and_lists() -> None:
         (V + "x := lowercase[]\n", L2 + "6: lowercase[] takes 1 arguments, not 0"),
         (V + "(0010,0010) := nobody\n", L2 + "16: unknown variable 'nobody'"),
         (V + '(0010,001) := "x"\n', L2 + "1: bad tag (0010,001)"),
+        (
+            V + '(0010,0003) := "x"\n',
+            L2 + "1: unknown tag (0010,0003): not in the DICOM dictionary",
+        ),
+        (V + "-(9998,0010)\n", L2 + "2: unknown tag (9998,0010): not in the DICOM dictionary"),
         (V + '(0010,00G0) := "x"\n', L2 + "1: bad tag (0010,00G0)"),
         (
             V + '(0010,0010) := "open\n',

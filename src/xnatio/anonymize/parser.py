@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Literal
 
 from xnatio.anonymize.errors import ScriptError
@@ -305,7 +306,10 @@ class _Parser:
             elif t.kind == "tag":
                 self.i += 1
                 group, creator, element = t.parts
-                steps.append(Step(TagPattern(group, element, creator), "", self.item_number()))
+                pattern = TagPattern(group, element, creator)
+                if pattern.concrete and not _known(pattern.tag):
+                    raise self.error(f"unknown tag {pattern.text}: not in the DICOM dictionary", t)
+                steps.append(Step(pattern, "", self.item_number()))
             else:
                 raise self.error(f"expected a tag, found {_shown(t)}")
             if not self.accept("/"):
@@ -330,6 +334,29 @@ class _Parser:
             raise self.error(f"expected an item number or %, found {_shown(t)}")
         self.take("]", "]")
         return item
+
+
+@lru_cache(maxsize=1)
+def _profile_tags() -> frozenset[str]:
+    from xnatio.anonymize._basic_table import ROWS
+
+    return frozenset(row[0] for row in ROWS)
+
+
+def _known(tag: int) -> bool:
+    """A private tag, a group length, or an attribute of pydicom's dictionary (retired ones too)
+    or of the Basic Profile's table (which can be newer than the installed pydicom)."""
+    if tag >> 16 & 1 or tag & 0xFFFF == 0:
+        return True
+    from pydicom.datadict import get_entry
+
+    if f"({tag >> 16:04X},{tag & 0xFFFF:04X})" in _profile_tags():
+        return True
+    try:
+        get_entry(tag)
+    except KeyError:
+        return False
+    return True
 
 
 def _step_text(step: Step) -> str:
