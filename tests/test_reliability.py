@@ -113,6 +113,38 @@ MATRIX: list[tuple[str, str, dict[str, str]]] = [
 ]
 
 _RESULTS: dict[tuple[str, str], list[str]] = {}
+
+# Verification cases (tests/test_verify_*.py): what the exit code rests on. Rendered after the
+# matrix so that a regenerated docs/reliability.md keeps them.
+_VERIFICATION = [
+    "## Verification: what the exit code rests on",
+    "",
+    "Tested in `tests/test_verify_identity.py`, `tests/test_verify_content.py` and",
+    "`tests/test_verify_listings.py` against the sandbox, and against a misbehaving server (a",
+    "proxy in front of it that lies in its listings or refuses listing routes). Stored files are",
+    "matched to local instances by SOP Instance UID per scan, whatever their names.",
+    "",
+    "| Case | What the server holds or says | Outcome |",
+    "|---|---|---|",
+    "| another client's file names | the session was imported with entry paths such as "
+    "`S001/IM00001.dcm` | `xio verify` exits 0 (the headers of those files are read from the "
+    "server); `--overwrite append` and `--resume` (both transports) send nothing |",
+    "| one instance under two names | an instance stored again under another name | exit 1: "
+    "present more than once |",
+    "| extra files | files that hold no instance of the source (another instance, a non-DICOM "
+    "file) | exit 0; listed as notes |",
+    "| listed size too small | `Size: 12` for a 32 kB image | exit 1: content differs (too few "
+    "bytes for its pixel data) |",
+    "| wrong digest | an MD5 that is not the file's, where the sizes are equal | exit 1: content "
+    "differs (the download that settles it shows the MD5 of what the server sent) |",
+    "| changed data element | a stored file whose PatientName differs from the local one | same "
+    "length: exit 1 (digest); another length: exit 0 by default (a rewrite by XNAT could explain "
+    "the size), exit 1 with `--deep`, naming (0010,0010) |",
+    "| file listing not offered | 404 or 501 for `scans/{id}/files`, then `scans/ALL/files` | "
+    "falls back to `scans/ALL/files`, then to per-resource listings; when none answers, exit 1 "
+    "with one line |",
+    "",
+]
 _TRANSPORTS = (REST, SCP, PYNET)
 
 
@@ -166,6 +198,7 @@ def _render() -> str:
         "  `--resume` completed it.",
         "",
     ]
+    lines += _VERIFICATION
     return "\n".join(lines)
 
 
