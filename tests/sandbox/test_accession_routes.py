@@ -1,4 +1,5 @@
-"""The URIs that listings return, over real HTTP: accession-ID routes (§1.2, §4.2)."""
+"""The URIs that listings return, over real HTTP: accession-ID routes (docs/xnat-behaviour.md
+§1.2, §4.2)."""
 
 from __future__ import annotations
 

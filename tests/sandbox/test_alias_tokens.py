@@ -1,4 +1,5 @@
-"""Alias tokens over real HTTP (§2.4): issue, validate, invalidate, and Basic alias+secret."""
+"""Alias tokens over real HTTP (docs/xnat-behaviour.md §2.4): issue, validate, invalidate, and
+Basic alias+secret."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Archived sessions over real HTTP: deleting stored files (§4.2, §7)."""
+"""Archived sessions over real HTTP: deleting stored files (docs/xnat-behaviour.md §4.2, §7)."""
 
 from __future__ import annotations
 

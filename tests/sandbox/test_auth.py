@@ -1,4 +1,5 @@
-"""Authentication as XNAT does it (§2): Basic, JSESSION, idle expiry, 401 pages, lockout."""
+"""Authentication as XNAT does it (docs/xnat-behaviour.md §2): Basic, JSESSION, idle expiry,
+401 pages, lockout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Site DICOM routing configuration over real HTTP: ``/data/config/dicom/...`` (§6.2)."""
+"""Site DICOM routing configuration over real HTTP: ``/data/config/dicom/...``
+(docs/xnat-behaviour.md §6.2)."""
 
 from __future__ import annotations
 

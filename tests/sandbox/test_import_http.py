@@ -1,4 +1,5 @@
-"""The import service over real HTTP (§3): bodies, parameters, responses and errors."""
+"""The import service over real HTTP (docs/xnat-behaviour.md §3): bodies, parameters, responses
+and errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Prearchive listings and actions over real HTTP (§4.2, §9): scans, resources, files."""
+"""Prearchive listings and actions over real HTTP (docs/xnat-behaviour.md §4.2, §9): scans,
+resources, files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The sandbox's DICOM SCP over real associations (§6): routing, statuses, faults."""
+"""The sandbox's DICOM SCP over real associations (docs/xnat-behaviour.md §6): routing,
+statuses, faults."""
 
 from __future__ import annotations
 

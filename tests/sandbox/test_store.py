@@ -1,4 +1,5 @@
-"""The sandbox store: import into the prearchive, commit, archive listings (§3.4, §3.8, §4)."""
+"""The sandbox store: import into the prearchive, commit, archive listings
+(docs/xnat-behaviour.md §3.4, §3.8, §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The sandbox store: Direct-Archive, the background ticker, routing, faults, resources, paths."""
+"""The sandbox store: Direct-Archive, the background ticker, routing, faults, resources, paths.
+
+Section numbers (§) refer to docs/xnat-behaviour.md.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Users, HTTP sessions and lockout for the sandbox, as XNAT's security filters behave.
 
-See xnat-server-behaviour.md §2: HTTP Basic on every request, ``JSESSIONID`` sessions with an idle
+See docs/xnat-behaviour.md §2: HTTP Basic on every request, ``JSESSIONID`` sessions with an idle
 timeout, account lockout after repeated failures. Passwords live only in this module's private
 state and never appear in a repr or a log record.
 """

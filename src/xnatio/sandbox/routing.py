@@ -1,6 +1,6 @@
 """XNAT's DICOM routing: project, subject, session and auto-archive from header values.
 
-Follows xnat-server-behaviour.md §6.2. Each value is chosen separately and the first source that
+Follows docs/xnat-behaviour.md §6.2. Each value is chosen separately and the first source that
 gives a usable value wins. A project candidate is usable only if the project exists, so the caller
 passes a predicate for that.
 """

@@ -1,4 +1,4 @@
-"""The sandbox's DICOM C-STORE receiver (SCP), behaving as XNAT's (xnat-server-behaviour.md §6).
+"""The sandbox's DICOM C-STORE receiver (SCP), behaving as XNAT's (docs/xnat-behaviour.md §6).
 
 Every received instance goes through the same per-file import as a REST upload, with no project
 given, so XNAT's DICOM routing (PatientComments ``Project:P Subject:S Session:E``) decides where

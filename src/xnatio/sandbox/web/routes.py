@@ -3,6 +3,7 @@
 A path pattern is a tuple of segments: a literal, ``{}`` for one captured segment, or ``{*}`` (last)
 for the rest of the path as one argument. Public routes answer without authentication; every
 other request is authenticated first, so an unknown path answers 401 before it answers 404.
+Section numbers (§) in the table refer to docs/xnat-behaviour.md.
 """
 
 from __future__ import annotations
