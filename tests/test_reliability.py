@@ -50,6 +50,7 @@ COMPLETE = "exit 0; every instance exactly once"
 LISTED = "exit 1; the report lists exactly what did not land; --resume completes it"
 EITHER = "either of the above, depending on timing"
 KILLED = "killed: nothing doubled; --resume completes it"
+TERMINATED = "exit 143, one line saying what was sent and what was not; --resume completes it"
 
 # (case, fault as injected) -> {transport: expected outcome}; the rows of docs/reliability.md.
 MATRIX: list[tuple[str, str, dict[str, str]]] = [
@@ -109,6 +110,11 @@ MATRIX: list[tuple[str, str, dict[str, str]]] = [
         "client SIGKILLed mid-run",
         "`xio upload-dicom` SIGKILLed after a random number of progress events",
         {REST: KILLED, SCP: KILLED},
+    ),
+    (
+        "client SIGTERMed mid-run",
+        "`xio upload-dicom` sent SIGTERM after a random number of progress events",
+        {REST: TERMINATED, SCP: TERMINATED},
     ),
 ]
 
@@ -196,6 +202,8 @@ def _render() -> str:
         f"- *{EITHER}*: whichever ending a seed gave, it was checked as above.",
         f"- *{KILLED}*: the server held a subset of the source, nothing twice, and one",
         "  `--resume` completed it.",
+        f"- *{TERMINATED}*: SIGTERM is handled like Ctrl-C (exit 130): the sender stops, keeps",
+        "  what the server confirmed in the journal and writes the report; nothing was doubled.",
         "",
     ]
     lines += _VERIFICATION
@@ -879,3 +887,44 @@ def test_client_sigkilled_mid_run(
         lambda a: xio_subprocess(a, env), args, lambda: sandbox_landed(sb, session), uids
     )
     record("client SIGKILLed mid-run", transport, KILLED)
+
+
+@pytest.mark.parametrize(("transport", "seed"), [(REST, 8), (SCP, 10)])
+def test_client_sigtermed_mid_run(
+    make_sandbox: Callable[..., Sandbox], source: Path, uids: dict[str, str], tmp_path: Path,
+    transport: str, seed: int,
+) -> None:  # fmt: skip
+    sb = make_sandbox(dicom_port=0)
+    sb.store.set_prearchive_code("P1", 4)
+    sb.faults.file_delay = 0.05
+    session = f"T{seed}"
+    report = tmp_path / "r.jsonl"
+    args = ["upload-dicom", "P1", "S1", session, str(source), "--journal", str(tmp_path / "j")]
+    if transport == REST:
+        args += ["--num-batches", "6", "--upload-workers", "2"]
+    else:
+        args += ["--transport", "dicom-store", "--dicom-port", str(sb.dicom_port)]
+        args += ["--num-batches", "2", "--journal-chunk", "4", "--wait", "30"]
+    env = creds(sb.url)
+    proc = run_until(
+        [*args, "--report", str(report)], env, random.Random(seed).randint(1, 4), lambda: None
+    )
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("{")]
+    assert len(lines) == 1, err
+    (line,) = lines
+    assert line.startswith("xio: terminated by SIGTERM: ") and "--resume" in line, line
+    said = "instances were sent in" if transport == REST else "instances stored"
+    assert f"of {TOTAL} {said}" in line, line
+    rows = [r for r in report_rows(report) if r["sop_instance_uid"]]
+    assert len(rows) == TOTAL and any(r["outcome"] == "not-sent" for r in rows), rows
+    sb.faults.file_delay = 0.0
+    counts = sandbox_landed(sb, session)
+    assert max(counts.values(), default=1) == 1 and set(counts) <= set(uids)
+    finish_with_resume(
+        lambda a: xio_subprocess(a, env), args, lambda: sandbox_landed(sb, session), uids
+    )
+    record("client SIGTERMed mid-run", transport, TERMINATED)

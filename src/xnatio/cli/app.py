@@ -159,6 +159,8 @@ def _run(argv: list[str] | None, term: _Termination, *, debug: bool) -> int:
     try:
         code = app.main(args=argv, prog_name="xio", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
+        if debug:
+            traceback.print_exc()  # where the interruption stopped the command
         click.echo(term.line(), err=True)
         return EXIT_INTERRUPTED
     except click.UsageError as exc:

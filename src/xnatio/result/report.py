@@ -110,7 +110,8 @@ class ReportRow:
         ``batch N`` (REST, from 1) or ``association N`` (C-STORE), empty when not sent.
     outcome
         ``sent``, ``sent-warning``, ``already-present``, ``failed``, ``missing`` (sent but not
-        found by the verification), ``not-sent`` or ``skipped``.
+        found by the verification), ``not-sent`` (never sent: interrupted, or for C-STORE a
+        context the receiver refused or a file that could not be read) or ``skipped``.
     attempts
         Requests (REST) or C-STORE attempts made for it in this run.
     uri
@@ -267,7 +268,8 @@ def dicom_store_rows(files: Sequence[DicomFile], result: DicomStoreResult) -> li
         if o.comment:
             status += f" ({o.comment})"
         if o.category == "failure":
-            outcome = "failed"
+            # Never sent (interrupted, refused context, unreadable file) or sent and failed.
+            outcome = "not-sent" if o.attempts == 0 else "failed"
         elif problem:
             outcome = "missing"
             status = f"{problem}; the receiver answered {status}"

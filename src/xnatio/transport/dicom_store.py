@@ -691,11 +691,15 @@ def store_instances(
     state.report(list(pre_failed.values()))
     if state.callback_error is not None:
         raise state.callback_error
-    emit(
-        progress_callback,
-        ProgressEvent("uploading", state.done, len(files), "starting", bytes_total=cfg.bytes_total),
+    starting = ProgressEvent(
+        "uploading", state.done, len(files), "starting", bytes_total=cfg.bytes_total
     )
-    cancelled = _run_workers(state, cfg, inventory, workers if jobs else 0)
+    try:
+        emit(progress_callback, starting)
+    except KeyboardInterrupt:  # stopped before any association started: nothing was sent
+        cancelled = True
+    else:
+        cancelled = _run_workers(state, cfg, inventory, workers if jobs else 0)
     if state.callback_error is not None:
         raise state.callback_error
     outcomes = [
@@ -714,9 +718,9 @@ def _run_workers(state: _State, cfg: _Config, inventory: Inventory, workers: int
         )
         for n in range(workers)
     ]
-    for t in threads:
-        t.start()
-    try:
+    try:  # Ctrl-C (or SIGTERM) while threads start stops the ones already running
+        for t in threads:
+            t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.25)
@@ -728,7 +732,8 @@ def _run_workers(state: _State, cfg: _Config, inventory: Inventory, workers: int
         for assoc in live:
             assoc.interrupt()
         for t in threads:
-            t.join(5.0)
+            if t.is_alive():
+                t.join(5.0)
         return True
     return False
 

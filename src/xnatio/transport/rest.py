@@ -314,15 +314,16 @@ def send_batches(
     )
     if on_batch is not None:
         send = functools.partial(_send_and_report, send, on_batch)
-    progress.emit("starting")
     pool = cf.ThreadPoolExecutor(
         max_workers=min(options.upload_workers, len(batches)), thread_name_prefix="xio-up"
     )
-    futures = [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
-    # Each batch's archive plan now lives only in its queued work item, which the pool drops once
-    # the batch is sent: memory shrinks as batches finish.
-    del bodies
-    try:
+    futures: list[cf.Future[BatchOutcome]] = []
+    try:  # from the first event on, Ctrl-C (or SIGTERM) stops whatever was started
+        progress.emit("starting")
+        futures += [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
+        # Each batch's archive plan now lives only in its queued work item, which the pool drops
+        # once the batch is sent: memory shrinks as batches finish.
+        del bodies
         pending: set[cf.Future[BatchOutcome]] = set(futures)
         while pending:
             # Short waits keep the main thread responsive to Ctrl-C.
