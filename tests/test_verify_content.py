@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from tests.misbehaving import MisbehavingXnat, Rows
 
+from misbehaving import MisbehavingXnat, Rows
 from xnatio.inventory import DicomFile
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
@@ -214,7 +214,7 @@ def test_upload_with_verify_deep_on_both_transports(
     make_sandbox: Callable[..., Sandbox], tmp_path: Path, syntax: str
 ) -> None:
     src = tmp_path / "src"
-    write_session(src, series=1, instances=3, rows=64, columns=64, seed=7, transfer_syntax=syntax)  # type: ignore[arg-type]
+    write_session(src, series=1, instances=3, rows=64, columns=64, seed=7, transfer_syntax=syntax)
     sb = make_sandbox(dicom_port=0)
     sb.store.set_prearchive_code("P1", 4)  # C-STORE sessions are archived once built
     rest = upload(sb.url, src, "--verify", "deep")

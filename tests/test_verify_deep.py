@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     RLELossless,
@@ -44,9 +45,9 @@ def dataset(pixels: bytes = b"\x01\x02" * 64, syntax: str = ExplicitVRLittleEndi
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = pixels
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SOP_CLASS
+    ds.file_meta.MediaStorageSOPClassUID = UID(SOP_CLASS)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     return ds
 
 

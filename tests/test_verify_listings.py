@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.misbehaving import MisbehavingXnat
 
+from misbehaving import MisbehavingXnat
 from xnatio.errors import ServerResponseError
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
