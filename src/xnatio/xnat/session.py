@@ -269,13 +269,17 @@ class XnatSession:
 
         The body is read with ``response.iter_bytes()``; leaving the block before the end of the
         body closes that connection instead of reading the rest (how a header is read without
-        downloading the file). An expired session is renewed once, as in :meth:`request`.
+        downloading the file). An expired session is renewed once, as in :meth:`request`. The
+        request holds a slot of the connection budget until the block is left.
         """
         if self._jsession is None:
             self.login()
         for attempt in (1, 2):
             generation = self._generation
-            with self._client.stream("GET", path, params=params, headers=headers) as response:
+            with (
+                slot(self.budget),
+                self._client.stream("GET", path, params=params, headers=headers) as response,
+            ):
                 expired = response.status_code == 401 or (
                     response.status_code in (200, 302)
                     and "html" in response.headers.get("content-type", "")
