@@ -368,7 +368,12 @@ class ArchiveEntry:
 ARCHIVE_READ_ERROR = "unable to read data from file"
 
 
-def _unsafe_reason(name: str) -> str | None:
+def _refusal(name: str, *, link: bool, regular: bool) -> str | None:
+    """Why an archive entry is refused (a link, not a regular file, an unsafe path), or None."""
+    if link:
+        return "link entries are not accepted"
+    if not regular:
+        return "not a regular file"
     parts = re.split(r"[\\/]", name)
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
         return "absolute path"
@@ -417,13 +422,8 @@ def _iter_tar(stream: IO[bytes], fmt: str, spool_dir: Path, prefix: str) -> Iter
             name = prefix + member.name
             if member.isdir():
                 continue
-            if member.issym() or member.islnk():
-                yield ArchiveEntry(name, None, "link entries are not accepted")
-                continue
-            if not member.isfile():
-                yield ArchiveEntry(name, None, "not a regular file")
-                continue
-            reason = _unsafe_reason(member.name)
+            link = member.issym() or member.islnk()
+            reason = _refusal(member.name, link=link, regular=member.isfile())
             if reason:
                 yield ArchiveEntry(name, None, reason)
                 continue
@@ -450,10 +450,8 @@ def _iter_zip(stream: IO[bytes], spool_dir: Path, prefix: str) -> Iterator[Archi
             name = prefix + info.filename
             if info.is_dir():
                 continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                yield ArchiveEntry(name, None, "link entries are not accepted")
-                continue
-            reason = _unsafe_reason(info.filename)
+            link = stat.S_ISLNK(info.external_attr >> 16)
+            reason = _refusal(info.filename, link=link, regular=True)
             if reason:
                 yield ArchiveEntry(name, None, reason)
                 continue

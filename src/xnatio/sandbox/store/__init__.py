@@ -41,13 +41,20 @@ from xnatio.sandbox.store.actions import PrearchiveActions
 from xnatio.sandbox.store.archive import Archiver
 from xnatio.sandbox.store.catalog import Catalog
 from xnatio.sandbox.store.config import RoutingConfig
+from xnatio.sandbox.store.core import Core
 from xnatio.sandbox.store.direct_archive import DirectArchive
 from xnatio.sandbox.store.files import DataFolder
 from xnatio.sandbox.store.imports import ImportBatch, Importer
 from xnatio.sandbox.store.index import Index
 from xnatio.sandbox.store.inflight import InFlight
 from xnatio.sandbox.store.listings import ArchiveListings
-from xnatio.sandbox.store.model import ClientError, ImportParams, ServerError, StoreFaults
+from xnatio.sandbox.store.model import (
+    ClientError,
+    ImportParams,
+    ServerError,
+    StoreError,
+    StoreFaults,
+)
 from xnatio.sandbox.store.prearchive import Prearchive
 from xnatio.sandbox.store.resources import Resources
 from xnatio.sandbox.store.ticker import Ticker
@@ -58,6 +65,7 @@ __all__ = [
     "ImportParams",
     "SandboxStore",
     "ServerError",
+    "StoreError",
     "StoreFaults",
 ]
 
@@ -93,29 +101,20 @@ class SandboxStore:
         # The lock and the connection, under the names tests use to reach into the index.
         self._lock = self.index.lock
         self._db = self.index.db
-        inflight = InFlight(self.index.lock)
+        core = Core(self.index, self.files, InFlight(self.index.lock))
         # XNAT refreshes lastmod at most every 15 s; short test intervals need a finer step.
         lastmod_step = min(15.0, idle_interval / 10)
-        parts = (self.index, self.files, inflight)
-        self.config = RoutingConfig(self.index)
-        self.catalog = Catalog(self.index)
-        self.listings = ArchiveListings(self.index, self.catalog)
-        self.archiver = Archiver(*parts, self.catalog)
-        self.prearchive = Prearchive(*parts, self.catalog, lastmod_step=lastmod_step)
-        self.actions = PrearchiveActions(*parts, self.catalog, self.prearchive, self.archiver)
-        self.direct_archive = DirectArchive(*parts, self.catalog, self.prearchive, self.archiver)
-        self.importer = Importer(
-            *parts, self.catalog, self.config, self.prearchive, self.direct_archive
-        )
-        self.resources = Resources(self.index, self.files, self.catalog)
+        self.config = RoutingConfig(core)
+        self.catalog = catalog = Catalog(core)
+        self.listings = ArchiveListings(core, catalog)
+        self.archiver = archiver = Archiver(core, catalog)
+        self.prearchive = prearchive = Prearchive(core, catalog, lastmod_step=lastmod_step)
+        self.actions = PrearchiveActions(core, catalog, prearchive, archiver)
+        self.direct_archive = direct = DirectArchive(core, catalog, prearchive, archiver)
+        self.importer = Importer(core, catalog, self.config, prearchive, direct)
+        self.resources = Resources(core, catalog)
         self.ticker = Ticker(
-            self.index,
-            inflight,
-            self.catalog,
-            self.prearchive,
-            self.direct_archive,
-            self.archiver,
-            idle_interval=idle_interval,
+            core, catalog, prearchive, direct, archiver, idle_interval=idle_interval
         )
         self._bind_api()
 

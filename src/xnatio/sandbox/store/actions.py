@@ -11,22 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from dataclasses import dataclass
 
 from xnatio.sandbox.store.archive import Archiver
 from xnatio.sandbox.store.catalog import Catalog
-from xnatio.sandbox.store.files import DataFolder, prearchive_dir
-from xnatio.sandbox.store.index import Index
-from xnatio.sandbox.store.inflight import InFlight
+from xnatio.sandbox.store.core import Part
+from xnatio.sandbox.store.files import prearchive_dir
 from xnatio.sandbox.store.model import (
-    AUTO_ARCHIVE,
-    AUTO_ARCHIVE_OVERWRITE,
-    INTERRUPTIBLE,
-    READY,
-    RECEIVING,
     ArchiveFlags,
     ClientError,
     ServerError,
+    Status,
+    StoreError,
     Target,
+    auto_archives,
 )
 from xnatio.sandbox.store.prearchive import Prearchive
 
@@ -51,30 +49,23 @@ def parse_prearchive_uri(uri: str) -> tuple[str, str, str]:
     return parts[2], parts[3], parts[4]
 
 
-class PrearchiveActions:
+@dataclass(eq=False, repr=False)
+class PrearchiveActions(Part):
     """Commit, build, reset-status, move and delete of prearchive sessions.
 
-    Parameters
+    Attributes
     ----------
-    index, files, inflight, catalog, prearchive, archiver
-        The store's parts this one works with.
+    catalog
+        Projects (existence, prearchive codes).
+    prearchive
+        Finds the rows the actions apply to.
+    archiver
+        Archives what a commit archives.
     """
 
-    def __init__(
-        self,
-        index: Index,
-        files: DataFolder,
-        inflight: InFlight,
-        catalog: Catalog,
-        prearchive: Prearchive,
-        archiver: Archiver,
-    ) -> None:
-        self._index = index
-        self._files = files
-        self._inflight = inflight
-        self._catalog = catalog
-        self._prearchive = prearchive
-        self._archiver = archiver
+    catalog: Catalog
+    prearchive: Prearchive
+    archiver: Archiver
 
     def commit(
         self,
@@ -104,29 +95,25 @@ class PrearchiveActions:
         """
         index = self._index
         with index.lock:
-            row = self._prearchive.find_or_404(project, timestamp, folder)
-            if row["status"] not in INTERRUPTIBLE:
+            row = self.prearchive.find_or_404(project, timestamp, folder)
+            if row["status"] not in Status.INTERRUPTIBLE:
                 raise ClientError("session document locked", 409)
             aa = row["autoarchive"]
             if aa is None and row["project"]:
-                aa = self._catalog.project_code(row["project"])
+                aa = self.catalog.project_code(row["project"])
                 index.execute("UPDATE sessions SET autoarchive=? WHERE n=?", (aa, row["n"]))
-            code = self._catalog.project_code(row["project"]) if row["project"] else None
-            archive = (
-                aa in (AUTO_ARCHIVE, AUTO_ARCHIVE_OVERWRITE)
-                or auto_archive is True
-                or (code is not None and code >= AUTO_ARCHIVE)
-            )
+            code = self.catalog.project_code(row["project"]) if row["project"] else None
+            archive = auto_archive is True or auto_archives(aa, code)
             # The build itself is instant here: BUILDING then READY.
             self._build(row)
             index.commit()
             if not archive:
-                return 200, self._prearchive.uri(row)
+                return 200, self.prearchive.uri(row)
             if not row["project"]:
                 raise ClientError(_UNASSIGNED_REFUSED, 403)
-            target = self._archiver.target(row, dest)
+            target = self.archiver.target(row, dest)
             flags = ArchiveFlags.for_commit(overwrite, overwrite_files, code)
-        return 301, self._archiver.archive(int(row["n"]), target, flags, user)
+        return 301, self.archiver.archive(int(row["n"]), target, flags, user)
 
     def build(self, project: str, timestamp: str, folder: str) -> str:
         """``POST <prearchive uri>?action=build`` (§9): build the session document now.
@@ -141,12 +128,12 @@ class PrearchiveActions:
             another non-interruptible state.
         """
         with self._index.lock:
-            row = self._prearchive.find_or_404(project, timestamp, folder)
+            row = self.prearchive.find_or_404(project, timestamp, folder)
             if self._locked(row):
                 raise ClientError("session document locked", 409)
             self._build(row)
             self._index.commit()
-            return self._prearchive.uri(row)
+            return self.prearchive.uri(row)
 
     def reset_status(
         self, project: str, timestamp: str, folder: str, *, tag: str | None = None
@@ -159,14 +146,14 @@ class PrearchiveActions:
         replaces the StudyInstanceUID. Returns the prearchive URI. ClientError 404 if unknown.
         """
         with self._index.lock:
-            row = self._prearchive.find_or_404(project, timestamp, folder)
-            status = READY if row["built"] else RECEIVING
+            row = self.prearchive.find_or_404(project, timestamp, folder)
+            status = Status.READY if row["built"] else Status.RECEIVING
             self._index.execute(
                 "UPDATE sessions SET status=?, tag=? WHERE n=?",
                 (status, tag or row["tag"], row["n"]),
             )
             self._index.commit()
-            return self._prearchive.uri(row)
+            return self.prearchive.uri(row)
 
     def move(self, project: str, timestamp: str, folder: str, new_project: str) -> str | None:
         """``POST <prearchive uri>?action=move&newProject=P2`` (§9): move a session to another
@@ -185,16 +172,16 @@ class PrearchiveActions:
             destination; 404 unknown session; 409 when the destination holds a session with
             the same timestamp and folder.
         """
-        if not new_project or not self._catalog.project_exists(new_project):
+        if not new_project or not self.catalog.project_exists(new_project):
             raise ClientError("Unable to modify session data for destination project.", 403)
         index = self._index
         with index.lock:
-            row = self._prearchive.find_or_404(project, timestamp, folder)
+            row = self.prearchive.find_or_404(project, timestamp, folder)
             if self._locked(row) or self._inflight.writing(int(row["n"])):
                 return None
             if (row["project"] or "") == new_project:
-                return self._prearchive.uri(row)
-            if self._prearchive.find(new_project, timestamp, folder) is not None:
+                return self.prearchive.uri(row)
+            if self.prearchive.find(new_project, timestamp, folder) is not None:
                 raise ClientError(
                     f"A session {new_project}/{timestamp}/{folder} already exists.", 409
                 )
@@ -210,12 +197,12 @@ class PrearchiveActions:
             self._files.prune(src.parent)
             index.execute(
                 "UPDATE sessions SET project=?, dir=?, status=?, built=1 WHERE n=?",
-                (new_project, d, READY, row["n"]),
+                (new_project, d, Status.READY, row["n"]),
             )
             index.commit()
             moved = index.session(int(row["n"]))
             assert moved is not None
-            return self._prearchive.uri(moved)
+            return self.prearchive.uri(moved)
 
     def delete(self, project: str, timestamp: str, folder: str) -> None:
         """``DELETE <prearchive uri>`` (§9): remove the session's row and its files.
@@ -227,7 +214,7 @@ class PrearchiveActions:
         """
         index = self._index
         with index.lock:
-            row = self._prearchive.find_or_404(project, timestamp, folder)
+            row = self.prearchive.find_or_404(project, timestamp, folder)
             if self._locked(row) or self._inflight.writing(int(row["n"])):
                 raise ClientError(
                     f"The session {project}/{timestamp}/{folder} is locked: {row['status']}", 409
@@ -255,17 +242,17 @@ class PrearchiveActions:
         """
         project, ts, folder = parse_prearchive_uri(src)
         with self._index.lock:
-            row = self._prearchive.find(project, ts, folder)
+            row = self.prearchive.find(project, ts, folder)
             if row is None:
                 raise ClientError(f"Unable to find prearchive session {src}", 404)
             if self._locked(row):
                 raise ClientError("Operation already in progress on this prearchive entry.", 403)
             if not row["project"]:
                 raise ClientError(_UNASSIGNED_REFUSED, 403)
-            target = self._archiver.target(row, dest)
-            code = self._catalog.project_code(row["project"])
+            target = self.archiver.target(row, dest)
+            code = self.catalog.project_code(row["project"])
             flags = ArchiveFlags.for_commit(overwrite, overwrite_files, code)
-        return self._archiver.archive(int(row["n"]), target, flags, user)
+        return self.archiver.archive(int(row["n"]), target, flags, user)
 
     def commit_import(
         self,
@@ -300,8 +287,8 @@ class PrearchiveActions:
                 out.append(step)
                 continue
             try:
-                out.append(self._archiver.archive(*step, user))
-            except (ClientError, ServerError) as exc:
+                out.append(self.archiver.archive(*step, user))
+            except StoreError as exc:
                 raise ClientError("unable to archive for the Prearchive session") from exc
         self._index.commit()
         return out
@@ -319,12 +306,12 @@ class PrearchiveActions:
         project, ts, folder = parse_prearchive_uri(uri)
         index = self._index
         with index.lock:
-            row = self._prearchive.find(project, ts, folder)
-            if row is None or row["status"] not in INTERRUPTIBLE:
+            row = self.prearchive.find(project, ts, folder)
+            if row is None or row["status"] not in Status.INTERRUPTIBLE:
                 return None
             if self._inflight.writing(int(row["n"])):
                 # Another batch is writing: the build is interrupted and nothing archived.
-                index.set_status(int(row["n"]), RECEIVING)
+                index.set_status(int(row["n"]), Status.RECEIVING)
                 return None
             self._build(row)
             if not auto_archive:
@@ -332,8 +319,8 @@ class PrearchiveActions:
             try:
                 if not row["project"]:
                     raise ClientError(_UNASSIGNED_REFUSED)
-                target = self._archiver.target(row, dest)
-                code = self._catalog.project_code(row["project"])
+                target = self.archiver.target(row, dest)
+                code = self.catalog.project_code(row["project"])
             except ClientError as exc:
                 raise ClientError("unable to archive for the Prearchive session") from exc
             flags = ArchiveFlags.for_commit(overwrite, overwrite_files, code)
@@ -341,8 +328,10 @@ class PrearchiveActions:
 
     def _build(self, row: sqlite3.Row) -> None:
         """The build: instant here, the session document exists and the row is READY."""
-        self._index.execute("UPDATE sessions SET status=?, built=1 WHERE n=?", (READY, row["n"]))
+        self._index.execute(
+            "UPDATE sessions SET status=?, built=1 WHERE n=?", (Status.READY, row["n"])
+        )
 
     def _locked(self, row: sqlite3.Row) -> bool:
         """Whether another operation holds the session (a locked status or an archive step)."""
-        return row["status"] not in INTERRUPTIBLE or self._inflight.archiving(int(row["n"]))
+        return row["status"] not in Status.INTERRUPTIBLE or self._inflight.archiving(int(row["n"]))

@@ -12,19 +12,17 @@ import logging
 import os
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from xnatio.sandbox.store.catalog import Catalog
-from xnatio.sandbox.store.files import DataFolder, archive_dir
-from xnatio.sandbox.store.index import Index
-from xnatio.sandbox.store.inflight import InFlight
+from xnatio.sandbox.store.core import Part
+from xnatio.sandbox.store.files import archive_dir
 from xnatio.sandbox.store.model import (
-    ARCHIVING,
-    CONFLICT,
-    ERROR,
     ArchiveFlags,
     ClientError,
     ServerError,
+    Status,
     Target,
     scan_sort_key,
     scan_xsi,
@@ -62,22 +60,17 @@ def parse_dest(dest: str | None) -> tuple[str | None, str | None, str | None]:
     return pairs.get("projects"), pairs.get("subjects"), pairs.get("experiments")
 
 
-class Archiver:
+@dataclass(eq=False, repr=False)
+class Archiver(Part):
     """Archives sessions of the ``sessions`` table into the catalog.
 
-    Parameters
+    Attributes
     ----------
-    index, files, inflight, catalog
-        The store's parts this one works with.
+    catalog
+        The archive's rows: the checks read them, the merge writes them.
     """
 
-    def __init__(
-        self, index: Index, files: DataFolder, inflight: InFlight, catalog: Catalog
-    ) -> None:
-        self._index = index
-        self._files = files
-        self._inflight = inflight
-        self._catalog = catalog
+    catalog: Catalog
 
     def target(self, row: sqlite3.Row, dest: str | None) -> Target:
         """Where session ``row`` goes: ``dest`` where it says, the row's own names otherwise.
@@ -89,10 +82,10 @@ class Archiver:
         project = project or row["project"]
         label = row["name"]
         if exp:
-            found = self._catalog.find_experiment(project, exp)
+            found = self.catalog.find_experiment(project, exp)
             label = found["label"] if found is not None else exp
         subject = subject or row["subject"] or label
-        subj = self._catalog.find_subject(project, subject)
+        subj = self.catalog.find_subject(project, subject)
         if subj is not None:
             subject = subj["label"]
         return Target(project, subject, label)
@@ -115,9 +108,9 @@ class Archiver:
         tkey = (target.project, target.label)
         with index.lock:
             self._inflight.check_archive(sn, tkey)
-            self._catalog.require_project(target.project)
+            self.catalog.require_project(target.project)
             self._inflight.begin_archive(sn, tkey)
-            index.execute("UPDATE sessions SET status=?, built=1 WHERE n=?", (ARCHIVING, sn))
+            index.execute("UPDATE sessions SET status=?, built=1 WHERE n=?", (Status.ARCHIVING, sn))
         try:
             row, files, plan = self._checked_plan(sn, target, flags)
             self._move_files(row, files, target, plan)
@@ -148,7 +141,7 @@ class Archiver:
             try:
                 return row, files, self._plan(row, files, target, flags)
             except ClientError as exc:
-                index.set_status(sn, CONFLICT if exc.status == 409 else ERROR)
+                index.set_status(sn, Status.CONFLICT if exc.status == 409 else Status.ERROR)
                 index.commit()
                 raise
 
@@ -166,7 +159,7 @@ class Archiver:
                     os.replace(src, dst)
         except OSError as exc:
             with self._index.lock:
-                self._index.set_status(int(row["n"]), ERROR)
+                self._index.set_status(int(row["n"]), Status.ERROR)
                 self._index.commit()
             raise ServerError(f"Unable to archive session: {exc}") from exc
 
@@ -181,7 +174,7 @@ class Archiver:
         for f in files:
             new_scans.setdefault(f["scan"], f["series_uid"])
             modalities.append(f["modality"])
-        exp = self._catalog.find_experiment(t.project, t.label)
+        exp = self.catalog.find_experiment(t.project, t.label)
         plan = {s: s for s in new_scans}
         exp_dir = self._files.path(archive_dir(t.project, t.label))
         if exp is None:
@@ -220,7 +213,7 @@ class Archiver:
     ) -> None:
         """Merging into an archived session keeps its subject, modality and (unless overridden)
         its study UID."""
-        subj = self._catalog.find_subject(t.project, t.subject)
+        subj = self.catalog.find_subject(t.project, t.subject)
         if subj is None or subj["id"] != exp["subject_id"]:
             raise ClientError(
                 "Invalid modification of session subject via archive process.: "
@@ -241,7 +234,7 @@ class Archiver:
     ) -> None:
         """A scan ID taken by another series gets a free ID; a series already archived under
         another ID is a conflict unless overridden."""
-        old = {r["scan_id"]: r["uid"] for r in self._catalog.scan_rows(exp["id"])}
+        old = {r["scan_id"]: r["uid"] for r in self.catalog.scan_rows(exp["id"])}
         used = set(old) | set(new_scans)
         for scan, uid in new_scans.items():
             if scan in old:
@@ -304,7 +297,7 @@ class Archiver:
                         scan_xsi(f["modality"]),
                     ),
                 )
-                resources[scan_id] = self._catalog.resource_n(eid, scan_id, "DICOM", "DICOM", "RAW")
+                resources[scan_id] = self.catalog.resource_n(eid, scan_id, "DICOM", "DICOM", "RAW")
             self._index.execute(
                 "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?)",
                 (resources[scan_id], f["name"], f["size"], f["md5"], f["sop_uid"], f["sop_class"]),
@@ -316,8 +309,8 @@ class Archiver:
         self, row: sqlite3.Row, files: list[sqlite3.Row], t: Target, user: str
     ) -> str:
         """The accession ID of the destination experiment, created (with its subject) if new."""
-        sid = self._catalog.subject_id(t.project, t.subject, user)
-        exp = self._catalog.find_experiment(t.project, t.label)
+        sid = self.catalog.subject_id(t.project, t.subject, user)
+        exp = self.catalog.find_experiment(t.project, t.label)
         if exp is not None:
             eid = str(exp["id"])
             if not exp["uid"]:
@@ -330,7 +323,7 @@ class Archiver:
         modalities = [f["modality"] for f in files]
         mods = [m for m in modalities if m]
         modality = max(set(mods), key=mods.count) if mods else ""
-        return self._catalog.insert_experiment(
+        return self.catalog.insert_experiment(
             t.project,
             sid,
             t.label,

@@ -9,24 +9,22 @@ case-insensitively, by label; experiments by accession ID or label.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from xnatio.sandbox.store.index import Index
+from xnatio.sandbox.store.core import Part
 from xnatio.sandbox.store.model import AA_NAMES, UNASSIGNED, VALID_ID, ClientError, now_str
 
 __all__ = ["Catalog"]
 
 
-class Catalog:
+@dataclass(eq=False, repr=False)
+class Catalog(Part):
     """The archive's rows in the index.
 
-    Parameters
-    ----------
-    index
-        The store's index; every method takes its lock.
+    Every public method takes the index lock, except ``create_subject``, ``insert_experiment``
+    and ``resource_n``, which the parts that archive call with the lock held.
     """
-
-    def __init__(self, index: Index) -> None:
-        self._index = index
 
     # -- projects ------------------------------------------------------------------------------
 
@@ -140,12 +138,9 @@ class Catalog:
             404 if the project is missing, 417 for a label outside ``[A-Za-z0-9_-]``.
         """
         with self._index.lock:
-            self.require_project(project)
-            row = self.find_subject(project, label)
-            if row is not None:
-                return str(row["id"]), False
-            if not VALID_ID.match(label):
-                raise ClientError("Invalid character in subject label.", 417)
+            found = self._existing(project, label, self.find_subject, "subject")
+            if found is not None:
+                return found, False
             sid = self.create_subject(project, label, user)
             self._index.commit()
             return sid, True
@@ -210,12 +205,9 @@ class Catalog:
         417 "Invalid character in experiment label." for a bad label.
         """
         with self._index.lock:
-            self.require_project(project)
-            exp = self.find_experiment(project, label)
-            if exp is not None:
-                return str(exp["id"]), False
-            if not VALID_ID.match(label):
-                raise ClientError("Invalid character in experiment label.", 417)
+            found = self._existing(project, label, self.find_experiment, "experiment")
+            if found is not None:
+                return found, False
             if self.find_subject(project, subject) is None and not VALID_ID.match(subject):
                 raise ClientError("Invalid character in subject label.", 417)
             sid = self.subject_id(project, subject, user)
@@ -291,6 +283,19 @@ class Catalog:
                 "SELECT project, subject_id FROM experiments WHERE id=?", (experiment_id,)
             )
         return None if row is None else (str(row[0]), str(row[1]), experiment_id)
+
+    def _existing(
+        self, project: str, label: str, find: Callable[[str, str], sqlite3.Row | None], kind: str
+    ) -> str | None:
+        """For a PUT: the accession ID of the row ``find`` finds, or ``None`` when a new one may
+        be created; 404 for a missing project, 417 for a label outside ``[A-Za-z0-9_-]``."""
+        self.require_project(project)
+        row = find(project, label)
+        if row is not None:
+            return str(row["id"])
+        if not VALID_ID.match(label):
+            raise ClientError(f"Invalid character in {kind} label.", 417)
+        return None
 
     # -- scans and resources -------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ replaced whenever a kind changes, so an import reads them without touching the i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from xnatio.sandbox.routing import RoutingRules, parse_rules
-from xnatio.sandbox.store.index import Index
+from xnatio.sandbox.store.core import Part
 from xnatio.sandbox.store.model import ClientError, now_str
 
 __all__ = ["RULE_KINDS", "RoutingConfig"]
@@ -20,17 +21,15 @@ __all__ = ["RULE_KINDS", "RoutingConfig"]
 RULE_KINDS = ("projectRules", "subjectRules", "sessionRules", "aaRules")
 
 
-class RoutingConfig:
-    """The routing rules of the site; :attr:`rules` are the ones in force.
+@dataclass(eq=False, repr=False)
+class RoutingConfig(Part):
+    """The routing rules of the site; :attr:`rules` are the ones in force (read from the
+    index at start)."""
 
-    Parameters
-    ----------
-    index
-        The store's index.
-    """
+    rules: RoutingRules = field(init=False)
 
-    def __init__(self, index: Index) -> None:
-        self._index = index
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.rules = self._load()
 
     def text(self, kind: str) -> str:

@@ -9,21 +9,19 @@ import logging
 import os
 import shutil
 import sqlite3
+from dataclasses import dataclass
 
 from xnatio.sandbox.dicom_header import DicomHeader
 from xnatio.sandbox.store.archive import Archiver
 from xnatio.sandbox.store.catalog import Catalog
-from xnatio.sandbox.store.files import DataFolder, archive_dir, prearchive_dir
-from xnatio.sandbox.store.index import Index
-from xnatio.sandbox.store.inflight import InFlight
+from xnatio.sandbox.store.core import Part
+from xnatio.sandbox.store.files import archive_dir, prearchive_dir
 from xnatio.sandbox.store.model import (
-    CONFLICT,
-    ERROR,
-    RECEIVING,
     ArchiveFlags,
     ClientError,
     ImportParams,
-    ServerError,
+    Status,
+    StoreError,
     Target,
 )
 from xnatio.sandbox.store.prearchive import Prearchive
@@ -33,30 +31,23 @@ __all__ = ["DirectArchive"]
 log = logging.getLogger(__name__)
 
 
-class DirectArchive:
+@dataclass(eq=False, repr=False)
+class DirectArchive(Part):
     """The ``da`` rows of the ``sessions`` table.
 
-    Parameters
+    Attributes
     ----------
-    index, files, inflight, catalog, prearchive, archiver
-        The store's parts this one works with.
+    catalog
+        Whether the session exists in the archive already (then no Direct-Archive).
+    prearchive
+        The row helpers DA rows share with prearchive rows, and where a failed DA session goes.
+    archiver
+        Archives the session when it is idle or triggered.
     """
 
-    def __init__(
-        self,
-        index: Index,
-        files: DataFolder,
-        inflight: InFlight,
-        catalog: Catalog,
-        prearchive: Prearchive,
-        archiver: Archiver,
-    ) -> None:
-        self._index = index
-        self._files = files
-        self._inflight = inflight
-        self._catalog = catalog
-        self._prearchive = prearchive
-        self._archiver = archiver
+    catalog: Catalog
+    prearchive: Prearchive
+    archiver: Archiver
 
     @staticmethod
     def uri(row: sqlite3.Row) -> str:
@@ -72,17 +63,17 @@ class DirectArchive:
         """
         row = self._find(project, hdr.study_instance_uid, label)
         if row is not None:
-            if row["status"] != RECEIVING:
+            if row["status"] != Status.RECEIVING:
                 return None
-            self._prearchive.touch(row)
+            self.prearchive.touch(row)
             return row
         d = archive_dir(project, label)
         path = self._files.path(d)
-        if path.exists() or self._catalog.find_experiment(project, label) is not None:
+        if path.exists() or self.catalog.find_experiment(project, label) is not None:
             return None
         path.mkdir(parents=True)
-        ts = self._prearchive.new_timestamp()
-        return self._prearchive.insert("da", project, ts, label, hdr, subject, params, None, d)
+        ts = self.prearchive.new_timestamp()
+        return self.prearchive.insert("da", project, ts, label, hdr, subject, params, None, d)
 
     def status(self, project: str, uid: str, label: str) -> dict[str, str] | None:
         """``GET /xapi/direct-archive/P/UID/label``: the DA row (SessionData fields) or ``None``."""
@@ -90,7 +81,7 @@ class DirectArchive:
             row = self._find(project, uid, label)
             if row is None:
                 return None
-            d = self._prearchive.as_dict(row)
+            d = self.prearchive.as_dict(row)
             d["url"] = f"/xapi/direct-archive/{project}/{uid}/{label}"
             d["id"] = str(row["n"])
             return d
@@ -113,7 +104,7 @@ class DirectArchive:
                 raise ClientError(
                     f"Direct-archive session {label} is still receiving files; try again later."
                 )
-            if row["status"] != RECEIVING:
+            if row["status"] != Status.RECEIVING:
                 raise ClientError(f"Direct-archive session {label} is {row['status']}.", 409)
         return self.archive(row)
 
@@ -121,10 +112,10 @@ class DirectArchive:
         """Archive a DA session (no overwrite, no merge); on failure it goes to the prearchive."""
         target = Target(row["project"], row["subject"] or row["name"], row["name"])
         try:
-            return self._archiver.archive(
+            return self.archiver.archive(
                 int(row["n"]), target, ArchiveFlags(False, False, False), "admin"
             )
-        except (ClientError, ServerError) as exc:
+        except StoreError as exc:
             # 423: another archive of this session is running; 404: it is gone already.
             if exc.status not in (404, 423):
                 self._to_prearchive(int(row["n"]))
@@ -144,10 +135,12 @@ class DirectArchive:
             row = index.session(sn)
             if row is None:
                 return
-            ts = self._prearchive.new_timestamp()
+            ts = self.prearchive.new_timestamp()
             d = prearchive_dir(row["project"], ts, row["name"])
             files = index.rows("SELECT scan, name FROM session_files WHERE session_n=?", (sn,))
-            status = row["status"] if row["status"] in (CONFLICT, ERROR) else ERROR
+            status = (
+                row["status"] if row["status"] in (Status.CONFLICT, Status.ERROR) else Status.ERROR
+            )
             for f in files:
                 src = self._files.path(row["dir"], "SCANS", f["scan"], "DICOM", f["name"])
                 dst = self._files.path(d, "SCANS", f["scan"], "DICOM", f["name"])
@@ -162,6 +155,6 @@ class DirectArchive:
                 (ts, d, status, sn),
             )
             src_dir = self._files.path(row["dir"])
-            if self._catalog.find_experiment(row["project"], row["name"]) is None:
+            if self.catalog.find_experiment(row["project"], row["name"]) is None:
                 shutil.rmtree(src_dir, ignore_errors=True)
             index.commit()

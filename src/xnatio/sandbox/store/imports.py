@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from xnatio.sandbox.dicom_header import (
@@ -23,10 +24,10 @@ from xnatio.sandbox.dicom_header import (
 from xnatio.sandbox.routing import RoutingRules, clean_label, route
 from xnatio.sandbox.store.catalog import Catalog
 from xnatio.sandbox.store.config import RoutingConfig
+from xnatio.sandbox.store.core import Part
 from xnatio.sandbox.store.direct_archive import DirectArchive
-from xnatio.sandbox.store.files import DataFolder
 from xnatio.sandbox.store.index import Index
-from xnatio.sandbox.store.inflight import FileKey, InFlight
+from xnatio.sandbox.store.inflight import FileKey
 from xnatio.sandbox.store.model import ClientError, ImportParams
 from xnatio.sandbox.store.prearchive import Prearchive
 
@@ -45,36 +46,28 @@ class _Slot(NamedTuple):
     uri: str
 
 
-class Importer:
+@dataclass(eq=False, repr=False)
+class Importer(Part):
     """Imports DICOM objects into sessions.
 
-    Parameters
+    Attributes
     ----------
-    index, files, inflight, catalog, config, prearchive, direct_archive
-        The store's parts this one works with.
+    catalog
+        Which projects exist (routing and the ``project`` parameter).
+    config
+        The routing rules in force.
+    prearchive, direct
+        Find or open the session row a file belongs to.
     """
 
-    def __init__(
-        self,
-        index: Index,
-        files: DataFolder,
-        inflight: InFlight,
-        catalog: Catalog,
-        config: RoutingConfig,
-        prearchive: Prearchive,
-        direct_archive: DirectArchive,
-    ) -> None:
-        self._index = index
-        self._files = files
-        self._inflight = inflight
-        self._catalog = catalog
-        self._config = config
-        self._prearchive = prearchive
-        self._direct_archive = direct_archive
+    catalog: Catalog
+    config: RoutingConfig
+    prearchive: Prearchive
+    direct: DirectArchive
 
     def ingest(self, params: ImportParams, stream: BinaryIO, entry_name: str) -> str | None:
         """Import one DICOM object; see :meth:`ImportBatch.ingest`."""
-        rules = self._config.rules
+        rules = self.config.rules
         try:
             hdr, prefix = read_header(stream, rules.tags)
         except (HeaderError, OSError) as exc:
@@ -92,9 +85,9 @@ class Importer:
     ) -> _Slot:
         """Route the object (§3.4 steps 2, 5), find or open its session (step 6), name the file
         (§4.3) and take the per-file lock (step 10)."""
-        routing = route(hdr, self._catalog.project_exists, rules)
+        routing = route(hdr, self.catalog.project_exists, rules)
         project = routing.project
-        if params.project and self._catalog.project_exists(params.project):
+        if params.project and self.catalog.project_exists(params.project):
             project = params.project
         label = clean_label(params.session or "") or routing.session
         subject = clean_label(params.subject or "") or routing.subject
@@ -102,18 +95,15 @@ class Importer:
         with self._index.lock:
             sess = None
             if params.direct_archive and project is not None:
-                sess = self._direct_archive.get_or_create(project, hdr, label, subject, params)
+                sess = self.direct.get_or_create(project, hdr, label, subject, params)
             if sess is None:
-                sess = self._prearchive.get_or_create(
+                sess = self.prearchive.get_or_create(
                     project, hdr, label, subject, params, routing.auto_archive
                 )
             name = self._choose_name(sess["n"], scan, hdr, entry_name, params.rename)
             key = (int(sess["n"]), scan, name)
             self._inflight.claim_file(key)
-            if sess["kind"] == "da":
-                uri = self._direct_archive.uri(sess)
-            else:
-                uri = self._prearchive.uri(sess)
+            uri = self.direct.uri(sess) if sess["kind"] == "da" else self.prearchive.uri(sess)
             return _Slot(key, str(sess["dir"]), uri)
 
     def _write(
@@ -154,7 +144,7 @@ class Importer:
                     # A session this failed write would leave without any file is not kept:
                     # XNAT builds a session from the files in its folder, and an empty one
                     # must not be built, archived empty, and then block the data sent again.
-                    self._prearchive.drop_if_empty(sn)
+                    self.prearchive.drop_if_empty(sn)
 
     def _choose_name(
         self, session_n: int, scan: str, hdr: DicomHeader, entry_name: str, rename: bool

@@ -8,10 +8,11 @@ with XNAT's message for the path it serves.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from xnatio.sandbox.store.catalog import Catalog
-from xnatio.sandbox.store.index import Index
+from xnatio.sandbox.store.core import Part
 
 __all__ = ["ArchiveListings", "file_row"]
 
@@ -44,23 +45,22 @@ def file_row(exp: sqlite3.Row, scan_id: str, r: sqlite3.Row) -> dict[str, str]:
     }
 
 
-class ArchiveListings:
+@dataclass(eq=False, repr=False)
+class ArchiveListings(Part):
     """Read-only views of archived sessions.
 
-    Parameters
+    Attributes
     ----------
-    index, catalog
-        The store's index and the catalog that finds sessions by project, subject and label.
+    catalog
+        Finds a session by project, subject and label.
     """
 
-    def __init__(self, index: Index, catalog: Catalog) -> None:
-        self._index = index
-        self._catalog = catalog
+    catalog: Catalog
 
     def scans(self, project: str, subject: str, label: str) -> list[dict[str, str]] | None:
         """``…/experiments/E/scans`` rows, or ``None`` if the experiment is not archived."""
         with self._index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
+            exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
                 return None
             return self._scan_dicts(exp["id"])
@@ -71,8 +71,8 @@ class ArchiveListings:
         """``…/scans/{id}/resources`` rows (CatalogResourceList columns plus file counts), or
         ``None`` if the session or the scan is missing."""
         with self._index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
-            if exp is None or not self._catalog.has_scan(exp["id"], scan):
+            exp = self.catalog.resolve_experiment(project, subject, label)
+            if exp is None or not self.catalog.has_scan(exp["id"], scan):
                 return None
             rows = self._index.rows(_RESOURCES_OF_SCAN, (exp["id"], scan))
         return [
@@ -100,7 +100,7 @@ class ArchiveListings:
         ``None`` until the session is archived.
         """
         with self._index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
+            exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
                 return None
             scan_items = [self._scan_item(exp["id"], s) for s in self._scan_dicts(exp["id"])]
@@ -135,7 +135,7 @@ class ArchiveListings:
         Columns as :func:`file_row`.
         """
         with self._index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
+            exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
                 return None
             wanted = [] if scans in ("ALL", "*") else sorted(set(scans.split(",")))
@@ -154,7 +154,7 @@ class ArchiveListings:
     def scan_file_uids(self, project: str, subject: str, label: str) -> dict[str, list[str]]:
         """SOP Instance UIDs stored per scan (from the index), for exact checks in tests."""
         with self._index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
+            exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
                 return {}
             rows = self._index.rows(
@@ -180,7 +180,7 @@ class ArchiveListings:
                 "UID": r["uid"],
                 "URI": f"/experiments/{eid}/scans/{r['scan_id']}",
             }
-            for r in self._catalog.scan_rows(eid)
+            for r in self.catalog.scan_rows(eid)
         ]
 
     def _scan_item(self, eid: str, s: dict[str, str]) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["ClientError", "ImportParams", "ServerError", "StoreFaults"]
+__all__ = ["ClientError", "ImportParams", "ServerError", "StoreError", "StoreFaults"]
 
 
-class ClientError(Exception):
-    """A client error: HTTP status (default 400) with the message in ``<h3>``; SCP 0xC000.
+class StoreError(Exception):
+    """A refusal or failure of the store, answered with an HTTP status (or a C-STORE status).
 
     Parameters
     ----------
@@ -24,19 +24,24 @@ class ClientError(Exception):
         HTTP status code.
     """
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
 
 
-class ServerError(Exception):
+class ClientError(StoreError):
+    """A client error: HTTP status (default 400) with the message in ``<h3>``; SCP 0xC000."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message, status)
+
+
+class ServerError(StoreError):
     """A server error: HTTP 500 (or the given status); SCP 0xA700."""
 
     def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(message, status)
 
 
 @dataclass
@@ -94,32 +99,35 @@ class ImportParams:
     sender_aet: str | None = None
 
 
-# -- prearchive statuses (§4.2) --------------------------------------------------------------------
+class Status:
+    """Prearchive statuses as XNAT spells them (§4.2, §3.4 step 6), stored as text in the index."""
 
-RECEIVING = "RECEIVING"
-RECEIVING_INTERRUPT = "RECEIVING_INTERRUPT"
-BUILDING = "BUILDING"
-READY = "READY"
-ARCHIVING = "ARCHIVING"
-CONFLICT = "CONFLICT"
-ERROR = "ERROR"
-# Statuses a new file, a commit or an action may interrupt; any other status locks the session.
-INTERRUPTIBLE = frozenset(
-    {
-        BUILDING,
-        CONFLICT,
-        ERROR,
-        READY,
-        RECEIVING,
-        RECEIVING_INTERRUPT,
-        "QUEUED_BUILDING",
-        "_BUILDING",
-        "_CONFLICT",
-        "_RECEIVING",
-        "_RECEIVING_INTERRUPT",
-    }
-)
-BUILDING_STATES = frozenset({BUILDING, "QUEUED_BUILDING", "_BUILDING"})
+    RECEIVING = "RECEIVING"
+    RECEIVING_INTERRUPT = "RECEIVING_INTERRUPT"
+    BUILDING = "BUILDING"
+    READY = "READY"
+    ARCHIVING = "ARCHIVING"
+    CONFLICT = "CONFLICT"
+    ERROR = "ERROR"
+    # What a new file, a commit or an action may interrupt; any other status locks the session.
+    INTERRUPTIBLE = frozenset(
+        {
+            BUILDING,
+            CONFLICT,
+            ERROR,
+            READY,
+            RECEIVING,
+            RECEIVING_INTERRUPT,
+            "QUEUED_BUILDING",
+            "_BUILDING",
+            "_CONFLICT",
+            "_RECEIVING",
+            "_RECEIVING_INTERRUPT",
+        }
+    )
+    # A build in progress: a new file turns it into RECEIVING_INTERRUPT.
+    BUILDING_STATES = frozenset({BUILDING, "QUEUED_BUILDING", "_BUILDING"})
+
 
 # Project prearchive codes: what a finished session does on its own.
 MANUAL, AUTO_ARCHIVE, AUTO_ARCHIVE_OVERWRITE = 0, 4, 5
@@ -128,6 +136,15 @@ AA_NAMES = {
     AUTO_ARCHIVE: "AutoArchive",
     AUTO_ARCHIVE_OVERWRITE: "AutoArchiveOverwrite",
 }
+
+
+def auto_archives(session_code: int | None, project_code: int | None) -> bool:
+    """Whether a built session is archived at once: its own auto-archive code (4 or 5) or its
+    project's prearchive code (4 or more) says so."""
+    return session_code in (AUTO_ARCHIVE, AUTO_ARCHIVE_OVERWRITE) or (
+        project_code is not None and project_code >= AUTO_ARCHIVE
+    )
+
 
 VALID_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 UNASSIGNED = "Unassigned"
@@ -248,3 +265,10 @@ class ArchiveFlags:
             merge = True
         replace = overwrite_files or override or project_code == AUTO_ARCHIVE_OVERWRITE
         return cls(override, merge, replace)
+
+    @classmethod
+    def for_idle(cls, session_code: int | None, project_code: int | None) -> ArchiveFlags:
+        """The flags of the background pass's auto-archive: a session code other than Manual
+        merges, the project's AutoArchiveOverwrite replaces files."""
+        merge = session_code not in (None, MANUAL)
+        return cls(False, merge, project_code == AUTO_ARCHIVE_OVERWRITE)

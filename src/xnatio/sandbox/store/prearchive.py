@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from xnatio.sandbox.dicom_header import DicomHeader
 from xnatio.sandbox.store.catalog import Catalog
-from xnatio.sandbox.store.files import DataFolder, prearchive_dir
-from xnatio.sandbox.store.index import Index
-from xnatio.sandbox.store.inflight import InFlight
+from xnatio.sandbox.store.core import Part
+from xnatio.sandbox.store.files import prearchive_dir
 from xnatio.sandbox.store.model import (
     AA_NAMES,
     AUTO_ARCHIVE,
-    BUILDING_STATES,
-    INTERRUPTIBLE,
     MANUAL,
-    RECEIVING,
-    RECEIVING_INTERRUPT,
     UNASSIGNED,
     ClientError,
     ImportParams,
+    Status,
     fmt_date,
     fmt_time,
     now_str,
@@ -39,32 +36,21 @@ from xnatio.sandbox.store.model import (
 __all__ = ["Prearchive"]
 
 
-class Prearchive:
+@dataclass(eq=False, repr=False)
+class Prearchive(Part):
     """Prearchive rows: get-or-create for each imported file, and every prearchive listing.
 
-    Parameters
+    Attributes
     ----------
-    index, files, inflight, catalog
-        The store's parts this one works with.
+    catalog
+        The projects' prearchive codes, for a new row's auto-archive setting.
     lastmod_step
         Seconds between two updates of a receiving session's last-modified time (§3.4 step 7).
     """
 
-    def __init__(
-        self,
-        index: Index,
-        files: DataFolder,
-        inflight: InFlight,
-        catalog: Catalog,
-        *,
-        lastmod_step: float,
-    ) -> None:
-        self._index = index
-        self._files = files
-        self._inflight = inflight
-        self._catalog = catalog
-        self._lastmod_step = lastmod_step
-        self._last_ts = ""
+    catalog: Catalog
+    lastmod_step: float = field(kw_only=True)
+    _last_ts: str = field(init=False, default="")
 
     # -- rows for incoming files ---------------------------------------------------------------
 
@@ -101,20 +87,20 @@ class Prearchive:
         )
         for row in rows:
             status = row["status"]
-            if status in (RECEIVING, RECEIVING_INTERRUPT):
+            if status in (Status.RECEIVING, Status.RECEIVING_INTERRUPT):
                 self.touch(row)
                 return row
-            if status in BUILDING_STATES:
-                self.touch(row, RECEIVING_INTERRUPT)
+            if status in Status.BUILDING_STATES:
+                self.touch(row, Status.RECEIVING_INTERRUPT)
                 return row
-            if status in INTERRUPTIBLE:
-                self.touch(row, RECEIVING)
+            if status in Status.INTERRUPTIBLE:
+                self.touch(row, Status.RECEIVING)
                 return row
         # No reusable row (none, or only ARCHIVING/MOVING/...): a new one with a new timestamp.
         if dicom_aa is not None:
             aa: int | None = AUTO_ARCHIVE if dicom_aa else MANUAL
         else:
-            aa = self._catalog.project_code(project) if project else None
+            aa = self.catalog.project_code(project) if project else None
         ts = self.new_timestamp()
         d = prearchive_dir(pk, ts, label)
         return self.insert("prearc", pk, ts, label, hdr, subject, params, aa, d)
@@ -127,7 +113,7 @@ class Prearchive:
             self._index.execute(
                 "UPDATE sessions SET status=?, lastmod=? WHERE n=?", (status, now, row["n"])
             )
-        elif now - float(row["lastmod"]) >= self._lastmod_step:
+        elif now - float(row["lastmod"]) >= self.lastmod_step:
             self._index.execute("UPDATE sessions SET lastmod=? WHERE n=?", (now, row["n"]))
 
     def insert(
@@ -156,7 +142,7 @@ class Prearchive:
                 label,
                 label,
                 hdr.study_instance_uid,
-                RECEIVING,
+                Status.RECEIVING,
                 subject,
                 now,
                 now,

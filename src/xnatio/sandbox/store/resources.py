@@ -14,13 +14,14 @@ import tarfile
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from xnatio.sandbox.bodies import archive_format
 from xnatio.sandbox.store.catalog import Catalog
-from xnatio.sandbox.store.files import COPY_BUFFER, DataFolder, resource_dir
-from xnatio.sandbox.store.index import Index
+from xnatio.sandbox.store.core import Part
+from xnatio.sandbox.store.files import COPY_BUFFER, resource_dir
 from xnatio.sandbox.store.listings import file_row
 from xnatio.sandbox.store.model import ClientError, ServerError
 
@@ -34,19 +35,17 @@ _FILE_IN_RESOURCE = (
 )
 
 
-class Resources:
+@dataclass(eq=False, repr=False)
+class Resources(Part):
     """Resource files: store, list, find and delete.
 
-    Parameters
+    Attributes
     ----------
-    index, files, catalog
-        The store's parts this one works with.
+    catalog
+        Finds the session and scan a resource belongs to, and its resource rows.
     """
 
-    def __init__(self, index: Index, files: DataFolder, catalog: Catalog) -> None:
-        self._index = index
-        self._files = files
-        self._catalog = catalog
+    catalog: Catalog
 
     def put_file(
         self,
@@ -83,7 +82,7 @@ class Resources:
             raise ClientError(f"Invalid resource label: {resource}")
         rel = _check_rel_path(path)
         with self._index.lock:
-            rn = self._catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
+            rn = self.catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
             self._index.commit()
         base = resource_dir(exp["project"], exp["label"], scan_id, resource)
         duplicates: list[str] = []
@@ -144,7 +143,7 @@ class Resources:
         """Files of one resource (same columns as a scan file listing), ``None`` if missing."""
         index = self._index
         with index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
+            exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
                 return None
             scan_id = scan or ""
@@ -170,7 +169,7 @@ class Resources:
     ) -> Path | None:
         """Where a stored resource file is on disk (resource by label or ID), or ``None``."""
         with self._index.lock:
-            exp = self._catalog.resolve_experiment(project, subject, label)
+            exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
                 return None
             scan_id = scan or ""
@@ -185,7 +184,7 @@ class Resources:
 
     def _resolve(self, project: str, subject: str, label: str, scan: str | None) -> sqlite3.Row:
         """The experiment a resource belongs to, with XNAT's 404 for each missing level."""
-        catalog = self._catalog
+        catalog = self.catalog
         with self._index.lock:
             catalog.require_project(project)
             if catalog.find_subject(project, subject) is None:

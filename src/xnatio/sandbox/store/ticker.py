@@ -7,23 +7,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass, field
 
 from xnatio.sandbox.store.archive import Archiver
 from xnatio.sandbox.store.catalog import Catalog
+from xnatio.sandbox.store.core import Part
 from xnatio.sandbox.store.direct_archive import DirectArchive
-from xnatio.sandbox.store.index import Index
-from xnatio.sandbox.store.inflight import InFlight
-from xnatio.sandbox.store.model import (
-    AUTO_ARCHIVE,
-    AUTO_ARCHIVE_OVERWRITE,
-    MANUAL,
-    READY,
-    RECEIVING,
-    ArchiveFlags,
-    ClientError,
-    ServerError,
-    Target,
-)
+from xnatio.sandbox.store.model import ArchiveFlags, Status, StoreError, Target, auto_archives
 from xnatio.sandbox.store.prearchive import Prearchive
 
 __all__ = ["Ticker"]
@@ -31,35 +21,27 @@ __all__ = ["Ticker"]
 log = logging.getLogger(__name__)
 
 
-class Ticker:
+@dataclass(eq=False, repr=False)
+class Ticker(Part):
     """Builds and archives sessions that have been idle for ``idle_interval`` seconds.
 
-    Parameters
+    Attributes
     ----------
-    index, inflight, catalog, prearchive, direct_archive, archiver
-        The store's parts this one works with.
+    catalog
+        The projects' prearchive codes (whether a built session auto-archives).
+    prearchive, direct
+        Drop empty rows; archive idle Direct-Archive sessions.
+    archiver
+        Archives the sessions that auto-archive.
     idle_interval
         Seconds without new files after which a session counts as complete.
     """
 
-    def __init__(
-        self,
-        index: Index,
-        inflight: InFlight,
-        catalog: Catalog,
-        prearchive: Prearchive,
-        direct_archive: DirectArchive,
-        archiver: Archiver,
-        *,
-        idle_interval: float,
-    ) -> None:
-        self._index = index
-        self._inflight = inflight
-        self._catalog = catalog
-        self._prearchive = prearchive
-        self._direct_archive = direct_archive
-        self._archiver = archiver
-        self.idle_interval = idle_interval
+    catalog: Catalog
+    prearchive: Prearchive
+    direct: DirectArchive
+    archiver: Archiver
+    idle_interval: float = field(kw_only=True)
 
     def tick(self) -> None:
         """One pass of the background tasks (SessionXMLRebuilder and the DA trigger).
@@ -86,13 +68,13 @@ class Ticker:
             self._index.commit()
         for sn, target, flags in to_archive:
             try:
-                self._archiver.archive(sn, target, flags, "admin")
-            except (ClientError, ServerError) as exc:
+                self.archiver.archive(sn, target, flags, "admin")
+            except StoreError as exc:
                 log.info("auto-archive of session %s failed: %s", sn, exc.message)
         for row in da_rows:
             try:
-                self._direct_archive.archive(row)
-            except (ClientError, ServerError) as exc:
+                self.direct.archive(row)
+            except StoreError as exc:
                 log.info("direct-archive of %s failed: %s", row["name"], exc.message)
 
     def _idle_rows(self, now: float) -> list[sqlite3.Row]:
@@ -100,13 +82,13 @@ class Ticker:
         stored (a row that never got a file is dropped here); caller holds the lock."""
         rows = self._index.rows(
             "SELECT * FROM sessions WHERE status=? AND lastmod<=?",
-            (RECEIVING, now - self.idle_interval),
+            (Status.RECEIVING, now - self.idle_interval),
         )
         idle = []
         for row in rows:
             if self._inflight.writing(int(row["n"])):
                 continue
-            if self._prearchive.drop_if_empty(int(row["n"])):
+            if self.prearchive.drop_if_empty(int(row["n"])):
                 continue  # no file was ever written: there is nothing to build
             idle.append(row)
         return idle
@@ -114,17 +96,14 @@ class Ticker:
     def _build(self, row: sqlite3.Row) -> tuple[int, Target, ArchiveFlags] | None:
         """Build an idle prearchive row (READY); what to archive if it auto-archives."""
         aa = row["autoarchive"]
-        code = self._catalog.project_code(row["project"]) if row["project"] else None
+        code = self.catalog.project_code(row["project"]) if row["project"] else None
         if aa is None:
             aa = code
         self._index.execute(
             "UPDATE sessions SET status=?, autoarchive=?, built=1 WHERE n=?",
-            (READY, aa, row["n"]),
+            (Status.READY, aa, row["n"]),
         )
-        auto = aa in (AUTO_ARCHIVE, AUTO_ARCHIVE_OVERWRITE) or (
-            code is not None and code >= AUTO_ARCHIVE
-        )
-        if not row["project"] or not auto:
+        if not row["project"] or not auto_archives(aa, code):
             return None
-        flags = ArchiveFlags(False, aa not in (None, MANUAL), code == AUTO_ARCHIVE_OVERWRITE)
-        return int(row["n"]), self._archiver.target(row, None), flags
+        flags = ArchiveFlags.for_idle(aa, code)
+        return int(row["n"]), self.archiver.target(row, None), flags

@@ -13,6 +13,10 @@ from xnatio.sandbox.web.messages import App, HttpError, Request, Response, table
 
 __all__ = ["resource_file", "resource_files"]
 
+# Where a resource is: project, subject, label, scan (None for a session resource), resource;
+# the route's captured parts, in the order SandboxStore's resource methods take them.
+_Where = tuple[str, str, str, str | None, str]
+
 _EMPTY_PUT = (
     "You tried to PUT to this service, but didn't provide any data (found request entity size of "
     "0). Please check your request and try again."
@@ -24,13 +28,14 @@ def resource_files(
 ) -> Response:
     """``GET|PUT|POST …/resources/{R}/files``: the listing, or an upload (multipart)."""
     if req.method in ("PUT", "POST"):
-        return _put(app, req, project, subject, label, scan, resource, None)
+        return _put(app, req, (project, subject, label, scan, resource), None)
     rows = app.store.resource_files(project, subject, label, scan, resource)
     if rows is None:
         raise HttpError(404, "Unable to identify image session")
     return table(req, rows, "Files")
 
 
+# The signature mirrors the route's captured parts, like SandboxStore.put_resource_file's.
 def resource_file(
     app: App,
     req: Request,
@@ -53,7 +58,7 @@ def resource_file(
                 return Response(204, b"")
             raise HttpError(404, "Unable to find file.")
         return Response(200, b"", "application/octet-stream", file=found)
-    return _put(app, req, project, subject, label, scan, resource, path)
+    return _put(app, req, (project, subject, label, scan, resource), path)
 
 
 def session_resource_files(
@@ -70,16 +75,7 @@ def session_resource_file(
     return resource_file(app, req, project, subject, label, None, resource, path)
 
 
-def _put(
-    app: App,
-    req: Request,
-    project: str,
-    subject: str,
-    label: str,
-    scan: str | None,
-    resource: str,
-    path: str | None,
-) -> Response:
+def _put(app: App, req: Request, where: _Where, path: str | None) -> Response:
     """Store the body (or each file of a multipart form) with ``overwrite`` and ``extract``;
     the paths kept because they existed come back as ``{"duplicates": [...]}``."""
     store = app.store
@@ -95,19 +91,18 @@ def _put(
                 name = path if (path and len(form.files) == 1) else part.filename
                 with part.path.open("rb") as fh:
                     duplicates += store.put_resource_file(
-                        project, subject, label, scan, resource, name, fh,
-                        overwrite=overwrite, extract=extract,
-                    )  # fmt: skip
+                        *where, name, fh, overwrite=overwrite, extract=extract
+                    )
         finally:
             for part in form.files:
                 part.path.unlink(missing_ok=True)
     else:
         if req.body.length == 0 or path is None:
             raise HttpError(400, _EMPTY_PUT)
+        body = cast(BinaryIO, req.body)
         duplicates = store.put_resource_file(
-            project, subject, label, scan, resource, path, cast(BinaryIO, req.body),
-            overwrite=overwrite, extract=extract,
-        )  # fmt: skip
+            *where, path, body, overwrite=overwrite, extract=extract
+        )
     if duplicates:
         return Response(200, json.dumps({"duplicates": duplicates}).encode(), "text/html")
     return Response(200, b"")

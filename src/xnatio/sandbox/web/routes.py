@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from xnatio.sandbox.bodies import UploadError
-from xnatio.sandbox.store import ClientError, ServerError
+from xnatio.sandbox.store import StoreError
 from xnatio.sandbox.web import (
     archive,
     auth,
@@ -156,7 +156,7 @@ def handle(app: App, req: Request) -> Response:
         return route(app, req, *args)
     except Reply as reply:
         return reply.response
-    except (ClientError, ServerError) as exc:
+    except StoreError as exc:
         raise HttpError(exc.status, str(exc)) from exc
     except UploadError as exc:
         raise HttpError(exc.status, exc.message) from exc
