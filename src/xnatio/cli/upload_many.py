@@ -326,4 +326,10 @@ def _run(
     if kw["report_path"] is not None:
         write_report(kw["report_path"], result.outcomes)
     _summary(result, kw["as_json"], kw["quiet"])
+    if result.cancelled:
+        click.echo(
+            "xio: interrupted: the sessions in flight stopped after their current requests; "
+            "run the same command with --resume to finish",
+            err=True,
+        )
     return _exit_code(result)

@@ -54,8 +54,11 @@ def _distributed() -> Any:
     return distributed
 
 
-def connect(address: str, timeout: float = 10.0) -> Any:
+def connect(address: str) -> Any:
     """A ``distributed.Client`` for the scheduler at ``address``.
+
+    It waits as long as Dask's ``distributed.comm.timeouts.connect`` setting says (30 s unless
+    configured, e.g. ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s``).
 
     Raises
     ------
@@ -63,6 +66,10 @@ def connect(address: str, timeout: float = 10.0) -> Any:
         The scheduler cannot be reached (exit code 3).
     """
     distributed = _distributed()
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
     try:
         return distributed.Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:

@@ -141,7 +141,7 @@ def _server_checks(
     if owner and owner.lower() != spec.subject.lower():
         row.block(f"session {spec.session} exists in {spec.project} under subject {owner}")
     elif resume:
-        row.action = "resume"
+        pass  # checked and completed by the session's own resume
     elif spec.direct_archive:
         row.block("the session exists; Direct-Archive only creates new sessions")
     elif overwrite == "append" and transport == "rest":
@@ -206,6 +206,10 @@ def plan_run(
             else allow_multiple_studies
         )
         _look_at_source(row, multiple, scan_sources)
+        if resume and row.action != "blocked":
+            # The session's own resume sends what the server lacks: all of a new session,
+            # the rest of an interrupted one, nothing of a complete one.
+            row.action = "resume"
         if row.action != "blocked" and view is not None:
             kind = spec.transport or transport
             _server_checks(row, view, spec.overwrite or overwrite, resume, kind)

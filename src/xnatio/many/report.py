@@ -148,10 +148,11 @@ def _chart(outcomes: Sequence[SessionOutcome]) -> str:
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     area = f"{left},{h - bottom} {points} {xs[-1]:.1f},{h - bottom}"
     total = width * len(rates)
+    anchors = {0.0: "start", 1.0: "end"}
     ticks = "".join(
-        f'<text x="{left + f * (w - left - 10):.0f}" y="{h - 8}" class="tick">'
-        f"{f * total:.0f} s</text>"
-        for f in (0, 0.25, 0.5, 0.75, 1.0)
+        f'<text x="{left + f * (w - left - 10):.0f}" y="{h - 8}" class="tick" '
+        f'text-anchor="{anchors.get(f, "middle")}">{f * total:.0f} s</text>'
+        for f in (0.0, 0.25, 0.5, 0.75, 1.0)
     )
     return (
         f'<svg id="throughput" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
