@@ -19,8 +19,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     generate_uid,
 )
-from tests.dicom_layout import dataset_offset
 
+from dicom_layout import dataset_offset
 from xnatio.dicom.dataset import (
     DatasetParseError,
     dataset_chunks,

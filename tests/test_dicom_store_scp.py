@@ -20,8 +20,8 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
-from tests.dicom_layout import dataset_offset
 
+from dicom_layout import dataset_offset
 from xnatio.errors import ConnectionFailedError, InputError
 from xnatio.inventory import build_inventory
 from xnatio.progress import ProgressEvent

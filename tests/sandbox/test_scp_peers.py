@@ -19,8 +19,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from tests.dicom_layout import dataset_offset
 
+from dicom_layout import dataset_offset
 from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
