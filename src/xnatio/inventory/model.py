@@ -27,8 +27,8 @@ class DicomFile:
     series_number, instance_number
         As strings, ``""`` when absent.
     transfer_syntax_uid
-        From the file meta information; ``""`` if the file has none (implicit VR little endian
-        is then assumed by receivers).
+        From the file meta information; ``""`` if the file has none. The C-STORE sender then
+        names the native syntax the bytes show (:mod:`xnatio.dicom.reader`, rule 5).
     modality
         ``""`` when absent.
     """
