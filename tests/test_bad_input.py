@@ -480,6 +480,113 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(
     assert bad.code == EXIT_INPUT and "Traceback" in bad.err, bad.err
 
 
+# -- more odd input: each was a crash, a hang or a wrong target before ------------------------
+
+
+def test_fifo_source_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xnatio", "upload-dicom", "P1", "S1", "E1", str(fifo), "--dry-run"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_INPUT, proc.stderr
+    line = Run(proc.returncode, proc.stdout, proc.stderr).one_error_line()
+    assert "not a folder or a regular file" in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["upload-dicom", "P1", "S1", "E1", ""],
+        ["upload-dicom", "P1", "S1", "E1", "", "--transport", "dicom-store"],
+        ["verify", "P1", "S1", "E1", " "],
+        ["upload-resource", "P1", "S1", "E1", "NOTES", ""],
+    ],
+    ids=["rest", "dicom-store", "verify", "upload-resource"],
+)
+def test_an_empty_path_is_not_the_current_folder(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(good)  # the current folder holds a session that must not be sent
+    run = xio(*args, env=creds(sb), progress=False)
+    assert run.code == EXIT_INPUT, run.err
+    assert "is empty; give a folder or a file" in run.one_error_line()
+    nothing_sent(sb)
+
+
+def test_journal_option_never_overwrites_another_file(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    run = xio(*upload_args(sb, good, []), "--journal", str(notes), env=creds(sb))
+    assert run.code == EXIT_INPUT, run.err
+    assert "is not an xnatio journal" in run.one_error_line()
+    assert notes.read_text() == "my notes\n"
+    nothing_sent(sb)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    run = xio(*upload_args(sb, good, []), "--journal", str(fifo), env=creds(sb))
+    assert run.code == EXIT_INPUT and "not a regular file" in run.one_error_line()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["rest", "dicom-store"])
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999"])
+def test_server_urls_that_do_not_parse(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, transport: list[str], url: str
+) -> None:
+    run = xio(*upload_args(sb, good, transport), "--server", url, env=creds(sb))
+    assert run.code == EXIT_INPUT, run.err
+    assert "is not valid; give it as https://host" in run.one_error_line()
+
+
+@pytest.mark.parametrize("bundle", ["folder", "missing", "not-pem"])
+def test_a_ca_bundle_that_cannot_be_loaded(
+    xio: Callable[..., Run], good: Path, tmp_path: Path, bundle: str
+) -> None:
+    path = {"folder": tmp_path, "missing": tmp_path / "nope.pem", "not-pem": good / "x"}[bundle]
+    if bundle == "not-pem":
+        path.write_text("not a certificate")
+    env = {"XNAT_USERNAME": "admin", "XNAT_PASSWORD": "admin", "XNAT_VERIFY_TLS": str(path)}
+    run = xio("upload-dicom", "P1", "S1", "E1", str(good), "--server", "https://127.0.0.1:1",
+              env=env)  # fmt: skip
+    assert run.code == EXIT_INPUT, run.err
+    assert "cannot use the CA bundle" in run.one_error_line()
+    if bundle == "not-pem":
+        path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["..", "notes"], "resource label '..' is not valid"),
+        (["a/b", "notes"], "resource label 'a/b' is not valid"),
+        (["n\udcff", "notes"], "resource label 'n\\udcff' is not valid"),
+        (["NOTES", "notes", "--scan", ".."], "scan ID '..' is not valid"),
+        (["NOTES", "notes", "--timeout", "inf"], "--timeout must be a finite number"),
+    ],
+)
+def test_resource_targets_that_are_not_one_path_segment(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, tmp_path: Path, extra: list[str],
+    expected: str,
+) -> None:  # fmt: skip
+    (tmp_path / "notes").write_text("hello")
+    run = xio("upload-resource", "P1", "S1", "E1", *extra, env=creds(sb), progress=False)
+    assert run.code == EXIT_INPUT, run.err
+    assert expected in run.one_error_line()
+
+
+@pytest.mark.parametrize("session", ["E/../E1", "E 1", "E" * 250])
+def test_verify_checks_labels(
+    xio: Callable[..., Run], sb: Sandbox, good: Path, session: str
+) -> None:
+    run = xio("verify", "P1", "S1", session, str(good), env=creds(sb))
+    assert run.code == EXIT_INPUT, run.err
+    assert "session label" in run.one_error_line()
+
+
 # -- archive SOURCE problems --------------------------------------------------------------------
 
 

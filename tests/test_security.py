@@ -132,7 +132,7 @@ def test_no_secret_in_errors_tracebacks_and_reprs(
         env={**env, "XNAT_PASSWORD": SECRET, "XNATIO_DEBUG": "1"}, capture_output=True,
         text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr  # XNATIO_DEBUG keeps the code
     assert issued
     assert_clean(proc.stdout + proc.stderr, issued, "a traceback after login")
 

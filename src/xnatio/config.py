@@ -105,7 +105,11 @@ def _netrc_login(server: str) -> tuple[str, str] | None:
 def normalise_server(server: str) -> str:
     """Return ``server`` without a trailing slash, checking that it is an http(s) URL."""
     url = server.strip().rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # "http://[::1" (unclosed IPv6 address), "http://host:99999"
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InputError(
             f"server URL {server!r} is not valid; give it as https://host[:port] (or http://)"

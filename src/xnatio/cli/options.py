@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -40,6 +42,34 @@ class Seconds(click.types.FloatParamType):
             return check_seconds(name, number, minimum=self.minimum)
         except InputError as exc:
             raise click.UsageError(exc.message, ctx) from None
+
+
+if TYPE_CHECKING:  # click 8.2+ makes Path generic; click 8.1 cannot subscript it
+    _PathType = click.Path[Path]
+else:
+    _PathType = click.Path
+
+
+class InputPath(_PathType):
+    """A SOURCE or PATH argument: a path, but not an empty string.
+
+    ``Path("")`` is the current folder, so an empty argument (an unset shell variable, for
+    example) would upload or compare whatever the command runs in.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(
+        self,
+        value: str | os.PathLike[str],
+        param: click.Parameter | None,
+        ctx: click.Context | None,
+    ) -> Path:
+        if isinstance(value, str) and not value.strip():
+            name = param.human_readable_name if param is not None else "the path"
+            raise click.UsageError(f"{name} is empty; give a folder or a file", ctx)
+        return super().convert(value, param, ctx)
 
 
 def read_password_stdin() -> str:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from xnatio.cli.app import configure_logging
-from xnatio.cli.options import Seconds, ServerOptions, load_config, server_options
+from xnatio.cli.options import InputPath, Seconds, ServerOptions, load_config, server_options
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
 from xnatio.cli.display import ProgressDisplay, human_bytes
@@ -140,7 +140,7 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
 @click.argument("project")
 @click.argument("subject")
 @click.argument("session")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=InputPath())
 @click.option(
     "--transport",
     type=click.Choice(["rest", "dicom-store"]),

@@ -10,7 +10,7 @@ import click
 
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay, human_bytes
-from xnatio.cli.options import Seconds, ServerOptions, server_options
+from xnatio.cli.options import InputPath, Seconds, ServerOptions, server_options
 from xnatio.transport.resources import upload_resource
 
 
@@ -19,7 +19,7 @@ from xnatio.transport.resources import upload_resource
 @click.argument("subject")
 @click.argument("session")
 @click.argument("resource")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=InputPath())
 @click.option("--scan", metavar="ID", help="Upload into this scan's resource.")
 @click.option("--per-file", is_flag=True, help="Send a folder file by file instead of one zip.")
 @click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True)

@@ -9,8 +9,9 @@ import click
 
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
-from xnatio.cli.options import Seconds, ServerOptions, server_options
+from xnatio.cli.options import InputPath, Seconds, ServerOptions, server_options
 from xnatio.verify import VerifyReport, verify_session
+from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
@@ -52,7 +53,7 @@ def _print(report: VerifyReport, quiet: bool) -> None:
 @click.argument("project")
 @click.argument("subject")
 @click.argument("session")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=InputPath())
 @click.option(
     "--wait",
     type=Seconds(),
@@ -104,6 +105,8 @@ def command(
     3 authentication or connection failure.
     """
     configure_logging(verbose, quiet)
+    for kind, value in (("project", project), ("subject", subject), ("session", session)):
+        validate_label(kind, value)  # a label with '/' or '..' would query another URL
     config = creds.required_config()
     if quiet and progress_mode == "auto":
         progress_mode = "none"

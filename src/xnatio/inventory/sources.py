@@ -480,6 +480,10 @@ def open_lister(path: Path, max_extract_bytes: int = MAX_EXTRACT_BYTES) -> Liste
         )
     if path.is_dir():
         return FolderSource(path)
+    if not path.is_file():  # reading a FIFO would wait forever, a device has no end
+        raise InputError(
+            f"SOURCE {str(path)!r} is not a folder or a regular file (a device, FIFO or socket)"
+        )
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)

@@ -214,6 +214,30 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
         state.complete = bool(record.get("ok"))
 
 
+def _refuse_other_files(path: Path) -> None:
+    """Refuse a path that holds something else: a journal is cut back to its intact records
+    when opened, which would destroy any other file (``--journal notes.txt``)."""
+    try:
+        if not path.exists():
+            return
+        if not path.is_file():
+            raise InputError(f"journal {path} is not a regular file; choose another --journal path")
+        with open(path, "rb") as fh:
+            head = fh.read(len(_HEADER_START))
+    except OSError as exc:
+        raise InputError(f"cannot read the journal {path}: {exc.strerror or exc}") from None
+    # Empty, or a header (perhaps torn by a crash while it was written): an xnatio journal.
+    if head and not _HEADER_START.startswith(head):
+        raise InputError(
+            f"{path} exists and is not an xnatio journal; choose another --journal path "
+            "(xio does not overwrite it)"
+        )
+
+
+# How every journal starts (see Journal._write: compact JSON, "type" first).
+_HEADER_START = b'{"type":"header"'
+
+
 class Journal:
     """An open journal file for one upload (thread-safe appends).
 
@@ -227,13 +251,14 @@ class Journal:
     Raises
     ------
     InputError
-        The file belongs to another upload, or cannot be written.
+        The file belongs to another upload, is not a journal, or cannot be written.
     """
 
     def __init__(self, path: Path, key: JournalKey) -> None:
         self.path = path
         self.key = key
         self._lock = threading.Lock()
+        _refuse_other_files(path)
         self.state, good = read_journal(path)
         if self.state.key is not None and self.state.key != key:
             raise InputError(

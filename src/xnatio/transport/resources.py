@@ -23,6 +23,7 @@ import httpx
 
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError
+from xnatio.options import check_seconds
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.transport.bodies import member_from_path, zip_body
 from xnatio.xnat.naming import validate_label
@@ -80,6 +81,20 @@ def _local_files(path: Path) -> list[tuple[str, Path]]:
     if not out:
         raise InputError(f"folder {str(path)!r} holds no files to upload")
     return out
+
+
+def _check_segment(kind: str, value: str) -> None:
+    """Refuse a resource label or scan ID that cannot be one segment of a URL path.
+
+    ``..`` and ``.`` would be resolved away (uploading somewhere else), ``/`` would add a
+    segment, and text that is not valid Unicode (a name read from the file system) cannot be
+    sent at all.
+    """
+    if value in ("", ".", "..") or "/" in value or not value.isprintable():
+        shown = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise InputError(
+            f"{kind} '{shown}' is not valid: not empty, '.' or '..', no '/' or control characters"
+        )
 
 
 def _resource_base(
@@ -161,8 +176,10 @@ def upload_resource(
     """
     for kind, value in (("project", project), ("subject", subject), ("session", session)):
         validate_label(kind, value)
-    if not resource or "/" in resource:
-        raise InputError(f"resource label {resource!r} is not valid")
+    _check_segment("resource label", resource)
+    if scan is not None:
+        _check_segment("scan ID", scan)
+    check_seconds("timeout", timeout, minimum=0.001)
     local = Path(path)
     files = _local_files(local)
     started = time.monotonic()

@@ -22,7 +22,12 @@ import httpx
 from xnatio import __version__
 from xnatio.budget import ConnectionBudget, slot
 from xnatio.config import XnatConfig
-from xnatio.errors import AuthenticationError, ConnectionFailedError, ServerResponseError
+from xnatio.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    InputError,
+    ServerResponseError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +113,13 @@ class XnatSession:
         self._auth_failed: AuthenticationError | None = None
         verify: bool | ssl.SSLContext = True
         if isinstance(config.verify_tls, str):
-            verify = ssl.create_default_context(cafile=config.verify_tls)
+            try:
+                verify = ssl.create_default_context(cafile=config.verify_tls)
+            except (OSError, ssl.SSLError) as exc:  # missing, a folder, or not PEM
+                raise InputError(
+                    f"cannot use the CA bundle {config.verify_tls!r} (XNAT_VERIFY_TLS): "
+                    f"{exc.strerror or exc}; give the path of a PEM file"
+                ) from None
         else:
             verify = config.verify_tls
         self._client = httpx.Client(
