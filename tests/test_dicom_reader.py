@@ -112,7 +112,8 @@ class Built:
 
 
 def build(name: str, layout: str = "preamble") -> Built:
-    """A file for ``CASES[name]``: ``preamble``, ``meta`` (no preamble) or ``bare`` (neither)."""
+    """A file for ``CASES[name]``: ``preamble`` (and meta group), ``meta`` (no preamble),
+    ``preamble-only`` (no meta group) or ``bare`` (neither)."""
     case = CASES[name]
     ds = _dataset(case)
     body = DicomBytesIO()
@@ -124,7 +125,7 @@ def build(name: str, layout: str = "preamble") -> Built:
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = packer.compress(data) + packer.flush()
     head = b""
-    if layout != "bare":
+    if layout in ("preamble", "meta"):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -134,9 +135,9 @@ def build(name: str, layout: str = "preamble") -> Built:
         write_file_meta_info(fp, meta, enforce_standard=True)
         head = fp.getvalue()
         assert head[:2] == b"\x02\x00"
-    if layout == "preamble":
+    if layout in ("preamble", "preamble-only"):
         head = bytes(128) + b"DICM" + head
-    return Built(head + data, ds, len(head), "" if layout == "bare" else case.uid)
+    return Built(head + data, ds, len(head), case.uid if layout in ("preamble", "meta") else "")
 
 
 def _read_sent(sent: bytes, case: Case) -> Dataset:
@@ -206,9 +207,10 @@ def test_every_transfer_syntax_reads_the_same_in_all_three(name: str, layout: st
 
 
 @pytest.mark.parametrize("name", NATIVE)
-def test_files_without_meta_or_preamble_read_the_same_in_all_three(name: str) -> None:
-    built = build(name, "bare")
-    assert built.offset == 0
+@pytest.mark.parametrize("layout", ["bare", "preamble-only"])
+def test_files_without_meta_read_the_same_in_all_three(name: str, layout: str) -> None:
+    built = build(name, layout)
+    assert built.offset == (0 if layout == "bare" else 132)
     _three_answers(built, CASES[name])
     head = open_dataset(io.BytesIO(built.data))
     assert head.transfer_syntax_uid == CASES[name].uid  # named by the bytes, for C-STORE
