@@ -92,7 +92,8 @@ def test_verify_client_reads_the_prearchive_listings(
         ("2", "s2_IM0001.dcm"),
         ("2", "s2_IM0002.dcm"),
     ]
-    assert all(f.size > 0 and f.uri.startswith(url + "/scans/") for f in listed)
+    assert all(f.size is not None and f.size > 0 for f in listed)
+    assert all(f.uri.startswith(url + "/scans/") for f in listed)
 
 
 def _status(client: httpx.Client, url: str) -> str:

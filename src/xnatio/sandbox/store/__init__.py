@@ -16,6 +16,7 @@ per-file import §3.4, background life cycle §3.5, archive conflicts §3.8, con
 ``index``           the SQLite index: schema, connection, the one lock, the open transaction
 ``files``           the layout of the data folder, safe paths, file writes
 ``inflight``        work in progress: per-file locks, writers per session, archive steps
+``core``            the three above as one ``Core``, and ``Part``, the base of the parts below
 ``config``          the site's DICOM routing rules
 ``catalog``         projects, subjects, experiments (and the archive's scan and resource rows)
 ``listings``        listings of archived sessions

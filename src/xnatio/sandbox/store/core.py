@@ -34,7 +34,8 @@ class Core:
 class Part:
     """Base of the store's parts: a dataclass whose fields name the parts it works with.
 
-    The core's members are kept under short private names, read on every call.
+    The core's members are also kept as private attributes, so the import path reads one
+    attribute where it would read two.
 
     Attributes
     ----------
