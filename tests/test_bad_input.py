@@ -587,6 +587,21 @@ def test_verify_checks_labels(
     assert "session label" in run.one_error_line()
 
 
+def test_synth_and_demo_targets_that_cannot_be_written(
+    xio: Callable[..., Run], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for args, expected in [
+        (["synth", str(a_file / "out"), "--series", "1", "--instances", "1"], "cannot write"),
+        (["synth", "/proc/xnatio-test", "--series", "1", "--instances", "1"], "cannot write"),
+        (["demo", "--data", str(a_file)], "is a file"),
+    ]:
+        run = xio(*args, progress=False)
+        assert run.code == EXIT_INPUT, run.err
+        assert expected in run.one_error_line()
+
+
 # -- archive SOURCE problems --------------------------------------------------------------------
 
 

@@ -38,7 +38,9 @@ USER, PASSWORD = "admin", "admin"
 )
 @click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards (Ctrl-C stops).")
 @click.option(
-    "--data", type=click.Path(path_type=Path), help="Sandbox data folder (default: temp)."
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sandbox data folder (default: temp).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
 @click.pass_context

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from xnatio.errors import InputError
 from xnatio.synth import CONTENTS, PRESETS, SYNTAXES, write_session
 
 __all__ = ["command"]
@@ -65,20 +66,23 @@ def command(
     """Write a synthetic DICOM session (one study) into OUT."""
     preset = PRESETS[size]
     started = time.perf_counter()
-    summary = write_session(
-        out,
-        series=series or preset.series,
-        instances=instances or preset.instances,
-        modality=modality,
-        rows=rows or preset.rows,
-        columns=columns or preset.columns,
-        transfer_syntax=syntax,
-        seed=seed,
-        content=content,
-        sidecars=sidecars,
-        broken=broken,
-        patient_id=patient_id,
-    )
+    try:
+        summary = write_session(
+            out,
+            series=series or preset.series,
+            instances=instances or preset.instances,
+            modality=modality,
+            rows=rows or preset.rows,
+            columns=columns or preset.columns,
+            transfer_syntax=syntax,
+            seed=seed,
+            content=content,
+            sidecars=sidecars,
+            broken=broken,
+            patient_id=patient_id,
+        )
+    except OSError as exc:  # a folder that cannot be made or written, a full disk
+        raise InputError(f"cannot write the session to {out}: {exc.strerror or exc}") from None
     elapsed = time.perf_counter() - started
     extra = f" +{len(summary.extra_files)} extra files" if summary.extra_files else ""
     click.echo(
