@@ -602,6 +602,35 @@ def test_synth_and_demo_targets_that_cannot_be_written(
         assert expected in run.one_error_line()
 
 
+@pytest.mark.parametrize("where", ["environment", "stdin", ".env", "username"])
+def test_credentials_that_are_not_utf8(sb: Sandbox, good: Path, tmp_path: Path, where: str) -> None:
+    """Bytes that are not UTF-8 in a credential: one line naming it, never the value."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_")}
+    env |= {"XNAT_SERVER": sb.url, "XNAT_USERNAME": "admin"}
+    secret = "adm\udcffin"  # the byte 0xff, as Python reads it from the environment
+    stdin = b""
+    args = ["upload-dicom", "P1", "S1", "E1", str(good), "--progress", "none"]
+    if where == "environment":
+        env["XNAT_PASSWORD"] = secret
+    elif where == "username":
+        env |= {"XNAT_USERNAME": "ad\udcffmin", "XNAT_PASSWORD": "admin"}
+    elif where == "stdin":
+        stdin, args = b"adm\xffin\n", [*args, "--password-stdin"]
+    else:
+        (tmp_path / ".env").write_bytes(b"XNAT_PASSWORD=adm\xffin\n")
+        (tmp_path / ".env").chmod(0o600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xnatio", *args], input=stdin, capture_output=True, env=env,
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    err = proc.stderr.decode("utf-8", "backslashreplace")
+    assert proc.returncode == EXIT_INPUT, err
+    line = Run(proc.returncode, "", err).one_error_line()
+    assert "not valid UTF-8 text" in line or "not UTF-8 text" in line, line
+    assert "adm" not in line
+    nothing_sent(sb)
+
+
 # -- archive SOURCE problems --------------------------------------------------------------------
 
 

@@ -70,6 +70,8 @@ def read_env_file(path: Path) -> dict[str, str]:
         return values
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read {path}: it is not UTF-8 text") from None
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -172,4 +174,16 @@ def resolve_config(
             f"no password for {user}@{srv}: set XNAT_PASSWORD, use --password-stdin, "
             "or add the host to ~/.netrc"
         )
+    # Bytes that are not UTF-8 (from the environment or standard input) cannot be sent.
+    for what, value in (("username", user), ("password", pwd)):
+        if not _is_utf8(value):
+            raise InputError(f"the {what} for {srv} is not valid UTF-8 text; check how it is set")
     return XnatConfig(server=srv, username=user, password=pwd, verify_tls=tls)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
