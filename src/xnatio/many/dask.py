@@ -16,6 +16,7 @@ writes the run journal and the report.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -129,14 +130,17 @@ class TaskResult:
     journal: tuple[str, str] | None = None
 
 
-# One XNAT login per worker process, shared by its tasks (keyed by server, user and run).
+# One XNAT login per worker process and run, shared by the run's tasks. A run is known by its
+# semaphore's name; the sessions of the last few runs are kept (a worker may serve several).
 _SESSIONS: dict[tuple[str, str, str], XnatSession] = {}
 _SESSIONS_LOCK = threading.Lock()
+_KEEP_SESSIONS = 4
 
 
 def _worker_session(payload: TaskPayload) -> tuple[XnatSession, DaskBudget]:
     budget = DaskBudget(payload.semaphore)
-    key = (payload.config.server, payload.config.username, payload.run)
+    key = (payload.config.server, payload.config.username, str(payload.semaphore.name))
+    old: list[XnatSession] = []
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)
         if session is None:
@@ -148,6 +152,11 @@ def _worker_session(payload: TaskPayload) -> tuple[XnatSession, DaskBudget]:
                 max_keepalive=0,
             )
             _SESSIONS[key] = session
+            while len(_SESSIONS) > _KEEP_SESSIONS:
+                old.append(_SESSIONS.pop(next(iter(_SESSIONS))))
+    for stale in old:
+        with contextlib.suppress(Exception):
+            stale.close()
     return session, budget
 
 

@@ -37,16 +37,18 @@ class PlanRefused(InputError):
         self.plan = plan
 
 
-def _client(config: XnatConfig, options: ManyOptions, budget: LocalBudget) -> XnatSession:
-    dicom = options.transport == "dicom-store"
+def _client(
+    config: XnatConfig, options: ManyOptions, budget: LocalBudget, *, cluster: bool = False
+) -> XnatSession:
+    # When C-STORE associations or a cluster's workers share the budget, an idle HTTP
+    # connection kept open here would be one the budget does not see: close each after use.
+    shared = options.transport == "dicom-store" or cluster
     return XnatSession(
         config,
         timeout=options.rest.timeout,
         max_connections=options.max_connections,
         budget=budget,
-        # With C-STORE in the budget too, an idle HTTP connection would be one the budget
-        # does not see: close each after its request.
-        max_keepalive=0 if dicom else None,
+        max_keepalive=0 if shared else None,
     )
 
 
@@ -201,7 +203,7 @@ def upload_many(
     budget = LocalBudget(options.max_connections)
     rid = run_id(_public_server(server.server), specs)
     try:
-        with _client(server, options, budget) as client:
+        with _client(server, options, budget, cluster=cluster is not None) as client:
             plan = plan_run(
                 specs,
                 view=_view(client, specs),
