@@ -88,12 +88,16 @@ class ArchiveMember:
         zip members larger than the chunk size). The returned object is closed after use.
     mtime
         Modification time in seconds since the epoch, stored in the entry header.
+    compressible
+        False for bytes that would not shrink (pixel data already compressed): a compressing
+        body stores them as they are (:mod:`xnatio.transport.zipstream`).
     """
 
     name: str
     size: int
     open: Callable[[], BinaryIO]
     mtime: int = 0
+    compressible: bool = True
 
 
 def member_from_path(name: str, path: str | os.PathLike[str]) -> ArchiveMember:
@@ -167,7 +171,7 @@ class ArchiveBody:
 
 def _checked(
     produce: Callable[[], Iterator[bytes]],
-    length: int,
+    length: int | None,
     on_bytes: Callable[[int], None] | None,
 ) -> Callable[[], Iterator[bytes]]:
     # One wrapper keeps the progress callback and the final length check out of the format code.
@@ -185,7 +189,7 @@ def _checked(
             yield chunk
             if on_bytes is not None:
                 on_bytes(len(chunk))
-        if sent != length:  # pragma: no cover - would be a bug in the length computation
+        if length is not None and sent != length:  # pragma: no cover - a bug in the lengths
             raise ArchiveError(f"archive produced {sent} bytes but {length} were announced")
 
     return run
