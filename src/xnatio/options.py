@@ -18,17 +18,20 @@ from xnatio.errors import InputError
 
 __all__ = [
     "ArchiveFormat",
+    "Compress",
     "DicomOptions",
     "DicomTls",
     "ImportHandler",
     "Overwrite",
     "RestOptions",
     "check_seconds",
+    "parse_workers",
 ]
 
 Overwrite = Literal["none", "append", "delete"]
 ArchiveFormat = Literal["tar", "zip"]
 ImportHandler = Literal["DICOM-zip", "gradual-DICOM"]
+Compress = Literal["auto", "deflate", "none"]
 
 
 def check_seconds(name: str, value: float, *, minimum: float = 0.0) -> float:
@@ -44,6 +47,29 @@ def check_seconds(name: str, value: float, *, minimum: float = 0.0) -> float:
     return float(value)
 
 
+def parse_workers(text: str | int) -> tuple[int, bool]:
+    """``--upload-workers``: ``N`` (N at once), ``auto`` (adaptive, at most 42) or ``auto:N``.
+
+    Returns
+    -------
+    tuple
+        The worker count (the ceiling when adaptive) and whether it is adaptive.
+
+    Raises
+    ------
+    InputError
+        For anything else, or a count below 1.
+    """
+    spec = str(text).strip().lower()
+    adaptive = spec == "auto" or spec.startswith("auto:")
+    count = spec[5:] if spec.startswith("auto:") else ("42" if adaptive else spec)
+    if not count.isdigit() or int(count) < 1:
+        raise InputError(
+            f"--upload-workers must be a number of at least 1, auto or auto:N, not {text!r}"
+        )
+    return int(count), adaptive
+
+
 @dataclass(frozen=True, slots=True)
 class RestOptions:
     """Settings of the REST transport (XNAT's import service, docs/xnat-behaviour.md §3).
@@ -51,13 +77,30 @@ class RestOptions:
     Attributes
     ----------
     num_batches, upload_workers
-        Batches to cut the session into, and how many are sent at once.
+        Batches to cut the session into, and how many are sent at once (with
+        ``adaptive_workers``, the most that may be sent at once).
+    adaptive_workers
+        Let a controller choose how many batches are sent at once, between 1 and
+        ``upload_workers``, from the throughput and the server's answers measured during the
+        upload (``--upload-workers auto``; :mod:`xnatio.transport.adaptive`). It changes the
+        capacity of the upload's connection budget, which every upload of an ``upload-many`` run
+        shares.
     archive_workers
         Accepted for compatibility with earlier xnatio versions, which wrote archives to disk
         before sending. Batches are now streamed by the upload workers while they send, so there
         is no separate archiving pool to size; the value is ignored.
     archive_format
-        ``tar`` (default) or ``zip`` request bodies.
+        ``tar`` (default) or ``zip`` request bodies when they are not compressed.
+    compress
+        ``auto`` (default): zip bodies sent chunked whose entries are deflated only while
+        measurements during the upload show that the link, not the CPU, limits it
+        (:mod:`xnatio.transport.compression`); ``deflate``: always deflate (zlib level 1);
+        ``none``: no compression, ``archive_format`` bodies with a Content-Length. Compressed
+        bodies are always zip: XNAT takes no other format without a Content-Length
+        (docs/xnat-behaviour.md §3.2).
+    bwlimit
+        Bytes per second for all request bodies of the upload together (``--bwlimit``), or
+        None for no limit.
     timeout
         Seconds allowed for each request.
     overwrite
@@ -75,6 +118,9 @@ class RestOptions:
     upload_workers: int = 42
     archive_workers: int = 5
     archive_format: ArchiveFormat = "tar"
+    compress: Compress = "auto"
+    adaptive_workers: bool = False
+    bwlimit: float | None = None
     timeout: float = 10800.0
     overwrite: Overwrite = "none"
     direct_archive: bool = False
@@ -87,6 +133,16 @@ class RestOptions:
             raise InputError(f"--overwrite must be none, append or delete, not {self.overwrite!r}")
         if self.archive_format not in ("tar", "zip"):
             raise InputError(f"--archive-format must be tar or zip, not {self.archive_format!r}")
+        if self.compress not in ("auto", "deflate", "none"):
+            raise InputError(f"--compress must be auto, deflate or none, not {self.compress!r}")
+        if self.bwlimit is not None and (
+            not isinstance(self.bwlimit, int | float)
+            or not math.isfinite(self.bwlimit)
+            or self.bwlimit < 1024
+        ):
+            raise InputError(
+                f"--bwlimit must be at least 1024 bytes per second, not {self.bwlimit!r}"
+            )
         if self.import_handler not in ("DICOM-zip", "gradual-DICOM"):
             raise InputError(
                 f"--import-handler must be DICOM-zip or gradual-DICOM, not {self.import_handler!r}"

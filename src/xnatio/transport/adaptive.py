@@ -1,0 +1,175 @@
+"""``--upload-workers auto``: as many connections as the link and the server reward, and no more.
+
+:class:`WorkerController` changes the capacity of the run's connection budget
+(:class:`~xnatio.budget.LocalBudget`, shared by every session of an ``xio upload-many`` run), so
+all sessions grow and shrink together instead of each adapting on its own. It decides from
+measured windows (:class:`~xnatio.transport.window.Window`, about half a second each):
+
+- **Start** at 4 connections (or the ceiling, if lower).
+- **Slow start.** While there are batches waiting for a connection and every connection is
+  busy, double the capacity after each measured window, as long as the last increase paid: the
+  aggregate body rate must have grown by at least half of what the added connections would add
+  if each got as much as before (efficiency >= 0.5).
+- **Congestion avoidance.** Once an increase did not pay, go back to the capacity before it,
+  wait six windows, then probe again by a quarter (at least one connection); keep a probe only
+  if it pays by the same rule.
+- **Back off** (multiplicative decrease) at once when the server answers 429, 503 or 504, or a
+  request ends without an answer (reset, timeout): capacity x 0.7. Also when the time from a
+  body's last byte to its answer rises above twice its lowest value plus one second (the
+  server queues work): capacity x 0.85. Then hold for six windows.
+- A window right after a change is skipped (new connections are still starting), and so is a
+  window without waiting batches: with nothing beyond the capacity to send, more connections
+  could not show what they would bring.
+
+The user's ``--upload-workers N`` (42 by default) is the ceiling; the capacity never drops
+below 1. Every change is recorded with its numbers (:attr:`WorkerController.decisions`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from xnatio.transport.compression import Decision
+from xnatio.transport.window import Window
+
+__all__ = ["Adjustable", "WorkerController"]
+
+START = 4
+_EFFICIENCY = 0.5
+_HOLD = 6
+_OVERLOAD_CUT = 0.7
+_LATENCY_CUT = 0.85
+_LATENCY_FACTOR = 2.0
+_LATENCY_SLACK = 1.0
+
+
+class Adjustable(Protocol):
+    """A connection budget whose capacity can be changed (:class:`~xnatio.budget.LocalBudget`)."""
+
+    @property
+    def capacity(self) -> int:
+        """The most connections open at once."""
+        ...
+
+    def set_capacity(self, capacity: int) -> None:
+        """Change the capacity."""
+        ...
+
+
+@dataclass
+class WorkerController:
+    """AIMD on the capacity of a connection budget; see the module notes.
+
+    Parameters
+    ----------
+    budget
+        The budget every upload request of the run takes a slot of.
+    ceiling
+        The most connections (the user's ``--upload-workers``).
+    start
+        Capacity to begin with.
+    clock
+        Time source (tests pass their own).
+    """
+
+    budget: Adjustable
+    ceiling: int
+    start: int = START
+    clock: Callable[[], float] = time.monotonic
+    decisions: list[Decision] = field(default_factory=list)
+    peak: int = 0
+    _slow_start: bool = True
+    _base: tuple[int, float] | None = None
+    _settle: int = 0
+    _hold: int = 0
+    _latency_floor: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin(self) -> None:
+        """Set the starting capacity."""
+        self._set(min(self.start, self.ceiling), "start")
+
+    def observe(self, w: Window) -> None:
+        """Take one window into account (called by the link's monitor)."""
+        with self._lock:
+            cap = self.budget.capacity
+            if w.overloaded or w.failed:
+                parts = [f"{w.overloaded} overload answers"] if w.overloaded else []
+                parts += [f"{w.failed} requests without an answer"] if w.failed else []
+                self._cut(cap, _OVERLOAD_CUT, " and ".join(parts))
+                return
+            if self._latency_rose(w, cap):
+                return
+            if self._settle:
+                self._settle -= 1
+                return
+            if w.waiting == 0 or w.active != cap:
+                return  # nothing waits beyond the capacity, or a change is still draining
+            rate = w.wire_rate
+            if self._hold:
+                self._hold -= 1
+                if self._base is not None and self._base[0] == cap:
+                    self._base = (cap, max(self._base[1], rate))
+                return
+            self._step(cap, rate)
+
+    def summary(self) -> str:
+        """One line: the capacity now, the highest reached, and the last change."""
+        last = f"; last change: {self.decisions[-1].detail}" if self.decisions else ""
+        return f"auto: {self.budget.capacity} connections now, at most {self.peak}{last}"
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _step(self, cap: int, rate: float) -> None:
+        base = self._base
+        if base is None or cap <= base[0]:
+            self._base = (cap, rate)
+            self._raise(cap, f"{rate / 1e6:.1f} MB/s with {cap}")
+            return
+        k0, r0 = base
+        efficiency = (rate / r0 - 1) / (cap / k0 - 1) if r0 > 0 else 1.0
+        detail = f"{cap} connections: {rate / 1e6:.1f} MB/s, {k0}: {r0 / 1e6:.1f} MB/s"
+        if efficiency >= _EFFICIENCY:
+            self._base = (cap, rate)
+            self._raise(cap, f"{detail} (paid, efficiency {efficiency:.2f})")
+        else:
+            self._slow_start = False
+            self._hold = _HOLD
+            self._set(k0, f"{detail} (efficiency {efficiency:.2f}: back to {k0})")
+
+    def _raise(self, cap: int, why: str) -> None:
+        if cap >= self.ceiling:
+            return
+        new = cap * 2 if self._slow_start else cap + max(1, cap // 4)
+        self._set(min(self.ceiling, new), why)
+
+    def _latency_rose(self, w: Window, cap: int) -> bool:
+        if not w.latencies:
+            return False
+        typical = statistics.median(w.latencies)
+        floor = self._latency_floor
+        self._latency_floor = typical if floor is None else min(floor, typical)
+        if floor is None or typical <= _LATENCY_FACTOR * floor + _LATENCY_SLACK:
+            return False
+        why = f"answers took {typical:.1f} s after the body (lowest {floor:.1f} s)"
+        self._cut(cap, _LATENCY_CUT, why)
+        return True
+
+    def _cut(self, cap: int, factor: float, why: str) -> None:
+        self._slow_start = False
+        self._hold = _HOLD
+        self._base = None
+        new = max(1, int(cap * factor))
+        if new != cap:
+            self._set(new, why)
+
+    def _set(self, capacity: int, why: str) -> None:
+        self.budget.set_capacity(capacity)
+        self.peak = max(self.peak, capacity)
+        self._settle = 1
+        self.decisions.append(Decision(self.clock(), f"capacity {capacity}", why))

@@ -1,0 +1,97 @@
+"""What the upload measured over one stretch of time: the input of the adaptive decisions.
+
+:class:`xnatio.transport.link.Link` samples every request body in flight a few times a second and
+closes a :class:`Window` about every half second. :mod:`xnatio.transport.compression` and
+:mod:`xnatio.transport.adaptive` decide from windows only, so both are pure logic that tests
+drive with windows they write themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["StreamSample", "Window"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSample:
+    """One request body that was being sent for the whole window.
+
+    Attributes
+    ----------
+    group
+        0 or 1: which half of the connections it belongs to (compression trials switch one
+        half and compare it with the other).
+    wire
+        Body bytes the connection took during the window.
+    payload
+        File bytes those body bytes carried.
+    """
+
+    group: int
+    wire: int
+    payload: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Measurements over one window.
+
+    Attributes
+    ----------
+    duration
+        Seconds.
+    wire, payload
+        Body bytes sent by all connections (those that started or ended in the window too), and
+        the file bytes they carried.
+    full
+        Bodies that were being sent for the whole window.
+    active
+        Bodies being sent at the end of the window.
+    waiting
+        Batches waiting for a connection at the end of the window (work beyond the capacity).
+    capacity
+        The connection budget's capacity during the window (None without a budget).
+    deflate_cpu
+        Thread CPU seconds spent compressing, summed over all threads.
+    deflate_in, deflate_out
+        Bytes into and out of the compressor.
+    latencies
+        For requests answered in the window: seconds from the body's last byte to the answer.
+    overloaded
+        Answers that say the server is overloaded (429, 503, 504).
+    failed
+        Requests that ended without an answer (connection reset, timeout).
+    """
+
+    duration: float
+    wire: int = 0
+    payload: int = 0
+    full: tuple[StreamSample, ...] = ()
+    active: int = 0
+    waiting: int = 0
+    capacity: int | None = None
+    deflate_cpu: float = 0.0
+    deflate_in: int = 0
+    deflate_out: int = 0
+    latencies: tuple[float, ...] = field(default=())
+    overloaded: int = 0
+    failed: int = 0
+
+    @property
+    def wire_rate(self) -> float:
+        """Body bytes per second over all connections."""
+        return self.wire / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def payload_rate(self) -> float:
+        """File bytes per second over all connections."""
+        return self.payload / self.duration if self.duration > 0 else 0.0
+
+    def group_rate(self, group: int | None) -> tuple[float, int]:
+        """Mean payload bytes per second per connection, over the full bodies of ``group``
+        (all groups when None), and how many bodies that mean is over."""
+        chosen = [s for s in self.full if group is None or s.group == group]
+        if not chosen or self.duration <= 0:
+            return 0.0, 0
+        return sum(s.payload for s in chosen) / (len(chosen) * self.duration), len(chosen)
