@@ -852,6 +852,39 @@ def test_sandbox_restarted_mid_upload(
         server.stop()
 
 
+def test_xnat_unreachable_while_checking_a_cstore_send(
+    source: Path, uids: dict[str, str], tmp_path: Path
+) -> None:
+    """Every instance stored, then XNAT stops answering: exit 1 with the report, one line."""
+    server = SandboxProcess(tmp_path / "data")
+    server.start()
+    try:
+        report = tmp_path / "r.jsonl"
+        args = ["upload-dicom", "P1", "S1", "U1", str(source), "--transport", "dicom-store",
+                "--dicom-port", server.dicom_port, "--wait", "3", "--report", str(report),
+                "--progress", "json"]  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xnatio", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            env={**os.environ, **creds(server.url)},
+        )  # fmt: skip
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("{") and json.loads(line)["phase"] == "verifying":
+                server.kill()  # all instances were stored; the check has begun
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("{")]
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert any(ln.startswith("error: could not check P1/S1/U1: cannot connect") for ln in lines)
+    rows = [r for r in report_rows(report) if r["sop_instance_uid"]]
+    assert len(rows) == len(uids) and {r["outcome"] for r in rows} == {"sent"}
+    assert f"INCOMPLETE: {len(uids)} of {len(uids)} instances stored" in out, out
+
+
 def _stop_and_count(server: SandboxProcess, data: Path, session: str) -> Counter[str]:
     server.stop()
     counts = landed_in(data, session)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from xnatio.budget import ConnectionBudget
 from xnatio.config import XnatConfig
-from xnatio.errors import InputError
+from xnatio.errors import ConnectionFailedError, InputError, ServerResponseError
 from xnatio.inventory import DicomFile, Inventory
 from xnatio.options import DicomOptions
 from xnatio.progress import ProgressCallback
@@ -168,7 +168,12 @@ class _DicomRun:
             )
         report: VerifyReport | None = None
         if level != "none" and self.xnat is not None and self.target is not None:
-            report = self.verify(result, deep=level == "deep")
+            try:
+                report = self.verify(result, deep=level == "deep")
+            except (ServerResponseError, ConnectionFailedError) as exc:
+                # Sent, but not checked: exit 1 with the report, not an error without one.
+                errors = [*result.errors, exc.message]
+                result = dataclasses.replace(result, success=False, errors=errors)
         ok = result.success and (report is None or report.ok)
         if self.journal is not None:
             matched = report.comparison.matched if report and report.comparison else 0

@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from xnatio.config import XnatConfig, normalise_server
-from xnatio.errors import InputError
+from xnatio.errors import InputError, ServerResponseError
 from xnatio.inventory import DicomFile, Inventory, Source, build_inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.verify.compare import Comparison, compare, comparison_dict
@@ -34,7 +36,7 @@ from xnatio.xnat.listings import (
     list_session_files,
 )
 from xnatio.xnat.naming import routing_comment
-from xnatio.xnat.session import XnatSession
+from xnatio.xnat.session import XnatSession, describe_connect_error
 
 __all__ = [
     "Location",
@@ -368,7 +370,20 @@ def await_session(
     started = time.monotonic()
     cache: dict[ServerFile, str | None] = {}
     while True:
-        report = look(xnat, files, project, subject, session, cache=cache)
+        try:
+            report = look(xnat, files, project, subject, session, cache=cache)
+        except httpx.TransportError as exc:
+            # The server may be restarting: keep looking while there is time, then say so in
+            # one line (the data was sent; only the check is missing).
+            waited = time.monotonic() - started
+            if waited >= wait:
+                raise ServerResponseError(
+                    f"could not check {project}/{subject}/{session}: "
+                    f"{describe_connect_error(xnat.config.server, exc)}; run xio verify when "
+                    "it answers again"
+                ) from None
+            time.sleep(max(0.05, min(poll_interval, wait - waited)))
+            continue
         waited = time.monotonic() - started
         report.waited = waited
         if report.ok or waited >= wait or _settled(report):
