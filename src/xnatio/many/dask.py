@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xnatio.budget import BudgetClosed
 from xnatio.config import XnatConfig
 from xnatio.errors import AuthenticationError, ConnectionFailedError, InputError
 from xnatio.many.journal import RunJournal
@@ -364,7 +363,7 @@ class _Driver:
                 spec.key, spec.project, spec.subject, spec.session, origin=spec.origin,
                 status="failed", errors=[exc.message],
             )  # fmt: skip
-        except (BudgetClosed, Exception) as exc:  # a cancelled or crashed task
+        except Exception as exc:  # a cancelled or crashed task
             outcome = SessionOutcome(
                 spec.key, spec.project, spec.subject, spec.session, origin=spec.origin,
                 status="interrupted" if future.cancelled() else "failed",

@@ -216,8 +216,10 @@ def upload_many(
             )
             _refuse(plan)
             run = SessionRun(options, server, client, budget)
-            result = _execute(run, plan, sink, journal, cluster, rid)
-            budget.reopen()  # the logout needs a slot
+            try:
+                result = _execute(run, plan, sink, journal, cluster, rid)
+            finally:
+                budget.reopen()  # a stopped run closed the budget; the logout needs a slot
     finally:
         if journal is not None:
             journal.close()
