@@ -297,6 +297,17 @@ class Catalog(Part):
             raise ClientError(f"Invalid character in {kind} label.", 417)
         return None
 
+    def type_counts(self) -> dict[str, int]:
+        """How many projects, subjects and experiments of each XSI type the archive holds."""
+        with self._index.lock:
+            counts = {
+                "xnat:projectData": int(self._index.rows("SELECT count(*) FROM projects")[0][0]),
+                "xnat:subjectData": int(self._index.rows("SELECT count(*) FROM subjects")[0][0]),
+            }
+            for r in self._index.rows("SELECT xsi_type, count(*) FROM experiments GROUP BY 1"):
+                counts[str(r[0])] = int(r[1])
+        return counts
+
     # -- scans and resources -------------------------------------------------------------------
 
     def scan_rows(self, eid: str) -> list[sqlite3.Row]:

@@ -22,6 +22,7 @@ from xnatio.sandbox.web import (
     prearchive,
     projects,
     resources,
+    site,
 )
 from xnatio.sandbox.web.messages import App, HttpError, Reply, Request, Response
 
@@ -138,6 +139,13 @@ _ROUTES: list[_Route] = [
      prearchive.prearchive_scan_file),
     (_methods("GET", "POST"), ("xapi", "direct-archive", "{}", "{}", "{}"),
      prearchive.direct_archive),
+    # the site's build and data-type schemas (§14)
+    (_methods("GET"), ("xapi", "siteConfig", "buildInfo"), site.build_info),
+    (_methods("GET"), ("xapi", "siteConfig", "buildInfo", "{}"), site.build_info),
+    (_methods("GET"), ("xapi", "schemas"), site.schemas),
+    (_methods("GET"), ("xapi", "schemas", "{*}"), site.schema),
+    (_methods("GET"), ("data", "search", "elements"), site.search_elements),
+    (_methods("GET"), ("data", "search", "elements", "{}"), site.search_element_fields),
 ]  # fmt: skip
 
 
