@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from tests.test_archive import SparseFile, expected, mem, stream_keeping_ends, zero_member
+from test_archive import SparseFile, expected, mem, stream_keeping_ends, zero_member
 
 from xnatio.transport import zipstream
 from xnatio.transport.bodies import ArchiveBody, ArchiveError, ArchiveMember
