@@ -21,6 +21,7 @@ from xnatio.sandbox.bodies import (
     read_multipart,
     single_file,
 )
+from xnatio.sandbox.ingest import model_of
 from xnatio.sandbox.store import ClientError, ImportBatch, ImportParams
 from xnatio.sandbox.web.messages import App, HttpError, Request, Response, data_uri, true, uri_list
 
@@ -55,6 +56,7 @@ class _ImportRequest:
         self.req = req
         self.store = app.store
         self.spool = app.spool_dir
+        self.model = model_of(app)  # the ingest model charges each file, when there is one
         self.params: dict[str, list[str]] = {k: list(v) for k, v in req.query.items()}
         self._cleanup: list[Path] = []
 
@@ -150,6 +152,8 @@ class _ImportRequest:
         if parts[:1] in (["data"], ["REST"]):
             parts = parts[1:]
         out: dict[str, str] = {}
+        if parts in (["archive"], ["prearchive"]):  # commit, taking the rest from the parameters
+            return {"auto_archive": "true" if parts == ["archive"] else "false"}
         if parts[:2] == ["archive", "projects"] and len(parts) in (3, 5, 7):
             out["auto_archive"] = "true"
             keys = {3: "project", 5: "subject", 7: "session"}
@@ -222,7 +226,8 @@ class _ImportRequest:
             return None, ClientError(f"unable to read DICOM object {entry.name}: {entry.error}")
         error: ClientError | None = None
         try:
-            uri = batch.ingest(cast(BinaryIO, entry.stream), entry.name)
+            with self.model.file() if self.model else contextlib.nullcontext():
+                uri = batch.ingest(cast(BinaryIO, entry.stream), entry.name)
         except ClientError as exc:
             error, uri = exc, None
         except (ConnectionLostError, UploadError):
