@@ -338,6 +338,22 @@ def test_action_commit_builds_without_aa_and_archives_with_it(client: httpx.Clie
     assert arch.text == "/data/archive/projects/P1/subjects/S1/experiments/E2\r\n"
 
 
+@pytest.mark.parametrize("root", ["/archive", "/data/prearchive"])
+def test_bare_dest_commits_with_the_parameters(client: httpx.Client, root: str) -> None:
+    """``dest=/archive`` (or ``/prearchive``) names no project: XNAT parses it as an empty archive
+    (prearchive) URI, so the request commits (archives) and the parameters name the session."""
+    r = client.post(
+        IMPORT, params=import_params(dest=root), content=tar_bytes(make_files(2)),
+        headers={"Content-Type": "application/x-tar"},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    if root == "/archive":
+        assert r.text == "/data/archive/projects/P1/subjects/S1/experiments/E1\r\n"
+    else:
+        assert re.fullmatch(PREARC + "\r\n", r.text)
+        assert _rows(client, "/data/prearchive/projects/P1")[0]["status"] == "READY"
+
+
 def test_bad_dest_is_400(client: httpx.Client) -> None:
     r = client.post(
         IMPORT, params=import_params(dest="/nowhere/x"), content=tar_bytes(make_files(1)),

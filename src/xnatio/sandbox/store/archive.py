@@ -38,7 +38,8 @@ ScanPlan = dict[str, str]
 
 
 def parse_dest(dest: str | None) -> tuple[str | None, str | None, str | None]:
-    """Split ``/archive/projects/P[/subjects/S[/experiments/E]]`` into its parts.
+    """Split ``/archive/projects/P[/subjects/S[/experiments/E]]`` into its parts; a bare
+    ``/archive`` names nothing (XNAT parses it as an empty archive URI).
 
     Raises
     ------
@@ -52,6 +53,8 @@ def parse_dest(dest: str | None) -> tuple[str | None, str | None, str | None]:
         parts = parts[1:]
     if parts[:1] == ["archive"]:
         parts = parts[1:]
+        if not parts:
+            return None, None, None
     if len(parts) < 2 or parts[0] != "projects" or len(parts) % 2:
         raise ClientError("Parameter dest format error")
     pairs = dict(zip(parts[::2], parts[1::2], strict=True))
