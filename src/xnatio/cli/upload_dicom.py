@@ -18,6 +18,7 @@ __all__ = ["command", "load_config"]  # load_config: kept importable from here f
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
+from xnatio.options import parse_workers
 from xnatio.plan import UploadPlan, plan_upload
 from xnatio.result.outcome import UploadCancelled, UploadResult
 from xnatio.result.report import (
@@ -27,11 +28,40 @@ from xnatio.result.report import (
     skipped_list,
     write_report,
 )
+from xnatio.transport.ratelimit import parse_rate
 from xnatio.upload import upload_dicom_parallel_rest
 from xnatio.verify import verify_level
 from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
+
+
+class _Workers(click.ParamType):  # type: ignore[type-arg]
+    """``--upload-workers``: N, auto or auto:N (:func:`xnatio.options.parse_workers`)."""
+
+    name = "N|auto|auto:N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_workers(value)
+        except InputError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+class _Rate(click.ParamType):  # type: ignore[type-arg]
+    """``--bwlimit``: an rclone-style rate (:func:`xnatio.transport.ratelimit.parse_rate`)."""
+
+    name = "RATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_rate(value)
+        except InputError as exc:
+            self.fail(exc.message, param, ctx)
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -90,6 +120,7 @@ def _result_dict(result: UploadResult) -> dict[str, Any]:
         "errors": result.errors,
         "skipped": skipped_list(result.skipped),
         "batches": [asdict(b) for b in result.batches],
+        "adaptive": result.adaptive,
     }
     if result.verification is not None:
         v = result.verification
@@ -154,7 +185,14 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     default=None,
     help="Batches (REST, default 42) or parallel associations (C-STORE, default 45).",
 )
-@click.option("--upload-workers", type=click.IntRange(min=1), default=42, show_default=True)
+@click.option(
+    "--upload-workers",
+    type=_Workers(),
+    default="42",
+    show_default=True,
+    help="Batches sent at once: N, or auto (adapts to the link and the server, at most 42) or "
+    "auto:N (at most N).",
+)
 @click.option(
     "--archive-workers",
     type=click.IntRange(min=1),
@@ -163,7 +201,25 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     help="Accepted for compatibility; archives are streamed by the upload workers.",
 )
 @click.option(
-    "--archive-format", type=click.Choice(["tar", "zip"]), default="tar", show_default=True
+    "--archive-format",
+    type=click.Choice(["tar", "zip"]),
+    default="tar",
+    show_default=True,
+    help="Body format when not compressing (compressed bodies are always zip).",
+)
+@click.option(
+    "--compress",
+    type=click.Choice(["auto", "deflate", "none"]),
+    default="auto",
+    show_default=True,
+    help="auto: deflate only while the link, not the CPU, limits the upload (measured); "
+    "deflate: always; none: never.",
+)
+@click.option(
+    "--bwlimit",
+    type=_Rate(),
+    default=None,
+    help="Cap on all uploads of this run together, bytes per second: 20M, 1.5M, 800k.",
 )
 @click.option(
     "--timeout",
@@ -265,9 +321,11 @@ def command(
     source: Path,
     transport: str,
     num_batches: int | None,
-    upload_workers: int,
+    upload_workers: tuple[int, bool],
     archive_workers: int,
     archive_format: str,
+    compress: str,
+    bwlimit: float | None,
     timeout: float | None,
     overwrite: str,
     direct_archive: bool,
@@ -383,9 +441,17 @@ def command(
                 subject=subject,
                 session=session,
                 num_batches=batches,
-                upload_workers=upload_workers,
+                upload_workers=f"auto:{upload_workers[0]}"
+                if upload_workers[1]
+                else upload_workers[0],
                 archive_workers=archive_workers,
                 archive_format="zip" if archive_format == "zip" else "tar",
+                compress="deflate"
+                if compress == "deflate"
+                else "none"
+                if compress == "none"
+                else "auto",
+                bwlimit=bwlimit,
                 progress_callback=display,
                 timeout=timeout if timeout is not None else 10800.0,
                 overwrite="append"

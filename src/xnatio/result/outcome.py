@@ -43,7 +43,8 @@ class UploadResult:
     ``total_size_mb / duration`` is the throughput the user sees. ``sent_batches`` holds the
     batches of this run (their files), ``present`` the inventory paths not sent because the
     server already held them (path -> why), ``nothing_to_send`` is True when a re-run found
-    everything in place, and ``journal_path`` names the upload's journal.
+    everything in place, ``journal_path`` names the upload's journal, and ``adaptive`` says what
+    ``--compress auto``, ``--upload-workers auto`` and ``--bwlimit`` did (one line each).
     """
 
     success: bool
@@ -69,6 +70,7 @@ class UploadResult:
     journal_path: str | None = None
     verify_report: VerifyReport | None = None
     files: list[DicomFile] = field(default_factory=list, repr=False)
+    adaptive: dict[str, str] = field(default_factory=dict)
 
     @property
     def throughput_mb_s(self) -> float:

@@ -249,7 +249,8 @@ class Link:
         for seq, s in self._streams.items():
             before = self._marks.get(seq)
             now_c = s.counters()
-            if before is not None:
+            # A body that has ended waits for its answer: it says nothing about the link.
+            if before is not None and s.body_done is None:
                 wire = now_c[0] - before[0]
                 payload = _payload_of(wire, now_c[1] - before[1], now_c[2] - before[2])
                 full.append(StreamSample(s.group, wire, payload))

@@ -1,12 +1,16 @@
 """The REST transport: batches streamed into XNAT's import service, then one commit.
 
-Each batch is streamed as a tar or zip straight into the body of ``POST /data/services/import``,
-with an exact Content-Length, by a pool of upload workers that share one login. Every batch goes
-to the prearchive with ``prevent_auto_commit=true`` under the same project, subject and session
-labels, so XNAT gathers them in one prearchive session, and every response must name that session;
-:func:`commit` then archives it with the chosen overwrite mode (docs/xnat-behaviour.md §3.3,
-§3.6-§3.9, §9 and §11). With Direct-Archive the batches use Direct-Archive instead and the commit
-triggers the archive once every batch is in.
+Each batch is streamed as an archive straight into the body of ``POST /data/services/import`` by
+a pool of upload workers that share one login: a tar or zip with an exact Content-Length
+(``--compress none``), or a chunked zip whose entries are deflated while measurements say the
+link limits the upload (``--compress auto``, the default; :mod:`xnatio.transport.compression`).
+With ``--upload-workers auto`` a controller sets how many batches are in flight
+(:mod:`xnatio.transport.adaptive`); ``--bwlimit`` caps their total rate. Every batch goes to the
+prearchive with ``prevent_auto_commit=true`` under the same project, subject and session labels,
+so XNAT gathers them in one prearchive session, and every response must name that session;
+:func:`commit` then archives it with the chosen overwrite mode (docs/xnat-behaviour.md §3.2,
+§3.3, §3.6-§3.9, §9 and §11). With Direct-Archive the batches use Direct-Archive instead and the
+commit triggers the archive once every batch is in.
 
 The orchestration around it (plan, journal, resume, verification) is :mod:`xnatio.upload`.
 """
@@ -21,20 +25,31 @@ import random
 import re
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
+from xnatio.budget import LocalBudget
 from xnatio.errors import ServerResponseError
-from xnatio.inventory import DicomFile, Inventory
+from xnatio.inventory import Inventory
 from xnatio.options import ArchiveFormat, ImportHandler, Overwrite, RestOptions
 from xnatio.plan import Batch
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.transport.bodies import ArchiveError, ArchiveMember, make_body
+from xnatio.transport.adaptive import WorkerController
+from xnatio.transport.batch_body import (
+    Body,
+    Cancelled,
+    TrackedBody,
+    exact_body,
+    streaming_body,
+    would_shrink,
+)
+from xnatio.transport.bodies import ArchiveError
+from xnatio.transport.compression import CompressionPolicy, calibrate
+from xnatio.transport.link import Link, LinkSettings, link_for, usable_cpus
+from xnatio.transport.ratelimit import RateLimiter
 from xnatio.xnat.listings import experiment_path
-from xnatio.xnat.naming import entry_name
 from xnatio.xnat.session import XnatSession, error_message
 
 __all__ = ["BatchOutcome", "BatchRun", "commit", "send_batches"]
@@ -66,6 +81,8 @@ class BatchOutcome:
         Why the batch failed, if it did.
     duration
         Seconds from the first request to the final answer.
+    sent
+        Request body bytes of the attempt that succeeded (compressed when deflated).
     """
 
     index: int
@@ -76,6 +93,7 @@ class BatchOutcome:
     uris: tuple[str, ...] = ()
     error: str | None = None
     duration: float = 0.0
+    sent: int = 0
 
 
 class _Progress:
@@ -134,24 +152,6 @@ class _Progress:
                 retries=self.retries,
             ),
         )
-
-
-class _CancellableBody:
-    """A re-iterable request body that stops between chunks once ``cancel`` is set."""
-
-    def __init__(self, inner: object, cancel: threading.Event) -> None:
-        self._inner = inner
-        self._cancel = cancel
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:  # type: ignore[attr-defined]
-            if self._cancel.is_set():
-                raise _Cancelled
-            yield chunk
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def _backoff(attempt: int, retry_after: str | None = None) -> float:
@@ -231,13 +231,16 @@ class BatchRun:
     retries
         Requests repeated after a retryable failure.
     bytes_total
-        Request body bytes of all batches (archive framing included).
+        File bytes of all batches.
+    adaptive
+        What compression, the worker controller and the rate limit did (one line each).
     """
 
     outcomes: list[BatchOutcome] = field(default_factory=list)
     cancelled: bool = False
     retries: int = 0
     bytes_total: int = 0
+    adaptive: dict[str, str] = field(default_factory=dict)
 
 
 def send_batches(
@@ -257,17 +260,20 @@ def send_batches(
     Parameters
     ----------
     xnat
-        A logged-in session with room for ``options.upload_workers`` connections.
+        A logged-in session with room for ``options.upload_workers`` connections. With
+        ``options.adaptive_workers`` its connection budget's capacity is what the controller
+        changes (a budget without ``set_capacity`` keeps its capacity, and the upload runs with
+        ``upload_workers``).
     inventory
         Where the files' bytes come from.
     batches
         What to send, one request each.
     options
-        Workers, body format, handler, timeout, attempts, Direct-Archive.
+        Workers, compression, body format, handler, timeout, attempts, Direct-Archive.
     project, subject, session
         The target; every response must name it.
     progress_callback
-        Receives ``uploading`` events from the worker threads.
+        Receives ``uploading`` events from the worker threads; bytes are file bytes.
     on_batch
         Called from the worker thread with each batch the server confirmed (the journal records
         its instances here).
@@ -275,23 +281,14 @@ def send_batches(
     Returns
     -------
     BatchRun
-        Outcomes, and whether Ctrl-C stopped the run (then nothing more is sent).
+        Outcomes, whether Ctrl-C stopped the run (then nothing more is sent), and what the
+        adaptive parts decided.
     """
-    progress = _Progress(progress_callback, len(batches), 0)
-    bodies = [
-        _make_body(
-            inventory,
-            b,
-            options.archive_format,
-            options.import_handler,
-            functools.partial(progress.add, b.index),
-        )
-        for b in batches
-    ]
-    progress.bytes_total = sum(length for _, length, _ in bodies)
+    progress = _Progress(progress_callback, len(batches), sum(b.total_bytes for b in batches))
     run = BatchRun(bytes_total=progress.bytes_total)
     if not batches:
         return run
+    link = shared_link(xnat, options, inventory, batches)
     cancel = threading.Event()
     params = _import_params(
         project,
@@ -300,17 +297,17 @@ def send_batches(
         handler=options.import_handler,
         direct_archive=options.direct_archive,
     )
-    send = functools.partial(
+    send: Callable[[Batch], BatchOutcome] = functools.partial(
         _send_batch,
         xnat,
+        inventory,
+        options=options,
+        link=link,
         params=params,
         project=project,
         session=session,
-        direct_archive=options.direct_archive,
         progress=progress,
         cancel=cancel,
-        max_attempts=options.max_attempts,
-        timeout=options.timeout,
     )
     if on_batch is not None:
         send = functools.partial(_send_and_report, send, on_batch)
@@ -318,16 +315,16 @@ def send_batches(
         max_workers=min(options.upload_workers, len(batches)), thread_name_prefix="xio-up"
     )
     futures: list[cf.Future[BatchOutcome]] = []
+    link.begin_upload()
     try:  # from the first event on, Ctrl-C (or SIGTERM) stops whatever was started
         progress.emit("starting")
-        futures += [pool.submit(send, b, body) for b, body in zip(batches, bodies, strict=True)]
-        # Each batch's archive plan now lives only in its queued work item, which the pool drops
-        # once the batch is sent: memory shrinks as batches finish.
-        del bodies
+        # Bodies are built when a batch starts, so memory holds only the batches in flight.
+        futures += [pool.submit(send, b) for b in batches]
         pending: set[cf.Future[BatchOutcome]] = set(futures)
         while pending:
-            # Short waits keep the main thread responsive to Ctrl-C.
+            # Short waits keep the main thread responsive to Ctrl-C, and measure the link.
             _, pending = cf.wait(pending, timeout=0.25)
+            link.tick()
     except KeyboardInterrupt:
         cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -336,20 +333,61 @@ def send_batches(
         run.cancelled = True
         run.retries = progress.retries
         return run
+    finally:
+        link.end_upload()
+        run.adaptive = link.summary()
+        for what, how in run.adaptive.items():
+            logger.info("%s: %s", what, how)
     pool.shutdown(wait=True)
     run.outcomes = [f.result() for f in futures]
     run.retries = progress.retries
     return run
 
 
+def shared_link(
+    xnat: XnatSession, options: RestOptions, inventory: Inventory, batches: Sequence[Batch]
+) -> Link:
+    """The link of ``xnat``: made by the first upload over it, shared by the others."""
+
+    def make() -> Link:
+        policy = CompressionPolicy(cpus=usable_cpus(), mode=options.compress)
+        if options.compress == "auto":
+            # A file from the middle of each batch: the session's content, not its first slices.
+            middle = [b.files[len(b.files) // 2] for b in batches]
+            sample = [f for f in middle if would_shrink(f)][:: max(1, len(middle) // 8)]
+            policy.speed, policy.ratio = calibrate(inventory.source.open(f.path) for f in sample)
+        budget = xnat.budget
+        controller = None
+        if options.adaptive_workers:
+            if isinstance(budget, LocalBudget):
+                controller = WorkerController(budget, ceiling=budget.capacity)
+            else:
+                logger.warning(
+                    "--upload-workers auto needs a connection budget whose capacity can change; "
+                    "sending with %d workers",
+                    options.upload_workers,
+                )
+        settings = LinkSettings(
+            options.compress, controller is not None, options.upload_workers, options.bwlimit
+        )
+        return Link(
+            settings,
+            policy,
+            controller,
+            RateLimiter(options.bwlimit) if options.bwlimit else None,
+            (lambda: budget.capacity) if budget is not None else None,
+        )
+
+    return link_for(xnat, make)
+
+
 def _send_and_report(
-    send: Callable[[Batch, tuple[str, int, object]], BatchOutcome],
+    send: Callable[[Batch], BatchOutcome],
     on_batch: Callable[[Batch, BatchOutcome], None],
     batch: Batch,
-    body: tuple[str, int, object],
 ) -> BatchOutcome:
     """Send a batch and, once the server confirmed it, hand it to ``on_batch``."""
-    outcome = send(batch, body)
+    outcome = send(batch)
     if outcome.success:
         on_batch(batch, outcome)
     return outcome
@@ -362,42 +400,51 @@ def _make_body(
     handler: ImportHandler,
     on_bytes: Callable[[int], None],
 ) -> tuple[str, int, object]:
-    """The request body of one batch: (Content-Type, exact length, re-iterable content)."""
-    if handler == "gradual-DICOM":
-        # A multipart part carries the file name XNAT stores (an in-body upload would be named
-        # "upload.dcm" for every instance, and collide).
-        only = batch.files[0]
-        part = _MultipartFileBody(inventory, only, entry_name(only), on_bytes)
-        return part.content_type, part.length, part
-    members = [
-        ArchiveMember(
-            name=entry_name(f), size=f.size, open=functools.partial(inventory.source.open, f.path)
-        )
-        for f in batch.files
-    ]
-    archive = make_body(archive_format, members, on_bytes=on_bytes)
-    return archive.content_type, archive.length, archive
+    """The exact-length body of one batch: (Content-Type, length, re-iterable content)."""
+    body = exact_body(inventory, batch, archive_format, handler, on_bytes)
+    assert body.length is not None
+    return body.content_type, body.length, body
+
+
+def _body_for(
+    inventory: Inventory,
+    batch: Batch,
+    options: RestOptions,
+    link: Link,
+    progress: _Progress,
+    cancel: threading.Event,
+) -> TrackedBody:
+    def build(tracked: TrackedBody) -> Body:
+        if options.compress == "none" or options.import_handler == "gradual-DICOM":
+            return exact_body(inventory, batch, options.archive_format, options.import_handler)
+        return streaming_body(inventory, batch, tracked)
+
+    return TrackedBody(
+        link, build, cancel, functools.partial(progress.add, batch.index), batch.total_bytes
+    )
 
 
 def _send_batch(
     xnat: XnatSession,
+    inventory: Inventory,
     batch: Batch,
-    body: tuple[str, int, object],
     *,
+    options: RestOptions,
+    link: Link,
     params: dict[str, str],
     project: str,
     session: str,
-    direct_archive: bool,
     progress: _Progress,
     cancel: threading.Event,
-    max_attempts: int,
-    timeout: float,
 ) -> BatchOutcome:
     started = time.monotonic()
     index = batch.index
-    content_type, length, content = body
-    headers = {"Content-Type": content_type, "Content-Length": str(length)}
-    stream = _CancellableBody(content, cancel)
+    direct_archive, timeout, max_attempts = (
+        options.direct_archive,
+        options.timeout,
+        options.max_attempts,
+    )
+    body = _body_for(inventory, batch, options, link, progress, cancel)
     error = "not sent"
     attempt = 0
     while attempt < max_attempts:
@@ -407,30 +454,9 @@ def _send_batch(
         if cancel.is_set():
             error = "cancelled"
             break
+        response, error, retry = _post(xnat, body, link, params, timeout)
         retry_after: str | None = None
-        try:
-            response = xnat.request(
-                "POST",
-                "/data/services/import",
-                params=params,
-                content=stream,
-                headers=headers,
-                timeout=timeout,
-            )
-        except _Cancelled:
-            error = "cancelled"
-            break
-        except ArchiveError as exc:
-            error = exc.message
-            break
-        except httpx.TimeoutException:
-            # Unknown outcome: the server may still be writing. Re-sending is safe (same entry
-            # names and UIDs replace, never duplicate) once it has had time to finish.
-            error = f"timed out after {timeout:g} s (outcome unknown)"
-        except httpx.TransportError as exc:
-            error = f"connection error: {type(exc).__name__}: {exc}"
-            _revalidate(xnat)
-        else:
+        if response is not None:
             status = response.status_code
             if status == 200:
                 lines = [ln.strip() for ln in response.text.splitlines() if ln.strip()]
@@ -446,15 +472,17 @@ def _send_batch(
                         tuple(lines),
                         None,
                         time.monotonic() - started,
+                        body.stream.wire if body.stream is not None else 0,
                     )
-                error = problem
-                break
-            message = error_message(response)
-            error = f"{status} {message}".strip()
-            retry_after = response.headers.get("Retry-After")
-            concurrent = status == 400 and "Concurrent file sends" in message
-            if status not in _RETRY_STATUSES and not concurrent:
-                break
+                error, retry = problem, False
+            else:
+                message = error_message(response)
+                error = f"{status} {message}".strip()
+                retry_after = response.headers.get("Retry-After")
+                concurrent = status == 400 and "Concurrent file sends" in message
+                retry = status in _RETRY_STATUSES or concurrent
+        if not retry:
+            break
         if attempt < max_attempts:
             delay = _backoff(attempt, retry_after)
             logger.warning("batch %d: %s; retrying in %.1f s", index + 1, error, delay)
@@ -474,38 +502,35 @@ def _send_batch(
     )
 
 
-class _MultipartFileBody:
-    """One file as a ``multipart/form-data`` body with an exact length (gradual-DICOM)."""
-
-    def __init__(
-        self, inventory: Inventory, f: DicomFile, filename: str, on_bytes: Callable[[int], None]
-    ) -> None:
-        self._inventory = inventory
-        self._file = f
-        self._on_bytes = on_bytes
-        boundary = f"xnatio-{uuid.uuid4().hex}"
-        self.content_type = f"multipart/form-data; boundary={boundary}"
-        self._head = (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            "Content-Type: application/dicom\r\n\r\n"
-        ).encode()
-        self._tail = f"\r\n--{boundary}--\r\n".encode()
-        self.length = len(self._head) + f.size + len(self._tail)
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self._head
-        sent = 0
-        with self._inventory.source.open(self._file.path) as fh:
-            while chunk := fh.read(1 << 20):
-                sent += len(chunk)
-                if sent > self._file.size:
-                    break
-                self._on_bytes(len(chunk))
-                yield chunk
-        if sent != self._file.size:
-            raise ArchiveError(f"{self._file.path} changed size while being sent")
-        yield self._tail
+def _post(
+    xnat: XnatSession, body: TrackedBody, link: Link, params: dict[str, str], timeout: float
+) -> tuple[httpx.Response | None, str, bool]:
+    """One request: (the answer or None, why it failed, whether a retry may help)."""
+    with body.attempt():
+        try:
+            response = xnat.request(
+                "POST",
+                "/data/services/import",
+                params=params,
+                content=body,
+                headers=body.headers,
+                timeout=timeout,
+            )
+        except Cancelled:
+            return None, "cancelled", False
+        except ArchiveError as exc:
+            return None, exc.message, False
+        except httpx.TimeoutException:
+            # Unknown outcome: the server may still be writing. Re-sending is safe (same entry
+            # names and UIDs replace, never duplicate) once it has had time to finish.
+            link.failed()
+            return None, f"timed out after {timeout:g} s (outcome unknown)", True
+        except httpx.TransportError as exc:
+            link.failed()
+            _revalidate(xnat)
+            return None, f"connection error: {type(exc).__name__}: {exc}", True
+        link.answered(body.stream, response.status_code)
+        return response, "", False
 
 
 def _revalidate(xnat: XnatSession) -> None:

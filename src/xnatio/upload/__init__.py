@@ -17,16 +17,19 @@ from xnatio.errors import InputError
 from xnatio.inventory import Inventory
 from xnatio.options import (
     ArchiveFormat,
+    Compress,
     DicomOptions,
     DicomTls,
     ImportHandler,
     Overwrite,
     RestOptions,
+    parse_workers,
 )
 from xnatio.plan import UploadPlan
 from xnatio.progress import ProgressCallback
 from xnatio.result.outcome import DicomStoreResult, UploadResult
 from xnatio.transport.dicom_store import InstanceOutcome
+from xnatio.transport.ratelimit import parse_rate
 from xnatio.upload.dicom_flow import run_dicom
 from xnatio.upload.rest_flow import run_rest
 from xnatio.upload.steps import Target
@@ -164,9 +167,11 @@ def upload_dicom_parallel_rest(
     session: str,
     verify_tls: bool | str = True,
     num_batches: int = 42,
-    upload_workers: int = 42,
+    upload_workers: int | str = 42,
     archive_workers: int = 5,
     archive_format: ArchiveFormat = "tar",
+    compress: Compress = "auto",
+    bwlimit: float | str | None = None,
     progress_callback: ProgressCallback | None = None,
     timeout: float = 10800.0,
     overwrite: Overwrite = "none",
@@ -190,10 +195,12 @@ def upload_dicom_parallel_rest(
         A folder (searched recursively) or a ``.zip``, ``.tar``, ``.tar.gz``/``.tgz`` file.
     project, subject, session
         Target labels (``[A-Za-z0-9_-]``). The project must exist.
-    num_batches, upload_workers, archive_workers, archive_format, timeout, overwrite,
-    direct_archive, import_handler, max_attempts
+    num_batches, upload_workers, archive_workers, archive_format, compress, bwlimit, timeout,
+    overwrite, direct_archive, import_handler, max_attempts
         The transport settings; see :class:`~xnatio.options.RestOptions` (``archive_workers`` is
         accepted for compatibility and ignored: archives are streamed while they are sent).
+        ``upload_workers`` may be ``"auto"`` or ``"auto:N"`` (adaptive, at most 42 or N),
+        ``bwlimit`` a rate such as ``"20M"`` (bytes per second, binary suffixes).
     options
         The same settings as one :class:`~xnatio.options.RestOptions`, instead of the keywords.
     progress_callback
@@ -230,11 +237,15 @@ def upload_dicom_parallel_rest(
     UploadCancelled
         Ctrl-C; carries the partial result.
     """
+    workers, adaptive = parse_workers(upload_workers)
     given = RestOptions(
         num_batches=num_batches,
-        upload_workers=upload_workers,
+        upload_workers=workers,
+        adaptive_workers=adaptive,
         archive_workers=archive_workers,
         archive_format=archive_format,
+        compress=compress,
+        bwlimit=parse_rate(bwlimit) if isinstance(bwlimit, str) else bwlimit,
         timeout=timeout,
         overwrite=overwrite,
         direct_archive=direct_archive,

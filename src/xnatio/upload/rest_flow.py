@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from xnatio.budget import ConnectionBudget
+from xnatio.budget import ConnectionBudget, LocalBudget
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.inventory import DicomFile
@@ -77,6 +77,9 @@ def run_rest(
             "interrupted upload; drop --direct-archive"
         )
     started = time.monotonic()
+    if options.adaptive_workers and client is None and budget is None:
+        # --upload-workers auto changes the capacity of the upload's connection budget.
+        budget = LocalBudget(options.upload_workers)
     with server_session(
         config, client, timeout=options.timeout, workers=options.upload_workers, budget=budget
     ) as xnat:
@@ -326,3 +329,4 @@ def _tally(result: UploadResult, run: BatchRun) -> None:
     result.files_sent = sum(o.files for o in run.outcomes if o.success)
     result.bytes_sent = sum(o.bytes for o in run.outcomes if o.success)
     result.retries = run.retries
+    result.adaptive = run.adaptive

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,6 +37,16 @@ _H3 = re.compile(r"<h3>(.*?)</h3>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
 
 USER_AGENT = f"xnatio/{__version__}"
+
+# Keep at most 128 KiB of a request body queued in the kernel unsent (Linux): bytes count as sent
+# when they are on their way, so throughput measured while uploading (--compress auto,
+# --upload-workers auto) and the progress bar follow the link, and a change of compression takes
+# effect within a fraction of a second instead of after megabytes of buffer.
+_SOCKET_OPTIONS = (
+    [(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 128 << 10)]
+    if hasattr(socket, "TCP_NOTSENT_LOWAT")
+    else []
+)
 
 
 def looks_like_html(response: httpx.Response) -> bool:
@@ -122,15 +133,15 @@ class XnatSession:
                 ) from None
         else:
             verify = config.verify_tls
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=(max_connections if max_keepalive is None else max_keepalive),
+        )
         self._client = httpx.Client(
             base_url=config.server,
-            verify=verify,
             timeout=httpx.Timeout(timeout, connect=min(30.0, timeout)),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=(
-                    max_connections if max_keepalive is None else max_keepalive
-                ),
+            transport=httpx.HTTPTransport(
+                verify=verify, limits=limits, socket_options=_SOCKET_OPTIONS
             ),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
