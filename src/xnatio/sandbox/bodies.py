@@ -7,9 +7,11 @@ is still sending; zip needs random access and is spooled to a temporary file fir
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 __all__ = [
     "ArchiveEntry",
@@ -433,6 +435,10 @@ def _iter_tar(stream: IO[bytes], fmt: str, spool_dir: Path, prefix: str) -> Iter
 
 
 def _iter_zip(stream: IO[bytes], spool_dir: Path, prefix: str) -> Iterator[ArchiveEntry]:
+    if isinstance(stream, BodyReader):
+        # A request body: read it entry by entry as it arrives, as XNAT's ZipInputStream does.
+        yield from _iter_zip_stream(stream, spool_dir, prefix)
+        return
     with ExitStack() as stack:
         # Always spool: the body is not seekable, and a nested zip seeks slowly.
         spool = stack.enter_context(tempfile.TemporaryFile(dir=spool_dir, prefix="zip-"))
@@ -469,3 +475,173 @@ def _entry_or_nested(name: str, handle: IO[bytes], spool_dir: Path) -> Iterator[
         yield ArchiveEntry(name, handle)
     else:
         yield from iter_archive(handle, nested, spool_dir, prefix=name + "/")
+
+
+# -- zip bodies as a stream (docs/xnat-behaviour.md §3.2) --------------------------------------
+#
+# XNAT reads a zip request body with java.util.zip.ZipInputStream: local headers in stream order,
+# never the central directory. So entries are imported while the body arrives, sizes and CRC come
+# from the local header (STORED) or from the data descriptor after a DEFLATED entry, a STORED
+# entry with a data descriptor is refused ("only DEFLATED entries can have EXT descriptor"), and
+# the first signature that is not a local header ends the entries. Link attributes live only in
+# the central directory, so this reader (like XNAT) cannot see them.
+
+_LOC = struct.Struct("<IHHHHHIIIHH")
+_LOC_SIG = 0x04034B50
+_EXT_SIG = 0x08074B50
+_END_SIGS = frozenset({0x02014B50, 0x06054B50, 0x06064B50})
+_ZIP64_MAGIC = 0xFFFFFFFF
+
+
+class _Pushback:
+    """A body with a buffer in front, so bytes read past an entry can be given back."""
+
+    def __init__(self, reader: BodyReader) -> None:
+        self._reader = reader
+        self._buf = b""
+
+    def read(self, n: int) -> bytes:
+        if self._buf:
+            data, self._buf = self._buf[:n], self._buf[n:]
+            return data
+        return self._reader.read(n)
+
+    def unread(self, data: bytes) -> None:
+        self._buf = data + self._buf
+
+    def exact(self, n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            data = self.read(n - got)
+            if not data:
+                raise UploadError(ARCHIVE_READ_ERROR)
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+
+class _StreamEntry(io.RawIOBase):
+    """The bytes of one zip entry, inflated if need be, checked against its CRC and sizes."""
+
+    def __init__(self, src: _Pushback, method: int, flags: int, crc: int, csize: int, size: int):
+        self._src, self._method, self._flags = src, method, flags
+        self._crc, self._csize, self._size = crc, csize, size
+        self._inflate = zlib.decompressobj(-15) if method == 8 else None
+        self._read_in = 0  # compressed bytes consumed
+        self._out = 0
+        self._actual_crc = 0
+        self._pending = b""
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._next(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _next(self, n: int) -> bytes:
+        while not self._pending and not self.done:
+            self._pending = self._produce()
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
+
+    def _produce(self) -> bytes:
+        if self._inflate is None:
+            left = self._csize - self._read_in
+            data = self._src.read(min(CHUNK, left)) if left else b""
+            if left and not data:
+                raise UploadError(ARCHIVE_READ_ERROR)
+            self._read_in += len(data)
+            self._account(data)
+            if self._read_in == self._csize:
+                self._finish()
+            return data
+        raw = self._src.read(CHUNK)
+        if not raw:
+            raise UploadError(ARCHIVE_READ_ERROR)
+        try:
+            out = self._inflate.decompress(raw)
+        except zlib.error as exc:
+            raise UploadError(ARCHIVE_READ_ERROR) from exc
+        self._read_in += len(raw)
+        self._account(out)
+        if self._inflate.eof:
+            rest = self._inflate.unused_data
+            self._read_in -= len(rest)
+            self._src.unread(rest)
+            self._finish()
+        return out
+
+    def _account(self, data: bytes) -> None:
+        self._out += len(data)
+        self._actual_crc = zlib.crc32(data, self._actual_crc)
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._flags & 8:
+            big = self._out > _ZIP64_MAGIC or self._read_in > _ZIP64_MAGIC
+            width = 8 if big else 4
+            head = self._src.exact(4)
+            if struct.unpack("<I", head)[0] == _EXT_SIG:
+                head = self._src.exact(4)
+            rest = self._src.exact(2 * width)
+            self._crc = struct.unpack("<I", head)[0]
+            self._csize, self._size = struct.unpack("<QQ" if big else "<II", rest)
+        if (self._size, self._csize, self._crc) != (self._out, self._read_in, self._actual_crc):
+            raise UploadError(ARCHIVE_READ_ERROR)
+
+    def skip(self) -> None:
+        """Read the rest of the entry (the caller did not want it)."""
+        while not self.done:
+            self._pending = b""
+            self._pending = self._produce()
+        self._pending = b""
+
+
+def _iter_zip_stream(body: BodyReader, spool_dir: Path, prefix: str) -> Iterator[ArchiveEntry]:
+    src = _Pushback(body)
+    while True:
+        head = src.read(_LOC.size)
+        if not head:
+            return  # an empty body: no entries
+        sig = struct.unpack("<I", head[:4])[0] if len(head) >= 4 else None
+        if sig in _END_SIGS:
+            return  # the central directory or an end record: no more entries
+        if sig != _LOC_SIG:
+            raise UploadError(ARCHIVE_READ_ERROR)  # not a zip (as the spooled reader says too)
+        head += src.exact(_LOC.size - len(head)) if len(head) < _LOC.size else b""
+        _, _, flags, method, _, _, crc, csize, size, nlen, xlen = _LOC.unpack(head)
+        raw_name = src.exact(nlen)
+        extra = src.exact(xlen)
+        if flags & 1 or method not in (0, 8) or (flags & 8 and method != 8):
+            raise UploadError(ARCHIVE_READ_ERROR)  # encrypted, unknown method, STORED with EXT
+        if _ZIP64_MAGIC in (csize, size) and not flags & 8:
+            size, csize = _zip64_sizes(extra, size, csize)
+        name = raw_name.decode("utf-8", "replace")
+        entry = _StreamEntry(src, method, flags, crc, csize, size)
+        full = prefix + name
+        if not name.endswith("/"):
+            reason = _refusal(name, link=False, regular=True)
+            if reason:
+                yield ArchiveEntry(full, None, reason)
+            else:
+                with entry:
+                    yield from _entry_or_nested(full, cast(IO[bytes], entry), spool_dir)
+        entry.skip()
+
+
+def _zip64_sizes(extra: bytes, size: int, csize: int) -> tuple[int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        if tag == 0x0001:
+            values = list(struct.unpack_from(f"<{length // 8}Q", extra, pos + 4))
+            if size == _ZIP64_MAGIC and values:
+                size = values.pop(0)
+            if csize == _ZIP64_MAGIC and values:
+                csize = values.pop(0)
+            break
+        pos += 4 + length
+    return size, csize
