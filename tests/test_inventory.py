@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+import unprivileged
 from xnatio.errors import InputError
 from xnatio.inventory import (
+    DamagedMemberError,
     DicomFile,
-    FolderSource,
+    SkippedFile,
     TarGzSource,
     build_inventory,
+    describe_skipped,
+    open_source,
     read_header,
 )
 from xnatio.synth import SYNTAXES, write_session
@@ -208,28 +215,62 @@ def test_every_skip_reason_in_a_folder(tmp_path: Path, session: Path) -> None:
     assert len(paths) == good + 1
 
 
-def test_unreadable_file_is_reported(
-    tmp_path: Path, session: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shutil.copytree(session, tmp_path / "s")
-    locked = tmp_path / "s" / "series_001" / "IM00002.dcm"
-    locked.chmod(0)
-    try:
-        if os.access(locked, os.R_OK):
-            # Root ignores file modes: make the open fail the way it would for a normal user.
-            real_open = FolderSource.open
+_CHILD_SCAN = """
+import json, sys
+from xnatio.errors import InputError
+from xnatio.inventory import build_inventory
+try:
+    with build_inventory(sys.argv[1], skip_unreadable=sys.argv[2] == "skip") as inv:
+        print(json.dumps({"files": len(inv.files),
+                          "skipped": {s.path: s.reason for s in inv.skipped}}))
+except InputError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
 
-            def denied(self: FolderSource, path: str) -> BinaryIO:
-                if path == "series_001/IM00002.dcm":
-                    raise PermissionError(13, "Permission denied")
-                return real_open(self, path)
 
-            monkeypatch.setattr(FolderSource, "open", denied)
-        with build_inventory(tmp_path / "s") as inv:
-            reasons = {s.path: s.reason for s in inv.skipped}
-        assert reasons == {"series_001/IM00002.dcm": "unreadable: permission denied"}
-    finally:
-        locked.chmod(0o644)
+def _scan_as_nobody(source: Path, mode: str) -> dict[str, Any]:
+    """build_inventory in a child process without root's right to read everything."""
+    done = subprocess.run(
+        [*unprivileged.prefix(), sys.executable, "-c", _CHILD_SCAN, str(source), mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_unreadable_folder_and_file_are_an_error_unless_skipped(session: Path) -> None:
+    with unprivileged.shared_folder() as shared:
+        root = shared / "s"
+        shutil.copytree(session, root)
+        for folder in [root, *root.rglob("*")]:
+            folder.chmod(0o755 if folder.is_dir() else 0o644)
+        (root / "series_002").chmod(0)
+        (root / "series_001" / "IM00002.dcm").chmod(0)
+        refused = _scan_as_nobody(root, "strict")
+        skipped = _scan_as_nobody(root, "skip")
+    error = refused["error"]
+    assert "cannot read 2 files or folders" in error and "\n" not in error
+    assert "series_002/ (permission denied)" in error
+    assert "series_001/IM00002.dcm (permission denied)" in error
+    assert "--skip-unreadable" in error
+    assert skipped["files"] == 4
+    assert skipped["skipped"] == {
+        "series_001/IM00002.dcm": "unreadable: permission denied",
+        "series_002/": "unreadable: permission denied",
+    }
+
+
+def test_skipped_summary_counts_unreadable_apart() -> None:
+    skipped = [
+        SkippedFile("a/", "unreadable: permission denied"),
+        SkippedFile("b.txt", "not DICOM"),
+        SkippedFile("c.dcm", "unreadable: Input/output error"),
+    ]
+    assert [s.unreadable for s in skipped] == [True, False, True]
+    assert describe_skipped(skipped) == "3 files skipped: 2 unreadable, 1 not DICOM or not wanted"
 
 
 def test_files_are_sorted_numerically_by_series_and_instance(tmp_path: Path) -> None:
@@ -430,3 +471,137 @@ def test_corrupt_archives_are_input_errors(tmp_path: Path) -> None:
     for name in ("bad.zip", "bad.tgz", "bad.tar"):
         with pytest.raises(InputError, match="not a readable"):
             build_inventory(tmp_path / name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged archives: found before anything is sent, one line naming the archive and the place
+
+
+def _stored_zip(folder: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*.dcm")):
+            zf.write(path, path.relative_to(folder).as_posix())
+    return dest
+
+
+def _refused(archive: Path) -> str:
+    with pytest.raises(InputError) as info:
+        build_inventory(archive)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{archive.name}: ")
+    return message
+
+
+def test_tar_with_a_bad_checksum_halfway_is_refused(tmp_path: Path, session: Path) -> None:
+    archive = _tar(session, tmp_path / "s.tar", "w:")
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+    victim = members[len(members) // 2]
+    data = bytearray(archive.read_bytes())
+    data[victim.offset + 148 : victim.offset + 156] = b"0000000\0"  # the checksum field
+    archive.write_bytes(data)
+    with tarfile.open(archive) as tf:  # what Python's tarfile alone makes of it: a shorter tar
+        assert len(tf.getmembers()) < len(members)
+    message = _refused(archive)
+    assert f"bad checksum) at byte {victim.offset:,}" in message
+    assert f"after member {members[len(members) // 2 - 1].name!r}" in message
+
+
+@pytest.mark.parametrize("cut", ["at-a-header", "inside-a-header", "inside-data"])
+def test_truncated_tar_is_refused(tmp_path: Path, session: Path, cut: str) -> None:
+    archive = _tar(session, tmp_path / "s.tar", "w:")
+    with tarfile.open(archive) as tf:
+        victim = tf.getmembers()[5]
+    end = {
+        "at-a-header": victim.offset,
+        "inside-a-header": victim.offset + 100,
+        "inside-data": victim.offset_data + 10,
+    }[cut]
+    archive.write_bytes(archive.read_bytes()[:end])
+    message = _refused(archive)
+    assert "not a readable tar file" in message
+    assert (
+        "ends without its end-of-archive marker" in message
+        if cut == "at-a-header"
+        else "ends inside a header" in message
+        if cut == "inside-a-header"
+        else "unexpected end of data" in message
+    )
+
+
+def test_data_after_the_end_of_a_tar_is_refused(tmp_path: Path, session: Path) -> None:
+    one = _tar(session / "series_001", tmp_path / "one.tar", "w:")
+    two = _tar(session / "series_002", tmp_path / "two.tar", "w:")
+    joined = tmp_path / "joined.tar"  # `cat a.tar b.tar`: tar -t lists only the first half
+    joined.write_bytes(one.read_bytes() + two.read_bytes())
+    assert "data after the end-of-archive marker" in _refused(joined)
+
+
+def test_tar_gz_with_16_bytes_overwritten_in_the_middle_is_refused(
+    tmp_path: Path, session: Path
+) -> None:
+    archive = _tar(session, tmp_path / "s.tar.gz", "w:gz")
+    data = bytearray(archive.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = b"\xa5" * 16
+    archive.write_bytes(data)
+    assert subprocess.run(["gzip", "-t", str(archive)], capture_output=True).returncode != 0
+    assert "not a readable tar.gz file" in _refused(archive)
+
+
+@pytest.mark.parametrize("damage", ["crc", "length", "truncated"])
+def test_tar_gz_with_a_bad_trailer_is_refused(tmp_path: Path, session: Path, damage: str) -> None:
+    plain = _tar(session, tmp_path / "s.tar", "w:")
+    archive = tmp_path / "s.tar.gz"
+    # Zeros after the end-of-archive marker, as GNU tar pads to its record size (here a large
+    # one): the listing ends long before the gzip trailer, which must still be read.
+    archive.write_bytes(gzip.compress(plain.read_bytes() + bytes(3 << 20)))
+    with build_inventory(archive) as inv:
+        assert len(inv.files) == 10
+    data = bytearray(archive.read_bytes())
+    if damage == "crc":
+        data[-8] ^= 0xFF  # CRC-32 of the uncompressed data (RFC 1952)
+    elif damage == "length":
+        data[-4] ^= 0xFF  # its length modulo 2**32
+    else:
+        data = data[:-20]
+    archive.write_bytes(data)
+    message = _refused(archive)
+    assert "not a readable tar.gz file" in message
+    assert "damaged gzip data near byte" in message
+
+
+def test_zip_with_a_bad_crc_halfway_is_refused(tmp_path: Path) -> None:
+    session = tmp_path / "session"  # images larger than the part of a file the scan reads
+    write_session(session, series=2, instances=4, rows=128, columns=128, seed=5)
+    archive = _stored_zip(session, tmp_path / "s.zip")
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+    victim = infos[len(infos) // 2]
+    data = bytearray(archive.read_bytes())
+    # A byte of pixel data, far past the header the inventory reads.
+    data[victim.header_offset + 30 + len(victim.filename) + victim.file_size - 10] ^= 0xFF
+    archive.write_bytes(data)
+    message = _refused(archive)
+    assert f"member {victim.filename!r} is damaged (Bad CRC-32" in message
+
+
+def test_zip_member_damaged_after_the_inventory_is_an_os_error(
+    tmp_path: Path, session: Path
+) -> None:
+    """What the upload meets if the archive changes after it was checked: an OSError naming
+    the member, which the request bodies and the C-STORE sender report as an unreadable file."""
+    archive = _stored_zip(session, tmp_path / "s.zip")
+    with zipfile.ZipFile(archive) as zf:
+        victim = zf.infolist()[3]
+    src = open_source(archive)
+    try:
+        with open(archive, "r+b") as fh:
+            fh.seek(victim.header_offset + 30 + len(victim.filename) + victim.file_size - 10)
+            fh.write(b"\x00\x01")
+        with src.open(victim.filename) as fp, pytest.raises(DamagedMemberError) as info:
+            fp.read()
+        assert isinstance(info.value, OSError)
+        assert f"s.zip: member {victim.filename!r} is damaged" in str(info.value)
+    finally:
+        src.close()

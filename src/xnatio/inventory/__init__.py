@@ -6,11 +6,20 @@ file (:mod:`xnatio.inventory.scan`) and returns the DICOM instances sorted for s
 files it left out and why (:mod:`xnatio.inventory.model`).
 """
 
-from xnatio.inventory.model import DicomFile, Inventory, ScanProgress, SkippedFile, Source
+from xnatio.inventory.model import (
+    UNREADABLE,
+    DicomFile,
+    Inventory,
+    ScanProgress,
+    SkippedFile,
+    Source,
+    describe_skipped,
+)
 from xnatio.inventory.scan import DICOMDIR_SOP_CLASS, build_inventory, read_header
 from xnatio.inventory.sources import (
     MAX_EXTRACT_BYTES,
     MAX_RATIO,
+    DamagedMemberError,
     FolderSource,
     TarGzSource,
     TarSource,
@@ -22,6 +31,8 @@ __all__ = [
     "DICOMDIR_SOP_CLASS",
     "MAX_EXTRACT_BYTES",
     "MAX_RATIO",
+    "UNREADABLE",
+    "DamagedMemberError",
     "DicomFile",
     "FolderSource",
     "Inventory",
@@ -32,6 +43,7 @@ __all__ = [
     "TarSource",
     "ZipSource",
     "build_inventory",
+    "describe_skipped",
     "open_source",
     "read_header",
 ]

@@ -8,7 +8,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
-__all__ = ["DicomFile", "Inventory", "ScanProgress", "SkippedFile", "Source"]
+__all__ = [
+    "UNREADABLE",
+    "DicomFile",
+    "Inventory",
+    "ScanProgress",
+    "SkippedFile",
+    "Source",
+    "describe_skipped",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +55,39 @@ class DicomFile:
 
 @dataclass(frozen=True, slots=True)
 class SkippedFile:
-    """A file left out of the upload, and why (for example ``"not DICOM"``, ``"DICOMDIR"``)."""
+    """A file left out of the upload, and why (for example ``"not DICOM"``, ``"DICOMDIR"``).
+
+    A folder's path ends with ``/``. Reasons of files and folders that could not be read (no
+    permission, an I/O error) start with ``"unreadable"``; see :attr:`unreadable`.
+    """
 
     path: str
     reason: str
+
+    @property
+    def unreadable(self) -> bool:
+        """True for a file or folder that could not be read, rather than one not wanted."""
+        return self.reason.startswith(UNREADABLE)
+
+
+UNREADABLE = "unreadable"
+"""The start of the reason of every :class:`SkippedFile` that could not be read."""
+
+
+def describe_skipped(skipped: list[SkippedFile]) -> str:
+    """How many files were left out, the unreadable ones counted apart.
+
+    Examples
+    --------
+    >>> describe_skipped([SkippedFile("a/", "unreadable: permission denied"),
+    ...                   SkippedFile("b.txt", "not DICOM")])
+    '2 files skipped: 1 unreadable, 1 not DICOM or not wanted'
+    """
+    unreadable = sum(1 for s in skipped if s.unreadable)
+    return (
+        f"{len(skipped)} files skipped: {unreadable} unreadable, "
+        f"{len(skipped) - unreadable} not DICOM or not wanted"
+    )
 
 
 class Source(Protocol):

@@ -9,8 +9,6 @@ than a general parser and keeps no data set in memory, so a 100,000-file session
 from __future__ import annotations
 
 import errno
-import zipfile
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import BinaryIO
 
 from xnatio.dicom.reader import DicomFormatError, HeaderReader, text
 from xnatio.errors import InputError
-from xnatio.inventory.model import DicomFile, Inventory, ScanProgress, SkippedFile
-from xnatio.inventory.sources import MAX_EXTRACT_BYTES, Lister, open_lister
+from xnatio.inventory.model import UNREADABLE, DicomFile, Inventory, ScanProgress, SkippedFile
+from xnatio.inventory.sources import MAX_EXTRACT_BYTES, DamagedMemberError, Lister, open_lister
 
 __all__ = ["DICOMDIR_SOP_CLASS", "build_inventory", "dicom_file", "read_header"]
 
@@ -98,14 +96,20 @@ def _examine(
     try:
         with source.open(rel) as fp:
             result = read_header(fp)
+            source.check_member(fp)
+    except DamagedMemberError as exc:
+        # A damaged archive is never a skip: what else it holds cannot be trusted either.
+        raise InputError(
+            f"{exc}; the archive is damaged (check it with 'unzip -t'), fix or replace it"
+        ) from None
     except PermissionError:
-        return SkippedFile(rel, "unreadable: permission denied")
+        return SkippedFile(rel, f"{UNREADABLE}: permission denied")
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return SkippedFile(rel, "symlink loop")
-        return SkippedFile(rel, f"unreadable: {exc.strerror or exc}")
-    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as exc:
-        return SkippedFile(rel, f"unreadable: {exc}")
+        return SkippedFile(rel, f"{UNREADABLE}: {exc.strerror or exc}")
+    except RuntimeError as exc:  # zipfile: an encrypted member
+        return SkippedFile(rel, f"{UNREADABLE}: {exc}")
     if isinstance(result, str):
         return SkippedFile(rel, result)
     return dicom_file(rel, size, result, intern)
@@ -135,6 +139,20 @@ def dicom_file(rel: str, size: int, result: Mapping[str, str], intern: dict[str,
     )
 
 
+def _refuse_unreadable(source: str | Path, skipped: list[SkippedFile]) -> None:
+    """One line listing what could not be read (an unknown part of the session)."""
+    bad = sorted((s for s in skipped if s.unreadable), key=lambda s: s.path)
+    if not bad:
+        return
+    shown = ", ".join(f"{s.path} ({s.reason.partition(': ')[2] or s.reason})" for s in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise InputError(
+        f"cannot read {len(bad)} {'file or folder' if len(bad) == 1 else 'files or folders'} "
+        f"in SOURCE {str(source)!r}: {shown}{more}; fix their permissions, or pass "
+        "--skip-unreadable to upload the rest without them"
+    )
+
+
 def _summarise_reasons(skipped: list[SkippedFile]) -> str:
     counts: dict[str, int] = {}
     for s in skipped:
@@ -149,6 +167,7 @@ def build_inventory(
     workers: int = 4,
     progress: ScanProgress | None = None,
     max_extract_bytes: int = MAX_EXTRACT_BYTES,
+    skip_unreadable: bool = False,
 ) -> Inventory:
     """Scan ``source`` (folder, .zip, .tar, .tar.gz/.tgz) and read DICOM headers only.
 
@@ -163,6 +182,9 @@ def build_inventory(
         hundred times per scan and always once at the end.
     max_extract_bytes
         Refuse archives that expand to more than this many bytes.
+    skip_unreadable
+        Leave out files and folders that cannot be read (no permission, an I/O error) and
+        list them in :attr:`Inventory.skipped`, instead of refusing the source.
 
     Returns
     -------
@@ -173,7 +195,9 @@ def build_inventory(
     Raises
     ------
     InputError
-        Missing source, unsupported or unsafe archive, empty folder, or no DICOM file found.
+        Missing source, unsupported, unsafe or damaged archive (a bad header, checksum or CRC,
+        a truncated member), empty folder, files or folders that cannot be read (unless
+        ``skip_unreadable``), or no DICOM file found.
     """
     src = open_lister(Path(source), max_extract_bytes)
     try:
@@ -206,6 +230,8 @@ def build_inventory(
                 done += len(results)
                 if progress is not None and (done // step != before // step or done == total):
                     progress(done, total)
+        if not skip_unreadable:
+            _refuse_unreadable(source, skipped)
         if not files:
             raise InputError(
                 f"no DICOM files found in {str(source)!r} ({len(skipped)} files skipped: "
