@@ -256,13 +256,19 @@ class _Connection(BaseHTTPRequestHandler):
             if closing:
                 self.close_connection = True
             handle = response.file.open("rb") if response.file is not None else None
-            size = os.fstat(handle.fileno()).st_size if handle else len(response.body)
+            if handle is not None and response.file_temporary:
+                assert response.file is not None
+                response.file.unlink(missing_ok=True)  # the open handle keeps the bytes
+            size = len(response.body)
+            if handle is not None:
+                size = os.fstat(handle.fileno()).st_size - response.file_offset
+                size = min(size, response.file_length) if response.file_length is not None else size
             head = self._head(response, size, cookies)
             payload = head if self.command == "HEAD" else head + response.body
             try:
                 self.wfile.write(payload)  # one write: no Nagle/delayed-ACK stall
-                if handle is not None and self.command != "HEAD":
-                    self.connection.sendfile(handle)
+                if handle is not None and self.command != "HEAD" and size > 0:
+                    self.connection.sendfile(handle, response.file_offset, size)
             except OSError:
                 self.close_connection = True
             finally:

@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -30,6 +31,8 @@ __all__ = [
     "Reply",
     "Request",
     "Response",
+    "file_response",
+    "requested_format",
     "result_set",
     "status_page",
     "tomcat_page",
@@ -60,13 +63,20 @@ class HttpError(Exception):
 
 @dataclass
 class Response:
-    """An answer to send: status, body, content type and extra headers."""
+    """An answer to send: status, body, content type and extra headers.
+
+    ``file`` is sent after the headers instead of ``body``: from ``file_offset``, ``file_length``
+    bytes (all that follow when ``None``); a ``file_temporary`` file is deleted once opened.
+    """
 
     status: int = 200
     body: bytes = b""
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
-    file: Path | None = None  # sent after the headers instead of ``body``
+    file: Path | None = None
+    file_offset: int = 0
+    file_length: int | None = None
+    file_temporary: bool = False
 
 
 class Reply(Exception):
@@ -175,6 +185,23 @@ def _csv(rows: list[dict[str, str]]) -> bytes:
     return out.getvalue().encode()
 
 
+def requested_format(req: Request, offered: tuple[str, ...] = ("json", "csv")) -> str:
+    """The ``format`` asked for (lower case; ``json`` when absent), if this route offers it.
+
+    Raises
+    ------
+    HttpError
+        406 for a format XNAT would produce here but the sandbox does not (xml, html, ...):
+        never another format with a 200 (docs/xnat-behaviour.md §1.3).
+    """
+    fmt = (req.param("format") or "json").lower()
+    if fmt not in offered:
+        raise HttpError(
+            406, f"The sandbox does not produce format={fmt} here; it offers {', '.join(offered)}."
+        )
+    return fmt
+
+
 def table(req: Request, rows: list[dict[str, str]], title: str) -> Response:
     """A listing as XNAT sends it: JSON ResultSet, or CSV with ``format=csv``; URIs get
     ``/data`` in front."""
@@ -182,10 +209,53 @@ def table(req: Request, rows: list[dict[str, str]], title: str) -> Response:
         {k: data_uri(v) if k == "URI" and isinstance(v, str) else v for k, v in row.items()}
         for row in rows
     ]
-    fmt = (req.param("format") or "json").lower()
-    if fmt == "csv":
+    if requested_format(req) == "csv":
         return Response(200, _csv(rows), "text/csv")
     return Response(200, result_set(rows, title), "application/json")
+
+
+def file_response(
+    req: Request, path: Path, content_type: str = "application/octet-stream"
+) -> Response:
+    """A stored file, or the single byte range ``Range: bytes=…`` asks for: 206 with
+    ``Content-Range``, 416 when no byte of the file is in it (RFC 9110 §14; Tomcat answers so).
+
+    A header that is not one well-formed range (several ranges, another unit) is ignored and the
+    whole file sent, which RFC 9110 allows.
+    """
+    size = path.stat().st_size
+    headers = {"Accept-Ranges": "bytes"}
+    wanted = _byte_range(str(req.headers.get("Range", "")), size)
+    if wanted is None:
+        return Response(200, b"", content_type, headers, file=path)
+    if wanted == (0, 0):
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(416, b"", content_type, headers)
+    start, end = wanted
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return Response(
+        206, b"", content_type, headers, file=path, file_offset=start, file_length=end - start
+    )
+
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (end exclusive) of a single byte range, ``(0, 0)`` when unsatisfiable,
+    ``None`` to send the whole file."""
+    m = _RANGE.match(header) if header else None
+    if m is None or (not m.group(1) and not m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first:  # bytes=-N: the last N bytes
+        suffix = int(last)
+        return (max(size - suffix, 0), size) if suffix > 0 and size > 0 else (0, 0)
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if last and int(last) < start:
+        return None  # syntactically invalid: ignored
+    return (start, end) if start < size else (0, 0)
 
 
 def json_response(body: object, status: int = 200) -> Response:
