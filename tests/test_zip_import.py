@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.test_zipstream import (
+
+from test_zipstream import (
     JAVA_SOURCE,
     java_reader,  # noqa: F401  (fixture)
 )
-
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
 from xnatio.transport.bodies import ArchiveMember, member_from_path
