@@ -9,7 +9,7 @@ from xnatio.errors import InputError
 from xnatio.inventory import Inventory, build_inventory
 from xnatio.plan.batches import Batch, plan_batches
 from xnatio.plan.checks import check_inventory
-from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.progress import ProgressCallback, scan_reporter
 from xnatio.xnat.naming import scan_id_for, validate_label
 
 __all__ = ["UploadPlan", "plan_inventory", "plan_upload"]
@@ -77,10 +77,7 @@ def plan_upload(
     if num_batches < 1:
         raise InputError("--num-batches must be at least 1")
 
-    def scan_progress(done: int, total: int) -> None:
-        emit(progress_callback, ProgressEvent("scanning", done, total, "reading DICOM headers"))
-
-    inventory = build_inventory(source_dir, progress=scan_progress)
+    inventory = build_inventory(source_dir, progress=scan_reporter(progress_callback))
     return plan_inventory(
         inventory, num_batches=num_batches, allow_multiple_studies=allow_multiple_studies
     )

@@ -17,7 +17,7 @@ from xnatio.config import XnatConfig
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory, build_inventory
 from xnatio.plan import UploadPlan, check_inventory, plan_upload
-from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.progress import ProgressCallback, scan_reporter
 from xnatio.result.journal import Journal, JournalKey
 from xnatio.verify import ContentCheck, VerifyReport, await_session
 from xnatio.xnat.listings import ServerFile, list_session_files
@@ -118,11 +118,7 @@ def scan_source(
     if isinstance(source, Inventory):
         inventory = source
     else:
-
-        def scan_progress(done: int, total: int) -> None:
-            emit(progress_callback, ProgressEvent("scanning", done, total, "reading DICOM headers"))
-
-        inventory = build_inventory(source, progress=scan_progress)
+        inventory = build_inventory(source, progress=scan_reporter(progress_callback))
     try:
         return check_inventory(inventory, allow_multiple_studies=allow_multiple_studies), own
     except BaseException:

@@ -43,8 +43,10 @@ __all__ = [
     "VerifyReport",
     "await_session",
     "look",
+    "server_state",
     "verify_session",
     "wait_until_settled",
+    "waiting_event",
 ]
 
 Location = Literal["archived", "prearchive", "archived+prearchive", "other-label", "absent"]
@@ -263,7 +265,8 @@ def verify_session(
     poll_interval
         Seconds between looks while waiting.
     progress_callback
-        Receives ``verifying`` events while waiting and while deep checks run.
+        Receives ``waiting`` events while waiting (what XNAT is doing, the seconds waited) and
+        ``verifying`` events while the check runs.
     xnat
         An open session to reuse instead of logging in.
     deep
@@ -357,7 +360,7 @@ def await_session(
     wait, poll_interval
         Seconds to keep looking at most, and between looks. 0 looks once.
     progress_callback
-        Receives ``verifying`` events while waiting.
+        Receives ``waiting`` events while waiting, then one ``verifying`` event.
     content
         The local source and how far to check the stored files' content
         (:mod:`xnatio.verify.content`); None checks identity only.
@@ -382,6 +385,17 @@ def await_session(
                     f"{describe_connect_error(xnat.config.server, exc)}; run xio verify when "
                     "it answers again"
                 ) from None
+            emit(
+                progress_callback,
+                ProgressEvent(
+                    "waiting",
+                    0,
+                    0,
+                    "XNAT does not answer; looking again",
+                    elapsed=waited,
+                    state="unreachable",
+                ),
+            )
             time.sleep(max(0.05, min(poll_interval, wait - waited)))
             continue
         waited = time.monotonic() - started
@@ -402,16 +416,57 @@ def await_session(
                 ProgressEvent("verifying", c.matched if c else 0, len(files), report.where),
             )
             return report
-        emit(
-            progress_callback,
-            ProgressEvent(
-                "verifying",
-                int(waited),
-                int(wait),
-                f"waiting for XNAT ({int(waited)} of {int(wait)} s): {report.where}",
-            ),
-        )
+        emit(progress_callback, waiting_event(report, len(files), waited))
         time.sleep(max(0.05, min(poll_interval, wait - waited)))
+
+
+# What XNAT is doing, by the state of :func:`server_state`, in words for a waiting user.
+_DOING = {
+    "absent": "nothing of the session is on XNAT yet",
+    "receiving": "XNAT is receiving the session; it builds it once no file has arrived for its "
+    "idle time (5 minutes by default)",
+    "building": "XNAT is building the session in the prearchive",
+    "archiving": "XNAT is archiving the session",
+    "moving": "XNAT is moving the session in the prearchive",
+    "ready": "XNAT has built the session; it archives it next (the project auto-archives)",
+    "archived": "archived",
+}
+
+
+def server_state(status: str) -> str:
+    """A prearchive status as a waiting event's ``state``: ``RECEIVING_INTERRUPT`` ->
+    ``receiving``, ``QUEUED_BUILDING`` -> ``building``, ``READY`` -> ``ready``, ..."""
+    word = status.strip("_").removeprefix("QUEUED_").split("_")[0].lower()
+    return word or "unknown"
+
+
+def waiting_event(report: VerifyReport, expected: int, waited: float) -> ProgressEvent:
+    """The ``waiting`` event for one look: XNAT's state in words, the instances it holds of
+    ``expected`` (0 of 0 when its listings do not say), and the seconds waited so far."""
+    ours = [p for p in report.prearchive if p.project == report.project]
+    ours = [p for p in ours if p.name == report.session] or ours
+    c = report.comparison
+    if report.location == "archived":
+        state = "archived"
+    elif ours:
+        state = server_state(ours[0].status)
+    else:
+        state = report.location if report.location == "absent" else "elsewhere"
+    held = c.matched if c is not None else 0
+    if report.prearchive_comparison is not None:
+        held += report.prearchive_comparison.matched
+    known = c is not None or report.prearchive_comparison is not None
+    doing = _DOING.get(state, report.where)
+    if state == "archived":
+        doing = f"archived as {report.project}/{report.subject}/{report.session}; listing it"
+    return ProgressEvent(
+        "waiting",
+        min(held, expected) if known else 0,
+        expected if known else 0,
+        doing,
+        elapsed=waited,
+        state=state,
+    )
 
 
 def wait_until_settled(
@@ -443,14 +498,17 @@ def wait_until_settled(
         waited = time.monotonic() - started
         if not busy or waited >= wait:
             return waited
+        state = server_state(busy[0].status)
         emit(
             progress_callback,
             ProgressEvent(
-                "verifying",
-                int(waited),
-                int(wait),
-                f"waiting for XNAT to finish with {busy[0].url} (status {busy[0].status}) "
-                "before resuming",
+                "waiting",
+                0,
+                0,
+                f"before resuming: {_DOING.get(state, 'XNAT is busy with the session')} "
+                f"({busy[0].url}, status {busy[0].status})",
+                elapsed=waited,
+                state=state,
             ),
         )
         time.sleep(max(0.05, min(poll_interval, wait - waited)))
