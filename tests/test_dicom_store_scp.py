@@ -484,8 +484,9 @@ def test_on_instance_reports_each_final_outcome_once(scp: FakeScp, session: Path
     assert by_uid[uids[0]] == ("failure", 2, 2)  # reported only after the last attempt
     assert by_uid[uids[1]] == ("success", 2, 2)
     assert by_uid[uids[2]] == ("warning", 1, 1)
-    # Progress still counts every instance.
-    assert max(e.current for e in events if e.phase == "uploading") == 8
+    # Progress counts every instance: 7 stored (current), 1 failed.
+    last = [e for e in events if e.phase == "uploading"][-1]
+    assert (last.current, last.failed, last.total) == (7, 1, 8)
 
 
 def test_on_instance_reports_instances_never_sent(session: Path) -> None:

@@ -1,6 +1,17 @@
-"""Terminal rendering for the command line: a live progress line and the final summary.
+"""Terminal rendering for the command line: live progress rows and the numbers the summary shares.
 
 Only the CLI uses this module; the library reports through progress callbacks and result objects.
+
+The bar has one row per phase, in fixed-width columns so that nothing moves when a row appears:
+
+* ``scanning``: files whose headers were read;
+* ``sending``: file bytes sent, the rate (bytes sent over the seconds since sending began, the
+  definition the summary and ``--json`` use) and the time left at that rate;
+* ``acknowledged`` (REST: batches XNAT answered for) or ``stored`` (C-STORE: instances the
+  receiver answered for), with retries and failures: bytes run ahead of these, since a batch's
+  bytes are all sent before XNAT answers;
+* ``committing``, then ``waiting`` (what XNAT is doing with a C-STORE session, and for how long;
+  no countdown: XNAT decides when it is done) and ``verifying``.
 """
 
 from __future__ import annotations
@@ -9,57 +20,108 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.table import Column
 from rich.text import Text
 
 from xnatio.progress import ProgressEvent
 
+# Column widths (characters); fixed, so rows that appear later line up with the first ones.
+LABEL_WIDTH, BAR_WIDTH, AMOUNT_WIDTH, RATE_WIDTH, TIME_WIDTH = 12, 24, 19, 11, 7
+
+
+def human_bytes(n: float) -> str:
+    """``1234567`` -> ``1.2 MB`` (decimal units, as network rates are quoted)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_rate(n_bytes: int, seconds: float) -> str:
+    """Bytes over seconds as ``12.3 MB/s``: the one rate of the bar, the summary and ``--json``
+    (``-`` when nothing was sent or no time passed)."""
+    if n_bytes <= 0 or seconds <= 0:
+        return "-"
+    return f"{human_bytes(n_bytes / seconds)}/s"
+
+
+def clock(seconds: float) -> str:
+    """``75.2`` -> ``0:01:15``."""
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _bytes_pair(done: float, total: float) -> str:
+    """``5.2/20.4 MB``: both in the unit the total needs."""
+    scale, unit = 1.0, "B"
+    for step, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if total >= step:
+            scale, unit = step, name
+            break
+    if unit == "B":
+        return f"{int(done)}/{int(total)} B"
+    return f"{done / scale:.1f}/{total / scale:.1f} {unit}"
+
 
 class _AmountColumn(ProgressColumn):
-    """Bytes for the sending task, plain counts (files, batches) for the others."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._bytes = DownloadColumn(binary_units=False)
+    """``5.2/20.4 MB`` for the bytes row, ``15/42 batches`` for the others."""
 
     def render(self, task: Task) -> Text:
-        if task.fields.get("unit") == "bytes":
-            return self._bytes.render(task)
-        total = "?" if task.total is None else str(int(task.total))
-        return Text(f"{int(task.completed)}/{total} {task.fields.get('unit', '')}".rstrip())
+        unit = task.fields.get("unit", "")
+        if unit == "bytes":
+            return Text(_bytes_pair(task.completed, task.total or 0))
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)} {unit}".rstrip())
 
 
-class _RateColumn(ProgressColumn):
-    """Transfer rate for the sending task only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._speed = TransferSpeedColumn()
+class _ElapsedColumn(ProgressColumn):
+    """Seconds the phase has run: the library's own figure once the phase is over."""
 
     def render(self, task: Task) -> Text:
-        if task.fields.get("unit") == "bytes":
-            return self._speed.render(task)
-        return Text("")
+        final = task.fields.get("final")
+        seconds = final if final is not None else task.elapsed
+        return Text(clock(seconds or 0.0))
+
+
+# What XNAT is doing, by the ``state`` of a waiting event, short enough for the row.
+_WAITING = {
+    "absent": "XNAT: nothing of the session yet",
+    "receiving": "XNAT: receiving (builds after 5 min idle)",
+    "building": "XNAT: building the session",
+    "archiving": "XNAT: archiving the session",
+    "moving": "XNAT: moving the session",
+    "ready": "XNAT: built; archiving it next",
+    "archived": "XNAT: archived; listing it",
+    "unreachable": "XNAT: not answering; trying again",
+    "elsewhere": "XNAT: the study is under another label",
+}
+
+
+def _column(width: int) -> Column:
+    return Column(width=width, no_wrap=True, overflow="crop")
 
 
 class ProgressDisplay:
-    """Renders progress events on stderr: bytes with rate and ETA, batches done, retries.
+    """Renders progress events on stderr: one row per phase (see the module docstring).
 
-    Falls back to occasional plain lines when stderr is not a terminal, and to nothing when
-    ``mode`` is ``"none"``. With ``mode="json"`` each event is one JSON line on stderr.
+    Falls back to nothing when stderr is not a terminal (``mode="auto"``) or when ``mode`` is
+    ``"none"``. With ``mode="json"`` each event is one JSON line on stderr.
+
+    Parameters
+    ----------
+    mode
+        ``auto``, ``bar``, ``json`` or ``none``.
+    stream
+        Where to write (stderr by default).
+    unit
+        What the upload acknowledges: ``batches`` (REST) or ``instances`` (C-STORE).
     """
 
     def __init__(self, mode: str = "auto", stream: TextIO | None = None, unit: str = "batches"):
@@ -71,19 +133,23 @@ class ProgressDisplay:
         self._lock = threading.Lock()
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
-        self._last_line = 0.0
 
     def __enter__(self) -> ProgressDisplay:
         if self.mode == "bar":
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                _AmountColumn(),
-                _RateColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[extra]}"),
+                TextColumn("[bold]{task.description}", table_column=_column(LABEL_WIDTH)),
+                BarColumn(bar_width=BAR_WIDTH, table_column=_column(BAR_WIDTH)),
+                _AmountColumn(table_column=_column(AMOUNT_WIDTH)),
+                TextColumn("{task.fields[rate]}", table_column=_column(RATE_WIDTH)),
+                _ElapsedColumn(table_column=_column(TIME_WIDTH)),
+                TextColumn(
+                    "{task.fields[note]}",
+                    markup=False,
+                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+                ),
                 console=Console(file=self.stream),
                 transient=False,
+                expand=True,
             )
             self._progress.start()
         return self
@@ -91,55 +157,118 @@ class ProgressDisplay:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        """The progress callback: thread-safe."""
+        """The progress callback."""
         with self._lock:
             if self.mode == "json":
-                record: dict[str, Any] = {
-                    "time": round(time.time(), 3),
-                    "phase": event.phase,
-                    "current": event.current,
-                    "total": event.total,
-                    "message": event.message,
-                    "bytes_sent": event.bytes_sent,
-                    "bytes_total": event.bytes_total,
-                    "batch": event.batch,
-                    "retries": event.retries,
-                }
-                self.stream.write(json.dumps(record) + "\n")
+                self.stream.write(json.dumps(event_record(event)) + "\n")
                 self.stream.flush()
             elif self.mode == "bar" and self._progress is not None:
                 self._bar(event)
 
+    # -- the bar ----------------------------------------------------------------------------
+
+    def _row(self, key: str, label: str, unit: str, total: int | None) -> TaskID:
+        assert self._progress is not None
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._progress.add_task(
+                label, total=total, unit=unit, rate="", note="", final=None
+            )
+            self._tasks[key] = task
+        return task
+
+    def _finish(self, keys: Iterable[str], elapsed: float | None = None) -> None:
+        """Stop the clocks of these rows; ``elapsed`` is the library's figure for them."""
+        assert self._progress is not None
+        tasks = {t.id: t for t in self._progress.tasks}
+        for key in list(keys):
+            task = self._tasks.get(key)
+            if task is None:
+                continue
+            final = elapsed
+            if tasks[task].stop_time is None:
+                self._progress.stop_task(task)
+                if final is None:
+                    final = tasks[task].elapsed
+            if final is not None:
+                self._progress.update(task, final=final)
+
     def _bar(self, event: ProgressEvent) -> None:
         assert self._progress is not None
-        if event.phase == "uploading":
-            task = self._tasks.get("uploading")
-            extra = f"{event.current}/{event.total} {self.unit}"
-            if event.retries:
-                extra += f", {event.retries} retries"
-            if task is None:
-                task = self._progress.add_task(
-                    "sending", total=event.bytes_total or None, extra=extra, unit="bytes"
-                )
-                self._tasks["uploading"] = task
-            self._progress.update(task, completed=event.bytes_sent, extra=extra)
-        elif event.phase in ("scanning", "committing", "verifying"):
-            task = self._tasks.get(event.phase)
-            if task is None:
-                unit = {"scanning": "files", "committing": "sessions"}.get(event.phase, "instances")
-                task = self._progress.add_task(
-                    event.phase, total=event.total or None, extra="", unit=unit
-                )
-                self._tasks[event.phase] = task
-            self._progress.update(task, completed=event.current, total=event.total or None)
+        phase = event.phase
+        if phase == "uploading":
+            self._uploading(event)
+            return
+        if phase == "done":
+            self._finish(self._tasks)
+            return
+        self._finish(k for k in self._tasks if k != phase)
+        if phase == "waiting":
+            known = event.total > 0
+            task = self._row("waiting", "waiting", "instances", event.total if known else None)
+            self._progress.update(
+                task,
+                completed=event.current,
+                total=event.total if known else None,
+                note=_WAITING.get(event.state, f"XNAT: {event.state or event.message}"),
+            )
+            return
+        label_unit = {
+            "scanning": "files",
+            "committing": "sessions",
+            "archiving": "batches",
+        }.get(phase, "instances")
+        task = self._row(phase, phase, label_unit, event.total or None)
+        self._progress.update(task, completed=event.current, total=event.total or None)
+        if event.total and event.current >= event.total:
+            self._finish([phase], event.elapsed or None)
+
+    def _uploading(self, event: ProgressEvent) -> None:
+        assert self._progress is not None
+        self._finish(["scanning"])
+        sending = self._row("sending", "sending", "bytes", event.bytes_total or None)
+        elapsed = event.elapsed
+        note = ""
+        if event.bytes_sent and elapsed > 0 and event.bytes_sent < event.bytes_total:
+            left = (event.bytes_total - event.bytes_sent) * elapsed / event.bytes_sent
+            note = f"about {clock(left)} left" if left >= 1 else ""
+        self._progress.update(
+            sending,
+            completed=event.bytes_sent,
+            total=event.bytes_total or None,
+            rate=human_rate(event.bytes_sent, elapsed),
+            note=note,
+        )
+        label = "acknowledged" if self.unit == "batches" else "stored"
+        acked = self._row("acked", label, self.unit, event.total or None)
+        extra = []
+        if event.retries:
+            extra.append(f"{event.retries} retries")
+        if event.failed:
+            extra.append(f"{event.failed} failed")
+        self._progress.update(
+            acked, completed=event.current, total=event.total or None, note=", ".join(extra)
+        )
+        if event.total and event.current + event.failed >= event.total:
+            self._finish(["sending", "acked"], elapsed)
 
 
-def human_bytes(n: float) -> str:
-    """``1234567`` -> ``1.2 MB`` (decimal units, as network rates are quoted)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+def event_record(event: ProgressEvent) -> dict[str, Any]:
+    """One event as the JSON object ``--progress json`` prints (one per line)."""
+    return {
+        "time": round(time.time(), 3),
+        "phase": event.phase,
+        "current": event.current,
+        "total": event.total,
+        "message": event.message,
+        "bytes_sent": event.bytes_sent,
+        "bytes_total": event.bytes_total,
+        "batch": event.batch,
+        "retries": event.retries,
+        "elapsed": round(event.elapsed, 3),
+        "state": event.state,
+        "failed": event.failed,
+    }

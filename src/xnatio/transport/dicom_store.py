@@ -40,7 +40,7 @@ from xnatio.dimse.status import Category, status_category, status_meaning
 from xnatio.errors import ConnectionFailedError, InputError, XnatioError
 from xnatio.inventory import DicomFile, Inventory
 from xnatio.options import DicomOptions, DicomTls
-from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.progress import ProgressCallback, ProgressEvent, emit, emit_ordered
 
 __all__ = [
     "REFUSED",
@@ -138,7 +138,9 @@ class _State:
         self.associations = 0
         self.live: set[Association] = set()
         self.done = 0
+        self.stored = 0  # answered with success or warning
         self.bytes_done = 0
+        self.started = time.monotonic()
         self.retries = 0
         self.last_connect_error = ""
         self.on_instance = on_instance
@@ -202,6 +204,7 @@ class _State:
             self.outcomes[job.index] = outcome
             self.done += 1
             if outcome.category != "failure":
+                self.stored += 1
                 self.bytes_done += job.file.size
             self.cond.notify_all()
             done = self.done
@@ -391,7 +394,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                 continue
             refused = state.refused.get(job.pair)
             if refused is not None:
-                done = state.finish(
+                state.finish(
                     job,
                     InstanceOutcome(
                         job.file.path,
@@ -403,7 +406,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                         index,
                     ),
                 )
-                _progress(state, cfg, done, index)
+                _progress(state, cfg, index)
                 continue
             job.attempts += 1
             try:
@@ -415,28 +418,32 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                 )
             except DimseError as exc:
                 drop(abort=True)
-                job.last_error = _describe(exc)
+                # Stopped by us (Ctrl-C, SIGTERM): the receiver is not to blame, and the
+                # instance may or may not have been stored.
+                job.last_error = _INTERRUPTED if state.stop.is_set() else _describe(exc)
                 if job.attempts < cfg.max_attempts and not state.stop.is_set():
                     state.put_back(job, retry=True)
                     continue
-                done = state.finish(
+                state.finish(
                     job,
                     InstanceOutcome(
                         job.file.path,
                         job.file.sop_instance_uid,
                         None,
-                        f"not stored: {job.last_error}",
+                        job.last_error
+                        if job.last_error == _INTERRUPTED
+                        else f"not stored: {job.last_error}",
                         job.attempts,
                         index,
                     ),
                 )
-                _progress(state, cfg, done, index)
+                _progress(state, cfg, index)
                 continue
             except (OSError, DatasetParseError, ValueError) as exc:
                 # A local problem with this file; part of a message may be on the wire, so the
                 # association cannot carry on. Retrying would read the same bytes again.
                 drop(abort=True)
-                done = state.finish(
+                state.finish(
                     job,
                     InstanceOutcome(
                         job.file.path,
@@ -447,7 +454,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                         index,
                     ),
                 )
-                _progress(state, cfg, done, index)
+                _progress(state, cfg, index)
                 continue
             category = status_category(resp.status)
             if category == "failure" and job.attempts < cfg.max_attempts:
@@ -457,7 +464,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                 state.put_back(job, retry=True)
                 state.stop.wait(min(0.1 * 2**job.attempts, 2.0))
                 continue
-            done = state.finish(
+            state.finish(
                 job,
                 InstanceOutcome(
                     job.file.path,
@@ -469,26 +476,42 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                     resp.error_comment,
                 ),
             )
-            _progress(state, cfg, done, index)
+            _progress(state, cfg, index)
     finally:
         drop(abort=state.stop.is_set())
         state.worker_exit()
 
 
-def _progress(state: _State, cfg: _Config, done: int, index: int) -> None:
-    emit(
-        cfg.progress,
-        ProgressEvent(
-            "uploading",
-            done,
-            cfg.total,
-            f"association {index}",
-            bytes_sent=state.bytes_done,
-            bytes_total=cfg.bytes_total,
-            batch=index,
-            retries=state.retries,
-        ),
-    )
+# The meaning of an instance that was on its way when the send was stopped.
+_INTERRUPTED = "not confirmed: interrupted while being sent"
+
+
+def _progress(state: _State, cfg: _Config, index: int | None) -> None:
+    """An ``uploading`` event: instances stored (current) and failed, their bytes, the time.
+
+    The counts are read under the lock :func:`emit` holds, so events leave in count order.
+    """
+    if cfg.progress is None:
+        return
+    with emit_ordered():
+        with state.cond:
+            stored, failed = state.stored, state.done - state.stored
+            sent, retries = state.bytes_done, state.retries
+        emit(
+            cfg.progress,
+            ProgressEvent(
+                "uploading",
+                stored,
+                cfg.total,
+                f"association {index}" if index is not None else "starting",
+                bytes_sent=sent,
+                bytes_total=cfg.bytes_total,
+                batch=index,
+                retries=retries,
+                elapsed=time.monotonic() - state.started,
+                failed=failed,
+            ),
+        )
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -691,11 +714,8 @@ def store_instances(
     state.report(list(pre_failed.values()))
     if state.callback_error is not None:
         raise state.callback_error
-    starting = ProgressEvent(
-        "uploading", state.done, len(files), "starting", bytes_total=cfg.bytes_total
-    )
     try:
-        emit(progress_callback, starting)
+        _progress(state, cfg, None)
     except KeyboardInterrupt:  # stopped before any association started: nothing was sent
         cancelled = True
     else:
