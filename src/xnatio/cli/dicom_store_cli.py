@@ -18,6 +18,7 @@ import click
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.cli.options import ServerOptions
 from xnatio.errors import InputError
+from xnatio.inventory import describe_skipped
 from xnatio.options import DicomOptions, DicomTls
 from xnatio.plan import plan_upload
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult
@@ -54,6 +55,7 @@ def run_dicom_store(
     num_batches: int,
     allow_multiple_studies: bool,
     creds: ServerOptions,
+    skip_unreadable: bool = False,
     dicom_host: str | None,
     dicom_port: int | None,
     dicom_called_aet: str | None,
@@ -105,7 +107,15 @@ def run_dicom_store(
     if dry_run:
         with ProgressDisplay(mode, unit="instances") as display:
             return _dry_run(
-                source, project, subject, session, options, allow_multiple_studies, as_json, display
+                source,
+                project,
+                subject,
+                session,
+                options,
+                allow_multiple_studies,
+                as_json,
+                display,
+                skip_unreadable,
             )
     cancelled: DicomStoreCancelled | None = None
     with ProgressDisplay(mode, unit="instances") as display:
@@ -122,6 +132,7 @@ def run_dicom_store(
                 resume=resume,
                 allow_multiple_studies=allow_multiple_studies,
                 progress_callback=display,
+                skip_unreadable=skip_unreadable,
             )
         except DicomStoreCancelled as exc:
             result, cancelled = exc.result, exc
@@ -159,6 +170,7 @@ def _dry_run(
     allow_multiple_studies: bool,
     as_json: bool,
     display: ProgressDisplay,
+    skip_unreadable: bool,
 ) -> int:
     plan = plan_upload(
         source,
@@ -168,6 +180,7 @@ def _dry_run(
         num_batches=options.associations,
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=display,
+        skip_unreadable=skip_unreadable,
     )
     inventory = plan.inventory
     inventory.source.close()
@@ -186,7 +199,7 @@ def _dry_run(
     click.echo(
         f"{summary['files']} DICOM files, {human_bytes(inventory.total_bytes)}, "
         f"{n} associations to {summary['receiver']}; "
-        f"{len(inventory.skipped)} files skipped"
+        f"{describe_skipped(inventory.skipped)}"
     )
     for s in inventory.skipped[:50]:
         click.echo(f"  skipped {s.path}: {s.reason}")
@@ -200,6 +213,8 @@ def _print_result(result: DicomStoreResult) -> None:
         click.echo(f"nothing to send: all {result.total_files} instances are already confirmed")
     elif result.present:
         click.echo(f"{len(result.present)} instances were already delivered and not re-sent")
+    if result.skipped:
+        click.echo(f"{describe_skipped(result.skipped)}; see --dry-run")
     verdict = "OK" if result.success else "INCOMPLETE"
     rate = result.bytes_sent / result.duration if result.duration > 0 else 0.0
     click.echo(
