@@ -203,7 +203,8 @@ def test_mixed_non_dicom_files_are_skipped_and_listed(
 def test_unreadable_file_is_listed(
     xio: Callable[..., Run], sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file without read permission is skipped with its reason; the rest is sent."""
+    """With --skip-unreadable, a file without read permission is skipped with its reason; the
+    rest is sent (without it: tests/test_strict_source.py)."""
     source = tmp_path / "perm"
     write_session(source, series=1, instances=3, rows=8, columns=8)
     victim = sorted(source.rglob("*.dcm"))[0]
@@ -217,7 +218,7 @@ def test_unreadable_file_is_listed(
             return real_open(self, path)
 
         monkeypatch.setattr(FolderSource, "open", guarded)
-    run = xio(*upload_args(sb, source, []), "--json", env=creds(sb))
+    run = xio(*upload_args(sb, source, []), "--json", "--skip-unreadable", env=creds(sb))
     assert run.code == 0, run.err
     summary = json.loads(run.out)
     rel = str(victim.relative_to(source))

@@ -18,6 +18,7 @@ __all__ = ["command", "load_config"]  # load_config: kept importable from here f
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
+from xnatio.inventory import describe_skipped
 from xnatio.options import parse_workers
 from xnatio.plan import UploadPlan, plan_upload
 from xnatio.result.outcome import UploadCancelled, UploadResult
@@ -86,7 +87,7 @@ def _print_plan(plan: UploadPlan) -> None:
     inv = plan.inventory
     click.echo(f"{len(inv.files)} DICOM files, {human_bytes(inv.total_bytes)}")
     if inv.skipped:
-        click.echo(f"{len(inv.skipped)} files skipped:")
+        click.echo(f"{describe_skipped(inv.skipped)}:")
         for s in inv.skipped[:50]:
             click.echo(f"  {s.path}: {s.reason}")
         if len(inv.skipped) > 50:
@@ -152,7 +153,7 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     elif result.already_present:
         click.echo(f"{result.already_present} instances were already on the server and not re-sent")
     if result.skipped:
-        click.echo(f"{len(result.skipped)} files skipped (not DICOM or not wanted); see --dry-run")
+        click.echo(f"{describe_skipped(result.skipped)}; see --dry-run")
     if result.archive_uri:
         click.echo(f"session: {result.archive_uri}")
     if result.verification is not None:
@@ -243,6 +244,12 @@ def _print_result(result: UploadResult, quiet: bool) -> None:
     show_default=True,
 )
 @click.option("--allow-multiple-studies", is_flag=True, help="Accept several studies in SOURCE.")
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Leave out files and folders of SOURCE that cannot be read (listed as skipped) "
+    "instead of stopping with exit code 2.",
+)
 @server_options
 @click.option("--dicom-host", help="C-STORE host (default: the XNAT server's host).")
 @click.option(
@@ -331,6 +338,7 @@ def command(
     direct_archive: bool,
     import_handler: str,
     allow_multiple_studies: bool,
+    skip_unreadable: bool,
     creds: ServerOptions,
     dicom_host: str | None,
     dicom_port: int | None,
@@ -384,6 +392,7 @@ def command(
             source=source,
             num_batches=num_batches or 45,
             allow_multiple_studies=allow_multiple_studies,
+            skip_unreadable=skip_unreadable,
             creds=creds,
             dicom_host=dicom_host,
             dicom_port=dicom_port,
@@ -422,6 +431,7 @@ def command(
                 num_batches=batches,
                 allow_multiple_studies=allow_multiple_studies,
                 progress_callback=display,
+                skip_unreadable=skip_unreadable,
             )
             plan.inventory.source.close()
             if as_json:
@@ -467,6 +477,7 @@ def command(
                 verify=verify,
                 journal=journal,
                 resume=resume,
+                skip_unreadable=skip_unreadable,
             )
         except UploadCancelled as exc:
             display.__exit__(None, None, None)

@@ -67,6 +67,12 @@ def _print(report: VerifyReport, quiet: bool) -> None:
     is_flag=True,
     help="Also download every stored file and compare its data elements with the local file.",
 )
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Leave out files and folders of SOURCE that cannot be read (listed as skipped) "
+    "instead of stopping with exit code 2; the rest is compared.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The full comparison as JSON on stdout.")
 @click.option(
     "--progress",
@@ -88,6 +94,7 @@ def command(
     wait: float,
     creds: ServerOptions,
     deep: bool,
+    skip_unreadable: bool,
     as_json: bool,
     progress_mode: str,
     verbose: int,
@@ -124,6 +131,7 @@ def command(
             wait=wait,
             progress_callback=display,
             deep=deep,
+            skip_unreadable=skip_unreadable,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

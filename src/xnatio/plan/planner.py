@@ -45,6 +45,7 @@ def plan_upload(
     num_batches: int = 42,
     allow_multiple_studies: bool = False,
     progress_callback: ProgressCallback | None = None,
+    skip_unreadable: bool = False,
 ) -> UploadPlan:
     """Scan ``source_dir`` and cut it into batches, sending nothing.
 
@@ -60,6 +61,9 @@ def plan_upload(
         Accept a source holding several StudyInstanceUIDs.
     progress_callback
         Receives ``scanning`` events while headers are read.
+    skip_unreadable
+        Leave out files and folders that cannot be read (listed as skipped) instead of
+        refusing the source.
 
     Returns
     -------
@@ -77,7 +81,9 @@ def plan_upload(
     if num_batches < 1:
         raise InputError("--num-batches must be at least 1")
 
-    inventory = build_inventory(source_dir, progress=scan_reporter(progress_callback))
+    inventory = build_inventory(
+        source_dir, progress=scan_reporter(progress_callback), skip_unreadable=skip_unreadable
+    )
     return plan_inventory(
         inventory, num_batches=num_batches, allow_multiple_studies=allow_multiple_studies
     )

@@ -52,6 +52,7 @@ def upload_session(
     resume: bool = False,
     allow_multiple_studies: bool = False,
     progress_callback: ProgressCallback | None = None,
+    skip_unreadable: bool = False,
 ) -> UploadResult | DicomStoreResult:
     """Upload one DICOM session to XNAT over the transport ``transport`` describes.
 
@@ -82,6 +83,9 @@ def upload_session(
         Accept a source holding several StudyInstanceUIDs.
     progress_callback
         Receives :class:`~xnatio.progress.ProgressEvent` objects, from worker threads too.
+    skip_unreadable
+        Leave out files and folders of the source that cannot be read (no permission, an I/O
+        error), listed as skipped, instead of refusing the source (:class:`InputError`).
 
     Returns
     -------
@@ -111,6 +115,7 @@ def upload_session(
             resume=resume,
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=progress_callback,
+            skip_unreadable=skip_unreadable,
         )
     return run_dicom(
         source.inventory if isinstance(source, UploadPlan) else source,
@@ -123,6 +128,7 @@ def upload_session(
         echo=True,
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=progress_callback,
+        skip_unreadable=skip_unreadable,
     )
 
 
@@ -184,6 +190,7 @@ def upload_dicom_parallel_rest(
     journal: str | Path | bool = True,
     resume: bool = False,
     options: RestOptions | None = None,
+    skip_unreadable: bool = False,
 ) -> UploadResult:
     """Upload a DICOM session to XNAT through the import service, in parallel batches.
 
@@ -221,6 +228,9 @@ def upload_dicom_parallel_rest(
         confirm them; the missing batches go into the same prearchive session, which is then
         committed once (``append`` when part of the session is already archived). A completed
         upload sends nothing.
+    skip_unreadable
+        Leave out files and folders of the source that cannot be read (no permission, an I/O
+        error), listed as skipped, instead of refusing the source (:class:`InputError`).
 
     Returns
     -------
@@ -267,6 +277,7 @@ def upload_dicom_parallel_rest(
         resume=resume,
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=progress_callback,
+        skip_unreadable=skip_unreadable,
     )
 
 
@@ -297,6 +308,7 @@ def send_dicom_store(
     journal: str | Path | bool | None = None,
     resume: bool = False,
     options: DicomOptions | None = None,
+    skip_unreadable: bool = False,
 ) -> DicomStoreResult:
     """Send a DICOM session to a Storage SCP (XNAT's DICOM receiver) with C-STORE.
 
@@ -344,6 +356,9 @@ def send_dicom_store(
         folder) or False. The default keeps one when ``server`` is given.
     resume
         Send only what an earlier, interrupted send did not deliver.
+    skip_unreadable
+        Leave out files and folders of ``source_dir`` that cannot be read (no permission, an
+        I/O error), listed as skipped, instead of refusing the source (:class:`InputError`).
 
     Returns
     -------
@@ -406,4 +421,5 @@ def send_dicom_store(
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=progress_callback,
         on_instance=on_instance,
+        skip_unreadable=skip_unreadable,
     )

@@ -56,6 +56,7 @@ def run_dicom(
     on_instance: Callable[[InstanceOutcome], None] | None = None,
     client: XnatSession | None = None,
     budget: ConnectionBudget | None = None,
+    skip_unreadable: bool = False,
 ) -> DicomStoreResult:
     """Send ``source`` over C-STORE; see :func:`xnatio.send_dicom_store`.
 
@@ -93,6 +94,7 @@ def run_dicom(
             source,
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=progress_callback,
+            skip_unreadable=skip_unreadable,
         )
         if own:
             stack.enter_context(inventory)

@@ -63,6 +63,7 @@ def run_rest(
     progress_callback: ProgressCallback | None,
     client: XnatSession | None = None,
     budget: ConnectionBudget | None = None,
+    skip_unreadable: bool = False,
 ) -> UploadResult:
     """Upload ``source`` to ``target`` over REST; see :func:`xnatio.upload_dicom_parallel_rest`.
 
@@ -90,6 +91,7 @@ def run_rest(
             num_batches=options.num_batches,
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=progress_callback,
+            skip_unreadable=skip_unreadable,
         )
         with (
             plan.inventory,

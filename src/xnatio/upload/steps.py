@@ -76,6 +76,7 @@ def plan_with_preflight(
     num_batches: int,
     allow_multiple_studies: bool,
     progress_callback: ProgressCallback | None,
+    skip_unreadable: bool = False,
 ) -> tuple[UploadPlan, list[ServerFile] | None]:
     """Plan the upload while logging in and looking at the server.
 
@@ -99,6 +100,7 @@ def plan_with_preflight(
             num_batches=num_batches,
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=progress_callback,
+            skip_unreadable=skip_unreadable,
         )
         try:
             return plan, checks.result()
@@ -112,13 +114,16 @@ def scan_source(
     *,
     allow_multiple_studies: bool,
     progress_callback: ProgressCallback | None,
+    skip_unreadable: bool = False,
 ) -> tuple[Inventory, bool]:
     """The checked inventory of ``source``, and whether this call opened it (and must close it)."""
     own = not isinstance(source, Inventory)
     if isinstance(source, Inventory):
         inventory = source
     else:
-        inventory = build_inventory(source, progress=scan_reporter(progress_callback))
+        inventory = build_inventory(
+            source, progress=scan_reporter(progress_callback), skip_unreadable=skip_unreadable
+        )
     try:
         return check_inventory(inventory, allow_multiple_studies=allow_multiple_studies), own
     except BaseException:

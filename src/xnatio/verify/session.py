@@ -241,6 +241,7 @@ def verify_session(
     xnat: XnatSession | None = None,
     deep: bool = False,
     expected_edits: ExpectedEdits | None = None,
+    skip_unreadable: bool = False,
 ) -> VerifyReport:
     """Check that an XNAT session holds exactly the instances of a local source.
 
@@ -275,6 +276,9 @@ def verify_session(
     expected_edits
         Changes the server is expected to make to each instance (anonymisation), allowed by the
         deep comparison.
+    skip_unreadable
+        Leave out files and folders of ``source_dir`` that cannot be read, instead of refusing
+        the source: the comparison is then with the readable part only.
 
     Returns
     -------
@@ -294,7 +298,7 @@ def verify_session(
         source: Source | None = None
         files: Sequence[DicomFile]
         if source_dir is not None:
-            inv = stack.enter_context(build_inventory(source_dir))
+            inv = stack.enter_context(build_inventory(source_dir, skip_unreadable=skip_unreadable))
             files, source = list(inv.files), inv.source
         elif isinstance(inventory, Inventory):
             files, source = inventory.files, inventory.source
