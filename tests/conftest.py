@@ -66,5 +66,9 @@ def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
 def _private_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Uploads keep journals in the user's cache folder: give every test its own."""
+    """Uploads keep journals in the user's cache folder and read profiles from the user's
+    config folder: give every test its own (empty) ones."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    for name in ("XNATIO_PROFILE", "XNATIO_CONFIG"):
+        monkeypatch.delenv(name, raising=False)

@@ -1,9 +1,18 @@
 """Where the server address and credentials come from.
 
-Precedence, highest first: explicit values (command-line flags or function arguments), the
-environment (``XNAT_SERVER``, ``XNAT_USERNAME``, ``XNAT_PASSWORD``, ``XNAT_VERIFY_TLS``), a ``.env``
-file in the working directory (``.env.NAME`` with ``--env NAME``), then ``~/.netrc`` for the
-server's host. A password is never accepted as a command-line argument.
+Precedence, highest first, setting by setting:
+
+1. explicit values (command-line flags or function arguments);
+2. the profile named by ``--profile NAME`` or ``XNATIO_PROFILE`` (:mod:`xnatio.profiles`);
+3. the environment (``XNAT_SERVER``, ``XNAT_USERNAME``, ``XNAT_PASSWORD``, ``XNAT_VERIFY_TLS``);
+4. a ``.env`` file in the working directory (``--env NAME`` reads ``.env.NAME``, ``--env PATH``
+   that file);
+5. the config file's ``default_profile``;
+6. ``~/.netrc`` for the server's host (username and password only).
+
+A profile's username, password and TLS setting are used only when the server in effect is the
+profile's own server, so one server's password is never sent to another. A password is never
+accepted as a command-line argument.
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from xnatio.errors import InputError
+from xnatio.profiles import Profile, ProfileFile, config_file_path, read_profiles
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +132,235 @@ def normalise_server(server: str) -> str:
     return url
 
 
+_ENV_KEYS = {
+    "server": "XNAT_SERVER",
+    "username": "XNAT_USERNAME",
+    "password": "XNAT_PASSWORD",
+    "verify_tls": "XNAT_VERIFY_TLS",
+}
+DICOM_ENV_KEYS = {
+    "dicom_host": "XNAT_DICOM_HOST",
+    "dicom_port": "XNAT_DICOM_PORT",
+    "dicom_called_aet": "XNAT_DICOM_CALLED_AET",
+    "dicom_calling_aet": "XNAT_DICOM_CALLING_AET",
+}
+
+
+def env_file_for(value: str | None, cwd: Path) -> Path:
+    """The ``.env`` file that ``--env VALUE`` names.
+
+    No value: ``.env`` in ``cwd`` (it need not exist). A value with a path separator, or one
+    that starts with ``.`` or ``~``, is a path (xnatio 0.2's meaning). Otherwise ``.env.VALUE``
+    when it exists, else a file called VALUE (``--env prod.env``); one of them must exist.
+    """
+    if value is None:
+        return cwd / ".env"
+    if not value.strip():
+        raise InputError("--env is empty; give a NAME (.env.NAME) or the path of a file")
+    if "/" in value or os.sep in value or value.startswith((".", "~")):
+        path = cwd / Path(value).expanduser()
+        if not path.is_file():
+            raise InputError(f"--env {value}: {path} is not a file")
+        return path
+    named, plain = cwd / f".env.{value}", cwd / value
+    for path in (named, plain):
+        if path.is_file():
+            return path
+    raise InputError(f"--env {value}: neither {named} nor {plain} exists")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One place settings come from; a profile's values count only for its own server."""
+
+    source: str
+    values: Mapping[str, Any] = field(repr=False)
+    profile: Profile | None = None
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _tls(value: Any) -> Any:
+    return parse_bool_or_path(value) if isinstance(value, str) and value.strip() else value
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The settings in effect, and where each came from (``xio config show``).
+
+    Attributes
+    ----------
+    server, username, password, verify_tls
+        The values in effect (None when nothing gives one; ``verify_tls`` defaults to True).
+    sources
+        Setting name -> where its value came from (``command line``, ``profile NAME``,
+        ``environment``, a ``.env`` path, ``profile NAME (default)``, ``~/.netrc``).
+    profile
+        The profile whose server is in effect, if any.
+    dicom
+        ``dicom_host``, ``dicom_port``, ``dicom_called_aet``, ``dicom_calling_aet`` from the
+        environment (``XNAT_DICOM_*``) or the profile in effect; absent keys are not set.
+    """
+
+    server: str | None
+    username: str | None
+    password: str | None = field(repr=False)
+    verify_tls: bool | str
+    sources: Mapping[str, str]
+    profile: Profile | None = None
+    dicom: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self) -> XnatConfig | None:
+        """The :class:`XnatConfig` in effect, or None when no server is configured.
+
+        Raises
+        ------
+        InputError
+            A server is configured but the username or password is missing, or not UTF-8.
+        """
+        srv, user, pwd = self.server, self.username, self.password
+        if srv is None:
+            return None
+        if not user:
+            raise InputError(f"no username for {srv}: pass --user or set XNAT_USERNAME")
+        if pwd is None:
+            raise InputError(
+                f"no password for {user}@{srv}: set XNAT_PASSWORD, use --password-stdin, "
+                "or add the host to ~/.netrc"
+            )
+        # Bytes that are not UTF-8 (from the environment or standard input) cannot be sent.
+        for what, value in (("username", user), ("password", pwd)):
+            if not _is_utf8(value):
+                raise InputError(
+                    f"the {what} for {srv} is not valid UTF-8 text; check how it is set"
+                )
+        return XnatConfig(server=srv, username=user, password=pwd, verify_tls=self.verify_tls)
+
+
+def _profile_layer(profile: Profile, source: str) -> _Layer:
+    values = {**profile.values, "server": profile.server}
+    values["verify_tls"] = _tls(profile.get("verify_tls"))
+    return _Layer(source, values, profile)
+
+
+def _layers(
+    explicit: Mapping[str, Any],
+    chosen: str | None,
+    file: ProfileFile,
+    env: Mapping[str, str],
+    env_file: Path,
+) -> list[_Layer]:
+    """The sources of settings, highest precedence first."""
+    dotenv = read_env_file(env_file)
+    layers = [_Layer("command line", explicit)]
+    if chosen:
+        p = file.pick(chosen)
+        layers.append(_profile_layer(p, f"profile {p.name}"))
+    for source, raw in (("environment", env), (str(env_file), dotenv)):
+        values = {key: raw.get(var) for key, var in _ENV_KEYS.items()}
+        values["verify_tls"] = _tls(values["verify_tls"])
+        layers.append(_Layer(source, values))
+    if not chosen and file.default:
+        p = file.profiles[file.default]
+        layers.append(_profile_layer(p, f"profile {p.name} (default)"))
+    return layers
+
+
+def _serves(layer: _Layer, server: str) -> bool:
+    """Whether ``layer``'s account and TLS settings may be used for ``server``."""
+    if layer.profile is None:
+        return True
+    try:
+        return normalise_server(layer.profile.server) == server
+    except InputError as exc:
+        raise InputError(f"profile {layer.profile.name}: {exc.message}") from None
+
+
+def resolve_settings(
+    *,
+    server: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    verify_tls: bool | str | None = None,
+    env_name: str | None = None,
+    profile: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    profiles: ProfileFile | None = None,
+) -> Resolution:
+    """Combine flags, profiles, environment, ``.env`` and ``~/.netrc`` (see the module doc).
+
+    Parameters
+    ----------
+    server, username, password, verify_tls
+        Explicit values (flags); empty strings count as not given.
+    env_name
+        ``--env``: a NAME (``.env.NAME``) or a path (see :func:`env_file_for`).
+    profile
+        ``--profile``: a profile of the config file (``XNATIO_PROFILE`` when None).
+    environ, cwd, profiles
+        The environment, working directory and config file (defaults: the process's own, and
+        :func:`xnatio.profiles.read_profiles`).
+
+    Returns
+    -------
+    Resolution
+        Values and their sources; :meth:`Resolution.config` checks them.
+    """
+    env = os.environ if environ is None else environ
+    env_file = env_file_for(env_name, Path.cwd() if cwd is None else cwd)
+    file = read_profiles(config_file_path(env)) if profiles is None else profiles
+    chosen = profile or env.get("XNATIO_PROFILE") or None
+    explicit = {"server": server, "username": username, "password": password}
+    layers = _layers({**explicit, "verify_tls": verify_tls}, chosen, file, env, env_file)
+    sources: dict[str, str] = {}
+
+    def first(key: str, srv: str | None) -> Any:
+        for layer in layers:
+            value = layer.values.get(key)
+            if _present(value) and (srv is None or _serves(layer, srv)):
+                sources[key] = layer.source
+                return value
+        return None
+
+    raw_server = first("server", None)
+    if raw_server is None:
+        return Resolution(None, None, None, True, sources, dicom=_dicom(env, None, sources))
+    try:
+        srv = normalise_server(raw_server)
+    except InputError as exc:
+        raise InputError(f"{sources['server']}: {exc.message}") from None
+    user, pwd = first("username", srv), first("password", srv)
+    if user is None or pwd is None:
+        from_netrc = _netrc_login(srv)
+        if from_netrc is not None:
+            if user is None and from_netrc[0]:
+                user, sources["username"] = from_netrc[0], "~/.netrc"
+            if pwd is None and user == from_netrc[0]:
+                pwd, sources["password"] = from_netrc[1], "~/.netrc"
+    tls = first("verify_tls", srv)
+    if tls is None:
+        tls, sources["verify_tls"] = True, "default"
+    in_effect = next((x.profile for x in layers if x.profile and _serves(x, srv)), None)
+    dicom = _dicom(env, in_effect, sources)
+    return Resolution(srv, user, pwd, tls, sources, in_effect, dicom)
+
+
+def _dicom(
+    env: Mapping[str, str], profile: Profile | None, sources: dict[str, str]
+) -> dict[str, Any]:
+    """The DICOM receiver's settings: ``XNAT_DICOM_*`` first, then the profile in effect."""
+    values: dict[str, Any] = {}
+    for key, var in DICOM_ENV_KEYS.items():
+        if env.get(var):
+            values[key], sources[key] = env[var], "environment"
+        elif profile is not None and profile.get(key) is not None:
+            values[key], sources[key] = profile.get(key), f"profile {profile.name}"
+    return values
+
+
 def resolve_config(
     *,
     server: str | None = None,
@@ -128,57 +368,25 @@ def resolve_config(
     password: str | None = None,
     verify_tls: bool | str | None = None,
     env_name: str | None = None,
+    profile: str | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> XnatConfig | None:
-    """Combine flags, environment, ``.env`` and ``~/.netrc`` into an :class:`XnatConfig`.
+    """Combine flags, profiles, environment, ``.env`` and ``~/.netrc`` into an :class:`XnatConfig`.
 
     Returns ``None`` when no server is configured anywhere. Raises :class:`InputError` when a server
     is configured but the username or password is missing.
     """
-    env = os.environ if environ is None else environ
-    base = Path.cwd() if cwd is None else cwd
-    env_file = base / (f".env.{env_name}" if env_name else ".env")
-    if env_name and not env_file.exists():
-        raise InputError(f"--env {env_name}: {env_file} does not exist")
-    dotenv = read_env_file(env_file)
-
-    def pick(explicit: str | None, key: str) -> str | None:
-        if explicit:
-            return explicit
-        return env.get(key) or dotenv.get(key) or None
-
-    srv = pick(server, "XNAT_SERVER")
-    if srv is None:
-        return None
-    srv = normalise_server(srv)
-    user = pick(username, "XNAT_USERNAME")
-    pwd = password or env.get("XNAT_PASSWORD") or dotenv.get("XNAT_PASSWORD")
-    if user is None or pwd is None:
-        from_netrc = _netrc_login(srv)
-        if from_netrc is not None:
-            user = user or from_netrc[0]
-            if pwd is None and (user == from_netrc[0]):
-                pwd = from_netrc[1]
-    tls: bool | str = True
-    if verify_tls is not None:
-        tls = verify_tls
-    else:
-        raw_tls = env.get("XNAT_VERIFY_TLS") or dotenv.get("XNAT_VERIFY_TLS")
-        if raw_tls:
-            tls = parse_bool_or_path(raw_tls)
-    if not user:
-        raise InputError(f"no username for {srv}: pass --user or set XNAT_USERNAME")
-    if pwd is None:
-        raise InputError(
-            f"no password for {user}@{srv}: set XNAT_PASSWORD, use --password-stdin, "
-            "or add the host to ~/.netrc"
-        )
-    # Bytes that are not UTF-8 (from the environment or standard input) cannot be sent.
-    for what, value in (("username", user), ("password", pwd)):
-        if not _is_utf8(value):
-            raise InputError(f"the {what} for {srv} is not valid UTF-8 text; check how it is set")
-    return XnatConfig(server=srv, username=user, password=pwd, verify_tls=tls)
+    return resolve_settings(
+        server=server,
+        username=username,
+        password=password,
+        verify_tls=verify_tls,
+        env_name=env_name,
+        profile=profile,
+        environ=environ,
+        cwd=cwd,
+    ).config()
 
 
 def _is_utf8(text: str) -> bool:

@@ -7,6 +7,7 @@ it is run, so ``xio --version`` and ``xio -h`` stay fast.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import logging
 import os
@@ -46,7 +47,31 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "Upload non-DICOM files into a session or scan resource.",
     ),
     "upload-many": ("xnatio.cli.upload_many:command", "Upload many sessions in one run."),
+    "ping": ("xnatio.cli.ping:ping", "Check the server, the login and XNAT's version."),
+    "whoami": ("xnatio.cli.ping:whoami", "Show the account, server and XNAT version in use."),
+    "echo": ("xnatio.cli.echo:command", "Send a C-ECHO to the DICOM receiver."),
+    "create-project": (
+        "xnatio.cli.projects:create_project_command",
+        "Create a project if missing.",
+    ),
+    "list-scans": ("xnatio.cli.projects:list_scans_command", "List a session's scans and files."),
+    "config": ("xnatio.cli.config_cli:command", "Show profiles and the settings in effect."),
+    "journal": ("xnatio.cli.journal_cli:command", "List or prune the upload journals."),
 }
+
+# Commands of the earlier public xnatio (0.2) that xio does not have (docs/migrating.md).
+_XNATIO_02_ONLY = frozenset(
+    {
+        "download-session",
+        "extract-session",
+        "delete-scans",
+        "rename-subjects",
+        "rename-subjects-pattern",
+        "add-user-to-groups",
+        "refresh-catalogs",
+        "apply-label-fixes",
+    }
+)
 
 
 class _LazyGroup(click.Group):
@@ -63,17 +88,38 @@ class _LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in _COMMANDS:
+            ctx.fail(_no_such_command(name))
+        return super().resolve_command(ctx, args)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_text) for name, (_, help_text) in sorted(_COMMANDS.items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
+def _no_such_command(name: str) -> str:
+    """``No such command 'X'``, with the closest names or where an xnatio 0.2 command went."""
+    message = f"No such command {name!r}"
+    if name in _XNATIO_02_ONLY:
+        return f"{message}: xio does not have this xnatio 0.2 command (see docs/migrating.md)"
+    close = difflib.get_close_matches(name, _COMMANDS, n=2, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean {' or '.join(repr(c) for c in close)})"
+    return message
+
+
 @click.group(
     cls=_LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, "--version", prog_name="xio", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="xio", message="%(prog)s %(version)s"
+)
 def app() -> None:
     """xio: upload DICOM sessions to XNAT fast, and prove they landed."""
 

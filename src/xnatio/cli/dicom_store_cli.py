@@ -7,19 +7,16 @@ library's :func:`xnatio.send_dicom_store`.
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
 from xnatio.cli.display import ProgressDisplay, human_bytes
-from xnatio.cli.options import ServerOptions
-from xnatio.errors import InputError
+from xnatio.cli.options import ServerOptions, dicom_receiver
 from xnatio.inventory import describe_skipped
-from xnatio.options import DicomOptions, DicomTls
+from xnatio.options import DicomOptions
 from xnatio.plan import plan_upload
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult
 from xnatio.result.report import dicom_store_rows, json_safe, skipped_list, write_report
@@ -27,10 +24,6 @@ from xnatio.upload import send_dicom_store
 from xnatio.verify import VerifyLevel
 
 EXIT_OK, EXIT_PARTIAL = 0, 1
-
-
-def _env(value: str | None, key: str) -> str | None:
-    return value if value is not None else (os.environ.get(key) or None)
 
 
 def _result_dict(result: DicomStoreResult) -> dict[str, Any]:
@@ -78,30 +71,28 @@ def run_dicom_store(
     quiet: bool,
 ) -> int:
     """Run a C-STORE upload from parsed options; return the exit code."""
+    settings = creds.settings()
     config = None
-    if creds.server or os.environ.get("XNAT_SERVER") or not dry_run:
+    if settings.server is not None or not dry_run:
         config = creds.config(required=False)
-    host = _env(dicom_host, "XNAT_DICOM_HOST")
-    if host is None and config is not None:
-        host = urlsplit(config.server).hostname
-    if host is None:
-        raise InputError("no DICOM host: pass --dicom-host, set XNAT_DICOM_HOST, or give --server")
-    port_text = _env(str(dicom_port) if dicom_port else None, "XNAT_DICOM_PORT") or "8104"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InputError(f"DICOM port {port_text!r} is not a port number (1-65535)")
-    options = DicomOptions(
-        host=host,
-        port=int(port_text),
-        called_aet=_env(dicom_called_aet, "XNAT_DICOM_CALLED_AET") or "XNAT",
-        calling_aet=_env(dicom_calling_aet, "XNAT_DICOM_CALLING_AET") or "XNATIO",
+    receiver = dicom_receiver(
+        settings,
+        dicom_host=dicom_host,
+        dicom_port=dicom_port,
+        dicom_called_aet=dicom_called_aet,
+        dicom_calling_aet=dicom_calling_aet,
+        dicom_tls=dicom_tls,
+        dicom_tls_ca=dicom_tls_ca,
+        dicom_tls_cert=dicom_tls_cert,
+        dicom_tls_key=dicom_tls_key,
+    )
+    options = replace(
+        receiver,
         associations=num_batches,
         routing_tags=routing_tags,
-        tls=DicomTls(ca=dicom_tls_ca, cert=dicom_tls_cert, key=dicom_tls_key)
-        if dicom_tls
-        else None,
         timeout=timeout,
         wait=wait,
-        journal_records=journal_chunk or DicomOptions(host=host).journal_records,
+        journal_records=journal_chunk or receiver.journal_records,
     )
     mode = progress_mode if not as_json or progress_mode != "auto" else "none"
     if dry_run:

@@ -6,15 +6,16 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import click
 
-from xnatio.config import XnatConfig, resolve_config
+from xnatio.config import Resolution, XnatConfig, resolve_settings
 from xnatio.errors import InputError
-from xnatio.options import check_seconds
+from xnatio.options import DicomOptions, DicomTls, check_seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,6 +89,7 @@ def load_config(
     insecure: bool,
     env_name: str | None,
     required: bool,
+    profile: str | None = None,
 ) -> XnatConfig | None:
     """Resolve server and credentials; prompt for a hidden password on a terminal if needed.
 
@@ -100,37 +102,57 @@ def load_config(
     insecure
         Turn TLS verification off (``--insecure``), with a warning.
     env_name
-        Read ``.env.NAME`` instead of ``.env`` (``--env NAME``).
+        ``--env``: read ``.env.NAME``, or the file at a path (xnatio 0.2's meaning).
     required
         Raise when no server is configured anywhere.
+    profile
+        ``--profile NAME``: a profile of the config file.
 
     Returns
     -------
     XnatConfig or None
         None only when no server is configured and ``required`` is False.
     """
-    password = read_password_stdin() if password_stdin else None
-    verify: bool | None = False if insecure else None
-    try:
-        config = resolve_config(
-            server=server, username=user, password=password, verify_tls=verify, env_name=env_name
-        )
-    except InputError as exc:
-        if "no password" in exc.message and sys.stdin.isatty():
-            config = resolve_config(
-                server=server,
-                username=user,
-                password=click.prompt("XNAT password", hide_input=True),
-                verify_tls=verify,
-                env_name=env_name,
-            )
-        else:
-            raise
+    settings = resolve(
+        server=server,
+        user=user,
+        password_stdin=password_stdin,
+        insecure=insecure,
+        env_name=env_name,
+        profile=profile,
+    )
+    missing = settings.server is not None and settings.username and settings.password is None
+    if missing and sys.stdin.isatty():
+        typed = click.prompt("XNAT password", hide_input=True)
+        settings = replace(settings, password=typed)
+    config = settings.config()
     if config is None and required:
-        raise InputError("no XNAT server given: pass --server URL or set XNAT_SERVER")
+        raise InputError(
+            "no XNAT server given: pass --server URL or --profile NAME, or set XNAT_SERVER"
+        )
     if insecure:
         click.echo("xio: warning: TLS certificate verification is OFF (--insecure)", err=True)
     return config
+
+
+def resolve(
+    *,
+    server: str | None,
+    user: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    env_name: str | None,
+    profile: str | None,
+) -> Resolution:
+    """The settings in effect for these flags, with where each came from."""
+    return resolve_settings(
+        server=server,
+        username=user,
+        password=read_password_stdin() if password_stdin else None,
+        verify_tls=False if insecure else None,
+        env_name=env_name,
+        profile=profile,
+    )
 
 
 @dataclass(frozen=True)
@@ -142,9 +164,10 @@ class ServerOptions:
     password_stdin: bool
     insecure: bool
     env_name: str | None
+    profile: str | None = None
 
     def config(self, *, required: bool = True) -> XnatConfig | None:
-        """Resolve these options with the environment, ``.env`` and ``~/.netrc``."""
+        """Resolve these options with profiles, the environment, ``.env`` and ``~/.netrc``."""
         return load_config(
             server=self.server,
             user=self.user,
@@ -152,6 +175,7 @@ class ServerOptions:
             insecure=self.insecure,
             env_name=self.env_name,
             required=required,
+            profile=self.profile,
         )
 
     def required_config(self) -> XnatConfig:
@@ -160,18 +184,50 @@ class ServerOptions:
         assert config is not None  # required=True raises instead
         return config
 
+    def settings(self) -> Resolution:
+        """The settings in effect and their sources, without prompting or checking them.
+
+        ``--password-stdin`` is not read here (a password is never shown anyway).
+        """
+        return resolve(
+            server=self.server,
+            user=self.user,
+            password_stdin=False,
+            insecure=self.insecure,
+            env_name=self.env_name,
+            profile=self.profile,
+        )
+
 
 _SERVER_OPTIONS = (
-    click.option("--server", help="XNAT URL (or XNAT_SERVER)."),
-    click.option("--user", help="XNAT username (or XNAT_USERNAME)."),
-    click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
-    click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
-    click.option("--env", "env_name", metavar="NAME", help="Read .env.NAME instead of .env."),
+    click.option("--server", metavar="URL", help="XNAT URL (or XNAT_SERVER, or a profile)."),
+    click.option("--user", metavar="NAME", help="XNAT username (or XNAT_USERNAME)."),
+    click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from the first line of standard input.",
+    ),
+    click.option(
+        "--insecure",
+        is_flag=True,
+        help="Do not verify the server's TLS certificate (tests only; a warning is printed).",
+    ),
+    click.option(
+        "--profile",
+        metavar="NAME",
+        help="Use profile NAME of the config file (see 'xio config list'; or XNATIO_PROFILE).",
+    ),
+    click.option(
+        "--env",
+        "env_name",
+        metavar="NAME|PATH",
+        help="Read .env.NAME instead of .env, or the env file at PATH (xnatio 0.2).",
+    ),
 )
 
 
 def server_options(func: F) -> F:
-    """Add ``--server --user --password-stdin --insecure --env`` to a command.
+    """Add ``--server --user --password-stdin --insecure --profile --env`` to a command.
 
     The command receives them as one ``creds: ServerOptions`` argument.
     """
@@ -184,6 +240,7 @@ def server_options(func: F) -> F:
             password_stdin=kwargs.pop("password_stdin"),
             insecure=kwargs.pop("insecure"),
             env_name=kwargs.pop("env_name"),
+            profile=kwargs.pop("profile"),
         )
         return func(*args, **kwargs)
 
@@ -191,3 +248,107 @@ def server_options(func: F) -> F:
     for option in reversed(_SERVER_OPTIONS):
         decorated = option(decorated)
     return cast(F, decorated)
+
+
+_PEM_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+_DICOM_OPTIONS = (
+    click.option(
+        "--dicom-host",
+        metavar="HOST",
+        help="DICOM receiver's host (or XNAT_DICOM_HOST; default: the XNAT server's host).",
+    ),
+    click.option(
+        "--dicom-port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="DICOM receiver's port (or XNAT_DICOM_PORT; default 8104, XNAT's receiver).",
+    ),
+    click.option(
+        "--dicom-called-aet",
+        metavar="AET",
+        default=None,
+        help="The receiver's AE title (or XNAT_DICOM_CALLED_AET; default XNAT).",
+    ),
+    click.option(
+        "--dicom-calling-aet",
+        metavar="AET",
+        default=None,
+        help="Our AE title, as the receiver knows us (or XNAT_DICOM_CALLING_AET; default XNATIO).",
+    ),
+    click.option(
+        "--dicom-tls",
+        is_flag=True,
+        help="Use TLS for DICOM associations (DICOM PS3.15 annex B.1).",
+    ),
+    click.option(
+        "--dicom-tls-ca",
+        type=_PEM_FILE,
+        metavar="PEM",
+        help="With --dicom-tls: the CA that signed the receiver's certificate (default: the "
+        "system's CAs).",
+    ),
+    click.option(
+        "--dicom-tls-cert",
+        type=_PEM_FILE,
+        metavar="PEM",
+        help="With --dicom-tls: our client certificate, for receivers that ask for one.",
+    ),
+    click.option(
+        "--dicom-tls-key",
+        type=_PEM_FILE,
+        metavar="PEM",
+        help="With --dicom-tls: the private key of --dicom-tls-cert.",
+    ),
+)
+
+
+def dicom_options(func: F) -> F:
+    """Add the DICOM receiver's options (``--dicom-host`` ... ``--dicom-tls-key``) to a command.
+
+    The command receives them as keyword arguments of the same names; :func:`dicom_receiver`
+    turns them into :class:`~xnatio.options.DicomOptions`.
+    """
+    decorated: Callable[..., Any] = func
+    for option in reversed(_DICOM_OPTIONS):
+        decorated = option(decorated)
+    return cast(F, decorated)
+
+
+def dicom_receiver(
+    settings: Resolution,
+    *,
+    dicom_host: str | None,
+    dicom_port: int | None,
+    dicom_called_aet: str | None,
+    dicom_calling_aet: str | None,
+    dicom_tls: bool,
+    dicom_tls_ca: Path | None,
+    dicom_tls_cert: Path | None,
+    dicom_tls_key: Path | None,
+) -> DicomOptions:
+    """The receiver's address, AE titles and TLS, by one rule for ``echo`` and C-STORE uploads.
+
+    Each setting comes from its flag, else ``XNAT_DICOM_*`` in the environment, else the
+    profile in effect (``settings.dicom``), else its default: the XNAT server's host, port
+    8104, called AE title ``XNAT``, calling AE title ``XNATIO``.
+    """
+    host = dicom_host or settings.dicom.get("dicom_host")
+    if not host and settings.server is not None:
+        host = urlsplit(settings.server).hostname
+    if not host:
+        raise InputError(
+            "no DICOM host: pass --dicom-host, set XNAT_DICOM_HOST, or give --server or --profile"
+        )
+    port: Any = dicom_port or settings.dicom.get("dicom_port") or 8104
+    if not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"DICOM port {port!r} is not a port number (1-65535)")
+    return DicomOptions(
+        host=str(host),
+        port=int(port),
+        called_aet=dicom_called_aet or settings.dicom.get("dicom_called_aet") or "XNAT",
+        calling_aet=dicom_calling_aet or settings.dicom.get("dicom_calling_aet") or "XNATIO",
+        tls=DicomTls(ca=dicom_tls_ca, cert=dicom_tls_cert, key=dicom_tls_key)
+        if dicom_tls
+        else None,
+    )

@@ -1,0 +1,104 @@
+"""``xio echo``: a C-ECHO to the DICOM receiver, with the options of ``--transport dicom-store``.
+
+The same check an upload with ``--transport dicom-store`` makes before it sends anything: one
+association, one C-ECHO (DICOM PS3.7 §9.1.5), released. Exit 0 when the receiver answered
+success, 3 when it cannot be reached, refuses the association or answers a failure, 2 for bad
+input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from xnatio.cli.app import configure_logging
+from xnatio.cli.options import (
+    Seconds,
+    ServerOptions,
+    dicom_options,
+    dicom_receiver,
+    server_options,
+)
+from xnatio.errors import XnatioError
+from xnatio.transport.dicom_store import check_receiver
+
+__all__ = ["command"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@dicom_options
+@server_options
+@click.option(
+    "--timeout",
+    type=Seconds(minimum=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds allowed to connect and for the answer, as for C-STORE uploads.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("-v", "--verbose", count=True, help="Log the association to stderr (-vv: debug).")
+def command(
+    creds: ServerOptions,
+    dicom_host: str | None,
+    dicom_port: int | None,
+    dicom_called_aet: str | None,
+    dicom_calling_aet: str | None,
+    dicom_tls: bool,
+    dicom_tls_ca: Path | None,
+    dicom_tls_cert: Path | None,
+    dicom_tls_key: Path | None,
+    timeout: float,
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """Send a C-ECHO to the DICOM receiver (XNAT's, or any Storage SCP).
+
+    The receiver comes from --dicom-host/--dicom-port/--dicom-called-aet, the XNAT_DICOM_*
+    variables, or the profile, as for 'xio upload-dicom --transport dicom-store'; the host
+    defaults to the XNAT server's. No password is needed.
+    """
+    configure_logging(verbose, quiet=False)
+    receiver = dicom_receiver(
+        creds.settings(),
+        dicom_host=dicom_host,
+        dicom_port=dicom_port,
+        dicom_called_aet=dicom_called_aet,
+        dicom_calling_aet=dicom_calling_aet,
+        dicom_tls=dicom_tls,
+        dicom_tls_ca=dicom_tls_ca,
+        dicom_tls_cert=dicom_tls_cert,
+        dicom_tls_key=dicom_tls_key,
+    )
+    where = f"{receiver.called_aet}@{receiver.host}:{receiver.port}"
+    start = time.monotonic()
+    try:
+        check_receiver(
+            host=receiver.host,
+            port=receiver.port,
+            called_aet=receiver.called_aet,
+            calling_aet=receiver.calling_aet,
+            tls=receiver.tls,
+            timeout=timeout,
+        )
+    except XnatioError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "receiver": where, "error": exc.message}))
+        raise
+    seconds = time.monotonic() - start
+    tls = " over TLS" if receiver.tls else ""
+    if as_json:
+        data = {
+            "ok": True,
+            "receiver": where,
+            "calling_aet": receiver.calling_aet,
+            "tls": receiver.tls is not None,
+            "seconds": round(seconds, 3),
+        }
+        click.echo(json.dumps(data))
+    else:
+        click.echo(
+            f"OK: C-ECHO from {receiver.calling_aet} to {where}{tls} answered in {seconds:.2f} s"
+        )
