@@ -4,12 +4,18 @@ REST strategies (against the sandbox, directly or through the shaping proxy):
 
 ``xio``
     :func:`xnatio.uploaders.upload_dicom_parallel_rest` (the public API) with its defaults:
-    42 byte-balanced batches streamed as tar bodies by 42 workers, one commit, then the
-    file-listing check.
-``xio-wN`` / ``xio-wN-bM``
-    The same with N upload workers (and M batches; default 42), for the sweep.
+    42 byte-balanced batches streamed by 42 workers as chunked zip bodies that are deflated only
+    while the link limits the upload (``compress="auto"``), one commit, then the file-listing
+    check.
+``xio-wN`` / ``xio-wN-bM`` / ``xio-auto`` / ``xio-auto-bM``
+    The same with N upload workers, or ``upload_workers="auto"`` (and M batches; default 42),
+    for the sweep.
+``xio-…-none`` / ``xio-…-deflate``
+    Any of the above with ``compress="none"`` (tar bodies with a Content-Length, as before
+    issue 13) or ``compress="deflate"``: ``xio-none``, ``xio-w8-none``, ``xio-auto-deflate``.
 ``sequential``
-    One request carrying the whole session as one tar, then the commit: what a simple script does.
+    One request carrying the whole session as one tar (``compress="none"``), then the commit:
+    what a simple script does.
 ``archive-first``
     A model of the earlier public xnatio: split the file list into 42 batches, write every batch
     as a tar file in a temporary folder (5 archive workers, stdlib :mod:`tarfile`), only then
@@ -99,7 +105,7 @@ DICOM_STRATEGIES = ("xio", "storescu", "storescu-x10", "pynetdicom", "inventory"
 #: Strategies that send nothing: the runner starts no server for them and counts nothing.
 LOCAL_STRATEGIES = frozenset({"inventory"})
 
-_SWEEP = re.compile(r"^xio-w(\d+)(?:-b(\d+))?$")
+_SWEEP = re.compile(r"^xio(?:-w(\d+)|-(auto))?(?:-b(\d+))?(?:-(none|deflate))?$")
 _XNATCTL = re.compile(r"^xnatctl(?:-w(\d+))?$")
 
 #: Workers for ``xnatctl`` without ``-wN``: the seed's 42.
@@ -219,14 +225,13 @@ def run_strategy(kind: str, name: str, ctx: Context) -> tuple[Runner, Runner | N
 
         return (lambda: _xnatctl_rest(ctx, workers, found["study"])), prepare
     if kind == "rest":
-        if name == "xio":
-            return (lambda: _xio_rest(ctx, 42, 42, "DICOM-zip")), None
         if m := _SWEEP.match(name):
-            workers = int(m.group(1))
-            batches = int(m.group(2)) if m.group(2) else 42
-            return (lambda: _xio_rest(ctx, batches, workers, "DICOM-zip")), None
+            count: int | str = "auto" if m.group(2) else int(m.group(1) or 42)
+            batches = int(m.group(3)) if m.group(3) else 42
+            compress = m.group(4) or "auto"
+            return (lambda: _xio_rest(ctx, batches, count, "DICOM-zip", compress)), None
         if name == "sequential":
-            return (lambda: _xio_rest(ctx, 1, 1, "DICOM-zip")), None
+            return (lambda: _xio_rest(ctx, 1, 1, "DICOM-zip", "none")), None
         if name == "gradual":
             return (lambda: _xio_rest(ctx, 42, 42, "gradual-DICOM")), None
         if name == "archive-first":
@@ -396,7 +401,9 @@ class PhaseClock:
 # -- REST -----------------------------------------------------------------------------------------
 
 
-def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[str, Any]:
+def _xio_rest(
+    ctx: Context, batches: int, workers: int | str, handler: str, compress: str = "auto"
+) -> dict[str, Any]:
     clock = PhaseClock()
     from xnatio.uploaders import upload_dicom_parallel_rest
 
@@ -412,6 +419,7 @@ def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[st
         num_batches=batches,
         upload_workers=workers,
         import_handler="gradual-DICOM" if handler == "gradual-DICOM" else "DICOM-zip",
+        compress="none" if compress == "none" else "deflate" if compress == "deflate" else "auto",
         progress_callback=clock,
     )
     return {
@@ -419,6 +427,8 @@ def _xio_rest(ctx: Context, batches: int, workers: int, handler: str) -> dict[st
         "error": "; ".join(result.errors[:3]) or None,
         "files": result.files_sent,
         "bytes": result.bytes_sent,
+        "wire_bytes": sum(b.sent for b in result.batches),
+        "adaptive": result.adaptive,
         "requests": len(result.batches),
         "retries": result.retries,
         "phases": clock.phases(),
