@@ -145,10 +145,16 @@ class Catalog(Part):
             self._index.commit()
             return sid, True
 
-    def subjects(self, project: str) -> list[dict[str, str]]:
-        """``/data/projects/P/subjects`` rows (§4.2)."""
+    def subjects(self, project: str | None) -> list[dict[str, str]]:
+        """``/data/projects/P/subjects`` rows (§4.2); every project's with ``project`` ``None``
+        (``/data/subjects``)."""
         with self._index.lock:
-            rows = self._index.rows("SELECT * FROM subjects WHERE project=? ORDER BY n", (project,))
+            if project is None:
+                rows = self._index.rows("SELECT * FROM subjects ORDER BY n")
+            else:
+                rows = self._index.rows(
+                    "SELECT * FROM subjects WHERE project=? ORDER BY n", (project,)
+                )
         return [
             {
                 "ID": r["id"],
@@ -237,11 +243,18 @@ class Catalog(Part):
         self._index.execute("UPDATE experiments SET id=? WHERE n=?", (eid, cur.lastrowid))
         return eid
 
-    def experiments(self, project: str, subject: str | None = None) -> list[dict[str, str]]:
-        """``/data/projects/P[/subjects/S]/experiments`` rows (§4.2)."""
+    def experiments(self, project: str | None, subject: str | None = None) -> list[dict[str, str]]:
+        """``/data/projects/P[/subjects/S]/experiments`` rows (§4.2); every project's with
+        ``project`` ``None`` (``/data/experiments``).
+
+        Besides the default columns, each row holds ``time``, ``modality`` and ``insert_user``
+        for ``columns=`` to choose (§14.6).
+        """
         index = self._index
         with index.lock:
-            if subject is None:
+            if project is None:
+                rows = index.rows("SELECT * FROM experiments ORDER BY n")
+            elif subject is None:
                 rows = index.rows(
                     "SELECT * FROM experiments WHERE project=? ORDER BY n", (project,)
                 )
@@ -255,7 +268,9 @@ class Catalog(Part):
                 )
             labels = {
                 r["id"]: r["label"]
-                for r in index.rows("SELECT id,label FROM subjects WHERE project=?", (project,))
+                for r in index.rows(
+                    "SELECT id,label FROM subjects WHERE project=? OR ? IS NULL", (project, project)
+                )
             }
         return [
             {
@@ -269,6 +284,9 @@ class Catalog(Part):
                 "insert_date": r["insert_date"],
                 "UID": r["uid"],
                 "URI": f"/experiments/{r['id']}",
+                "time": r["time"],
+                "modality": r["modality"],
+                "insert_user": r["insert_user"],
             }
             for r in rows
         ]

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from xnatio.sandbox.store.catalog import Catalog
 from xnatio.sandbox.store.core import Part
+from xnatio.sandbox.store.files import DataFolder, resource_dir
 
-__all__ = ["ArchiveListings", "file_row"]
+__all__ = ["ArchiveListings", "ListedFile", "file_row", "listed_file"]
 
-# A scan's resources with their file counts and sizes (CatalogResourceList plus counts).
+# A scan's (or, with scan_id '', the session's) resources with their file counts and sizes
+# (CatalogResourceList plus counts).
 _RESOURCES_OF_SCAN = (
     "SELECT r.n, r.label, r.format, r.content, count(f.path) AS cnt, "
     "coalesce(sum(f.size),0) AS sz FROM resources r LEFT JOIN files f "
@@ -45,6 +48,49 @@ def file_row(exp: sqlite3.Row, scan_id: str, r: sqlite3.Row) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ListedFile:
+    """A file of a listing, with what a download needs: where its bytes are, and the names
+    XNAT builds the entry's path from (docs/xnat-behaviour.md §14.5).
+
+    Attributes
+    ----------
+    row
+        The listing row (:func:`file_row`).
+    source
+        The stored file.
+    session_label, scan_id, scan_type, resource
+        The session's label, the scan's ID and type (``""`` for a session resource) and the
+        resource's label.
+    path
+        The file's path inside its resource.
+    """
+
+    row: dict[str, str]
+    source: Path
+    session_label: str
+    scan_id: str
+    scan_type: str
+    resource: str
+    path: str
+
+
+def listed_file(
+    folder: DataFolder, exp: sqlite3.Row, scan_id: str, scan_type: str, r: sqlite3.Row
+) -> ListedFile:
+    """A :class:`ListedFile` from a ``resources`` join ``files`` row ``r`` of session ``exp``."""
+    base = resource_dir(exp["project"], exp["label"], scan_id, r["label"])
+    return ListedFile(
+        row=file_row(exp, scan_id, r),
+        source=folder.path(base, *r["path"].split("/")),
+        session_label=exp["label"],
+        scan_id=scan_id,
+        scan_type=scan_type,
+        resource=r["label"],
+        path=r["path"],
+    )
+
+
 @dataclass(eq=False, repr=False)
 class ArchiveListings(Part):
     """Read-only views of archived sessions.
@@ -66,22 +112,23 @@ class ArchiveListings(Part):
             return self._scan_dicts(exp["id"])
 
     def scan_resources(
-        self, project: str, subject: str | None, label: str, scan: str
+        self, project: str, subject: str | None, label: str, scan: str | None
     ) -> list[dict[str, str]] | None:
         """``…/scans/{id}/resources`` rows (CatalogResourceList columns plus file counts), or
-        ``None`` if the session or the scan is missing."""
+        ``None`` if the session or the scan is missing; ``scan`` ``None`` lists the session's
+        own resources (``…/experiments/{E}/resources``)."""
         with self._index.lock:
             exp = self.catalog.resolve_experiment(project, subject, label)
-            if exp is None or not self.catalog.has_scan(exp["id"], scan):
+            if exp is None or (scan is not None and not self.catalog.has_scan(exp["id"], scan)):
                 return None
-            rows = self._index.rows(_RESOURCES_OF_SCAN, (exp["id"], scan))
+            rows = self._index.rows(_RESOURCES_OF_SCAN, (exp["id"], scan or ""))
         return [
             {
                 "xnat_abstractresource_id": str(r["n"]),
                 "label": r["label"],
                 "element_name": "xnat:resourceCatalog",
-                "category": "scans",
-                "cat_id": scan,
+                "category": "scans" if scan is not None else "resources",
+                "cat_id": scan if scan is not None else exp["id"],
                 "cat_desc": "",
                 "file_count": str(r["cnt"]),
                 "file_size": str(r["sz"]),
@@ -134,6 +181,25 @@ class ArchiveListings(Part):
 
         Columns as :func:`file_row`.
         """
+        found = self._scan_file_rows(project, subject, label, scans)
+        if found is None:
+            return None
+        exp, rows = found
+        return [file_row(exp, r["scan_id"], r) for r in rows]
+
+    def scan_file_sources(
+        self, project: str, subject: str, label: str, scans: str = "ALL"
+    ) -> list[ListedFile] | None:
+        """The files of :meth:`scan_files` with where they are stored (for downloads)."""
+        found = self._scan_file_rows(project, subject, label, scans)
+        if found is None:
+            return None
+        exp, rows = found
+        return [listed_file(self._files, exp, r["scan_id"], r["type"], r) for r in rows]
+
+    def _scan_file_rows(
+        self, project: str, subject: str, label: str, scans: str
+    ) -> tuple[sqlite3.Row, list[sqlite3.Row]] | None:
         with self._index.lock:
             exp = self.catalog.resolve_experiment(project, subject, label)
             if exp is None:
@@ -143,13 +209,13 @@ class ArchiveListings(Part):
             # listing a 100,000-file session scan by scan must not pay for every file each time.
             only = f" AND r.scan_id IN ({','.join('?' * len(wanted))})" if wanted else ""
             rows = self._index.rows(
-                "SELECT r.n, r.scan_id, r.label, r.format, r.content, f.path, f.size, f.md5 "  # noqa: S608 - only '?' placeholders are interpolated
-                "FROM resources r JOIN files f ON f.resource_n=r.n "
+                "SELECT r.n, r.scan_id, r.label, r.format, r.content, f.path, f.size, f.md5, "  # noqa: S608 - only '?' placeholders are interpolated
+                "s.type FROM resources r JOIN files f ON f.resource_n=r.n "
                 "JOIN scans s ON s.experiment_id=r.experiment_id AND s.scan_id=r.scan_id "
                 f"WHERE r.experiment_id=?{only} ORDER BY s.n, r.n, f.path",
                 (exp["id"], *wanted),
             )
-        return [file_row(exp, r["scan_id"], r) for r in rows]
+        return exp, rows
 
     def scan_file_uids(self, project: str, subject: str, label: str) -> dict[str, list[str]]:
         """SOP Instance UIDs stored per scan (from the index), for exact checks in tests."""
@@ -179,6 +245,7 @@ class ArchiveListings(Part):
                 "series_description": r["series_description"],
                 "UID": r["uid"],
                 "URI": f"/experiments/{eid}/scans/{r['scan_id']}",
+                "modality": r["modality"],
             }
             for r in self.catalog.scan_rows(eid)
         ]
@@ -207,6 +274,7 @@ class ArchiveListings(Part):
                 "UID": s["UID"],
                 "type": s["type"],
                 "series_description": s["series_description"],
+                "modality": s["modality"],
                 "quality": "usable",
                 "image_session_ID": eid,
                 "xnat_imagescandata_id": int(s["xnat_imagescandata_id"]),

@@ -22,11 +22,16 @@ from xnatio.sandbox.bodies import archive_format
 from xnatio.sandbox.store.catalog import Catalog
 from xnatio.sandbox.store.core import Part
 from xnatio.sandbox.store.files import COPY_BUFFER, resource_dir
-from xnatio.sandbox.store.listings import file_row
+from xnatio.sandbox.store.listings import ListedFile, file_row, listed_file
 from xnatio.sandbox.store.model import ClientError, ServerError
 
 __all__ = ["Resources"]
 
+# A resource of a session or scan by label or ID (XNAT's resource ID, its row number).
+_RESOURCE = (
+    "SELECT * FROM resources WHERE experiment_id=? AND scan_id=? "
+    "AND (label=? OR CAST(n AS TEXT)=?) ORDER BY label<>? LIMIT 1"
+)
 # A resource of a session or scan by label or ID, joined with one of its files.
 _FILE_IN_RESOURCE = (
     "SELECT r.n, r.label FROM resources r JOIN files f ON f.resource_n=r.n "
@@ -82,7 +87,12 @@ class Resources(Part):
             raise ClientError(f"Invalid resource label: {resource}")
         rel = _check_rel_path(path)
         with self._index.lock:
-            rn = self.catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
+            # An existing resource may be named by its ID (pyxnat does), a new one by its label.
+            found = self._index.row(_RESOURCE, (exp["id"], scan_id, resource, resource, resource))
+            if found is not None:
+                rn, resource = int(found["n"]), str(found["label"])
+            else:
+                rn = self.catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
             self._index.commit()
         base = resource_dir(exp["project"], exp["label"], scan_id, resource)
         duplicates: list[str] = []
@@ -93,6 +103,58 @@ class Resources(Part):
             self._store_member(rn, base, rel, stream, overwrite, duplicates)
         self._index.commit()
         return duplicates
+
+    def create(
+        self,
+        project: str,
+        subject: str,
+        label: str,
+        scan: str | None,
+        resource: str,
+        *,
+        fmt: str = "",
+        content: str = "",
+    ) -> None:
+        """Create an empty resource (``PUT …/resources/{label}``, §7).
+
+        Raises
+        ------
+        ClientError
+            The 404s of a missing parent; 409 "Specified resource already exists." when the
+            session or scan has a resource of that label or ID.
+        """
+        exp = self._resolve(project, subject, label, scan)
+        if not resource or "/" in resource or resource in (".", ".."):
+            raise ClientError(f"Invalid resource label: {resource}")
+        with self._index.lock:
+            scan_id = scan or ""
+            if self._index.row(_RESOURCE, (exp["id"], scan_id, resource, resource, resource)):
+                raise ClientError("Specified resource already exists.", 409)
+            self.catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
+            self._index.commit()
+
+    def delete(self, project: str, subject: str, label: str, scan: str | None, res: str) -> None:
+        """Delete a resource with its files (``DELETE …/resources/{R}``).
+
+        Raises
+        ------
+        ClientError
+            The 404s of a missing parent; 404 "Unable to find the specified catalog." for a
+            missing resource.
+        """
+        exp = self._resolve(project, subject, label, scan)
+        scan_id = scan or ""
+        with self._index.lock:
+            found = self._index.row(_RESOURCE, (exp["id"], scan_id, res, res, res))
+            if found is None:
+                raise ClientError("Unable to find the specified catalog.", 404)
+            self._index.execute("DELETE FROM files WHERE resource_n=?", (found["n"],))
+            self._index.execute("DELETE FROM resources WHERE n=?", (found["n"],))
+            self._index.commit()
+            folder = self._files.path(
+                resource_dir(exp["project"], exp["label"], scan_id, found["label"])
+            )
+        shutil.rmtree(folder, ignore_errors=True)
 
     def delete_file(
         self,
@@ -163,6 +225,29 @@ class Resources(Part):
             ):
                 return None
         return [file_row(exp, scan_id, r) for r in rows]
+
+    def file_sources(
+        self, project: str, subject: str, label: str, scan: str | None, resource: str
+    ) -> list[ListedFile] | None:
+        """The files of :meth:`files` with where they are stored (for downloads)."""
+        with self._index.lock:
+            exp = self.catalog.resolve_experiment(project, subject, label)
+            if exp is None:
+                return None
+            scan_id = scan or ""
+            found = self._index.row(_RESOURCE, (exp["id"], scan_id, resource, resource, resource))
+            if found is None:
+                return None
+            rows = self._index.rows(
+                "SELECT r.n, r.label, r.format, r.content, f.path, f.size, f.md5 FROM resources r "
+                "JOIN files f ON f.resource_n=r.n WHERE r.n=? ORDER BY f.path",
+                (found["n"],),
+            )
+            scan_row = self._index.row(
+                "SELECT type FROM scans WHERE experiment_id=? AND scan_id=?", (exp["id"], scan_id)
+            )
+        scan_type = str(scan_row["type"]) if scan_row is not None else ""
+        return [listed_file(self._files, exp, scan_id, scan_type, r) for r in rows]
 
     def file_path(
         self, project: str, subject: str, label: str, scan: str | None, resource: str, path: str

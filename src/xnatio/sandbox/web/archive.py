@@ -1,11 +1,13 @@
-"""Archived sessions over HTTP: scans, a scan, its resources and the session's files
-(docs/xnat-behaviour.md §4.2)."""
+"""Archived sessions over HTTP: scans, a scan and the session's files
+(docs/xnat-behaviour.md §4.2, §14.5)."""
 
 from __future__ import annotations
 
+from xnatio.sandbox.web.columns import SCANS, select
+from xnatio.sandbox.web.downloads import file_listing
 from xnatio.sandbox.web.messages import App, HttpError, Request, Response, items, table
 
-__all__ = ["scan", "scan_files", "scan_resources", "scans"]
+__all__ = ["scan", "scan_files", "scans"]
 
 _NO_SESSION = "Unable to identify image session"
 
@@ -15,7 +17,7 @@ def scans(app: App, req: Request, project: str, subject: str, label: str) -> Res
     rows = app.store.scans(project, subject, label)
     if rows is None:
         raise HttpError(404, _NO_SESSION)
-    return table(req, rows, "Scans")
+    return table(req, select(req, SCANS, rows), "Scans")
 
 
 def scan(app: App, req: Request, project: str, subject: str, label: str, scan: str) -> Response:
@@ -28,25 +30,16 @@ def scan(app: App, req: Request, project: str, subject: str, label: str, scan: s
             continue
         for scan_item in child["items"]:
             if scan_item["data_fields"]["ID"] == scan:
-                return items(scan_item)
+                return items(req, scan_item)
     raise HttpError(404, "Unable to identify scan")
-
-
-def scan_resources(
-    app: App, req: Request, project: str, subject: str, label: str, scan: str
-) -> Response:
-    """``GET …/experiments/{E}/scans/{id}/resources``."""
-    rows = app.store.scan_resources(project, subject, label, scan)
-    if rows is None:
-        raise HttpError(404, "Unable to identify scan")
-    return table(req, rows, "Resources")
 
 
 def scan_files(
     app: App, req: Request, project: str, subject: str, label: str, scans: str
 ) -> Response:
-    """``GET …/experiments/{E}/scans/{ALL|*|a,b}/files``."""
-    rows = app.store.scan_files(project, subject, label, scans)
-    if rows is None:
-        raise HttpError(404, _NO_SESSION)
-    return table(req, rows, "Files")
+    """``GET …/experiments/{E}/scans/{ALL|*|a,b}/files``: the listing, or the files as one
+    archive (``format=zip``, ``tar``, ``tar.gz``)."""
+    listings = app.store.listings
+    return file_listing(
+        app, req, lambda: listings.scan_file_sources(project, subject, label, scans), _NO_SESSION
+    )

@@ -263,8 +263,10 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(status, json.dumps(body).encode(), "application/json")
 
 
-def items(item: dict[str, Any]) -> Response:
-    """XNAT's item JSON for one object (§1.5): ``{"items": [item]}``."""
+def items(req: Request, item: dict[str, Any]) -> Response:
+    """XNAT's item JSON for one object (§1.5): ``{"items": [item]}``; JSON is the only format
+    offered (406 otherwise, :func:`requested_format`)."""
+    requested_format(req, ("json",))
     return json_response({"items": [item]})
 
 

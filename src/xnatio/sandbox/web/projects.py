@@ -1,19 +1,12 @@
-"""Projects, subjects and experiments over HTTP: listings (docs/xnat-behaviour.md §4.2),
-creation with PUT (§5), and the project's prearchive code."""
+"""Projects, subjects and experiments over HTTP: listings (docs/xnat-behaviour.md §4.2, with
+``columns=`` and filters, §14.6), creation with PUT (§5), and the project's prearchive code."""
 
 from __future__ import annotations
 
 import re
 
-from xnatio.sandbox.web.messages import (
-    App,
-    HttpError,
-    Request,
-    Response,
-    items,
-    json_response,
-    table,
-)
+from xnatio.sandbox.web.columns import EXPERIMENTS, PROJECTS, SUBJECTS, select
+from xnatio.sandbox.web.messages import App, HttpError, Request, Response, items, table
 
 __all__ = ["need_project"]
 
@@ -34,7 +27,7 @@ def _created(created: bool, accession_id: str) -> Response:
 
 def projects(app: App, req: Request) -> Response:
     """``GET /data/projects``."""
-    return table(req, app.store.list_projects(), "Projects")
+    return table(req, select(req, PROJECTS, app.store.list_projects()), "Projects")
 
 
 def project(app: App, req: Request, project: str) -> Response:
@@ -48,12 +41,8 @@ def project(app: App, req: Request, project: str) -> Response:
     rows = [r for r in store.list_projects() if r.get("ID") == project]
     if not rows:
         raise HttpError(404, f"Unable to find project {project}")
-    return items(
-        {
-            "meta": {"xsi:type": "xnat:projectData", "isHistory": False},
-            "data_fields": {**rows[0], "ID": project},
-        }
-    )
+    fields = {k: v for k, v in rows[0].items() if k != "URI"}
+    return items(req, {"meta": _meta("xnat:projectData"), "data_fields": fields, "children": []})
 
 
 def prearchive_code_get(app: App, req: Request, project: str) -> Response:
@@ -71,10 +60,11 @@ def prearchive_code_put(app: App, req: Request, project: str, code: str) -> Resp
     return Response(200, b"")
 
 
-def subjects(app: App, req: Request, project: str) -> Response:
-    """``GET /data/projects/{P}/subjects``."""
-    need_project(app, project)
-    return table(req, app.store.subjects(project), "Subjects")
+def subjects(app: App, req: Request, project: str | None = None) -> Response:
+    """``GET /data/projects/{P}/subjects``, or every project's (``GET /data/subjects``)."""
+    if project is not None:
+        need_project(app, project)
+    return table(req, select(req, SUBJECTS, app.store.subjects(project)), "Subjects")
 
 
 def subject(app: App, req: Request, project: str, subject: str) -> Response:
@@ -90,7 +80,10 @@ def subject(app: App, req: Request, project: str, subject: str) -> Response:
         if subject in (row.get("ID"), row.get("label")) or (
             row.get("label", "").lower() == subject.lower()
         ):
-            return items({"meta": {"xsi:type": "xnat:subjectData"}, "data_fields": row})
+            fields = {k: v for k, v in row.items() if k != "URI"}
+            return items(
+                req, {"meta": _meta("xnat:subjectData"), "data_fields": fields, "children": []}
+            )
     raise HttpError(404, "Unable to identify subject")
 
 
@@ -102,10 +95,15 @@ def subject_by_id(app: App, req: Request, subject_id: str) -> Response:
     return subject(app, req, project, subject_id)
 
 
-def experiments(app: App, req: Request, project: str, subject: str | None = None) -> Response:
-    """``GET /data/projects/{P}[/subjects/{S}]/experiments``."""
-    need_project(app, project)
-    return table(req, app.store.experiments(project, subject), "Experiments")
+def experiments(
+    app: App, req: Request, project: str | None = None, subject: str | None = None
+) -> Response:
+    """``GET /data/projects/{P}[/subjects/{S}]/experiments``, or every project's
+    (``GET /data/experiments``; ``project=P`` filters)."""
+    if project is not None:
+        need_project(app, project)
+    rows = app.store.experiments(project, subject)
+    return table(req, select(req, EXPERIMENTS, rows), "Experiments")
 
 
 def experiment(app: App, req: Request, project: str, subject: str, label: str) -> Response:
@@ -122,7 +120,7 @@ def experiment(app: App, req: Request, project: str, subject: str, label: str) -
     item = store.experiment_item(project, subject, label)
     if item is None:
         raise HttpError(404, _NO_SESSION)
-    return json_response(item if "items" in item else {"items": [item]})
+    return items(req, item["items"][0])
 
 
 def project_experiment(app: App, req: Request, project: str, label: str) -> Response:
@@ -131,4 +129,9 @@ def project_experiment(app: App, req: Request, project: str, label: str) -> Resp
     item = app.store.experiment_item(project, None, label)
     if item is None:
         raise HttpError(404, _NO_SESSION)
-    return json_response(item)
+    return items(req, item["items"][0])
+
+
+def _meta(xsi_type: str) -> dict[str, object]:
+    """An item's ``meta`` (§1.5): its type and that it is the current version."""
+    return {"xsi:type": xsi_type, "isHistory": False}
