@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,19 +13,15 @@ from xnatio.cli.app import configure_logging
 from xnatio.cli.options import InputPath, Seconds, ServerOptions, load_config, server_options
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
-from xnatio.cli.display import ProgressDisplay, human_bytes
+from xnatio.cli.display import ProgressDisplay
+from xnatio.cli.summary import rest_cancelled, rest_output, rest_plan_output
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
-from xnatio.inventory import describe_skipped
 from xnatio.options import parse_workers
-from xnatio.plan import UploadPlan, plan_upload
-from xnatio.result.outcome import UploadCancelled, UploadResult
+from xnatio.plan import plan_upload
+from xnatio.result.outcome import UploadCancelled
 from xnatio.result.report import (
     check_report_path,
-    json_safe,
-    rest_rows,
-    skipped_list,
-    write_report,
 )
 from xnatio.transport.ratelimit import parse_rate
 from xnatio.upload import upload_dicom_parallel_rest
@@ -63,109 +57,6 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
             return parse_rate(value)
         except InputError as exc:
             self.fail(exc.message, param, ctx)
-
-
-def _json(data: dict[str, Any]) -> str:
-    """A JSON summary without lone surrogates (file names that are not valid UTF-8)."""
-    return json.dumps(json_safe(data), indent=2, default=str)
-
-
-def _plan_dict(plan: UploadPlan) -> dict[str, Any]:
-    return {
-        "files": len(plan.inventory.files),
-        "bytes": plan.inventory.total_bytes,
-        "skipped": skipped_list(plan.inventory.skipped),
-        "studies": plan.studies,
-        "series": plan.series,
-        "batches": [
-            {"index": b.index, "files": len(b.files), "bytes": b.total_bytes} for b in plan.batches
-        ],
-    }
-
-
-def _print_plan(plan: UploadPlan) -> None:
-    inv = plan.inventory
-    click.echo(f"{len(inv.files)} DICOM files, {human_bytes(inv.total_bytes)}")
-    if inv.skipped:
-        click.echo(f"{describe_skipped(inv.skipped)}:")
-        for s in inv.skipped[:50]:
-            click.echo(f"  {s.path}: {s.reason}")
-        if len(inv.skipped) > 50:
-            click.echo(f"  ... and {len(inv.skipped) - 50} more")
-    for uid, count in plan.studies.items():
-        click.echo(f"study {uid}: {count} files")
-    click.echo("series (scan: files): " + ", ".join(f"{k}: {v}" for k, v in plan.series.items()))
-    click.echo(f"{len(plan.batches)} batches:")
-    for b in plan.batches:
-        click.echo(f"  batch {b.index + 1}: {len(b.files)} files, {human_bytes(b.total_bytes)}")
-    click.echo("dry run: nothing was sent")
-
-
-def _result_dict(result: UploadResult) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "success": result.success,
-        "total_files": result.total_files,
-        "total_size_mb": round(result.total_size_mb, 3),
-        "duration": round(result.duration, 3),
-        "throughput_mb_s": round(result.throughput_mb_s, 3),
-        "files_sent": result.files_sent,
-        "already_present": result.already_present,
-        "batches_succeeded": result.batches_succeeded,
-        "batches_failed": result.batches_failed,
-        "retries": result.retries,
-        "prearchive_uris": result.prearchive_uris,
-        "archive_uri": result.archive_uri,
-        "resumed": result.resumed,
-        "nothing_to_send": result.nothing_to_send,
-        "journal": result.journal_path,
-        "errors": result.errors,
-        "skipped": skipped_list(result.skipped),
-        "batches": [asdict(b) for b in result.batches],
-        "adaptive": result.adaptive,
-    }
-    if result.verification is not None:
-        v = result.verification
-        out["verification"] = {
-            "ok": v.ok,
-            "expected": v.expected,
-            "matched": v.matched,
-            "missing": v.missing,
-            "duplicated": v.duplicated,
-            "misplaced": [list(m) for m in v.misplaced],
-            "extra": v.extra,
-        }
-    return out
-
-
-def _print_result(result: UploadResult, quiet: bool) -> None:
-    if quiet and result.success:
-        return
-    rate = human_bytes(result.throughput_mb_s * 1e6)
-    verdict = "OK" if result.success else "INCOMPLETE"
-    click.echo(
-        f"{verdict}: {result.files_sent} of {result.total_files} files sent "
-        f"({human_bytes(result.total_size_mb * 1e6)}) in {result.duration:.1f} s, {rate}/s; "
-        f"{result.batches_succeeded} batches ok, {result.batches_failed} failed, "
-        f"{result.retries} retries"
-    )
-    if result.nothing_to_send:
-        click.echo(f"nothing to send: all {result.total_files} instances are already on the server")
-    elif result.already_present:
-        click.echo(f"{result.already_present} instances were already on the server and not re-sent")
-    if result.skipped:
-        click.echo(f"{describe_skipped(result.skipped)}; see --dry-run")
-    if result.archive_uri:
-        click.echo(f"session: {result.archive_uri}")
-    if result.verification is not None:
-        v = result.verification
-        click.echo(
-            f"verified: {v.matched} of {v.expected} instances present exactly once"
-            + (f"; {len(v.extra)} other files in the session" if v.extra else "")
-        )
-    for err in result.errors[:100]:
-        click.echo(f"error: {err}", err=True)
-    if len(result.errors) > 100:
-        click.echo(f"... and {len(result.errors) - 100} more errors (see --json)", err=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -434,11 +325,7 @@ def command(
                 skip_unreadable=skip_unreadable,
             )
             plan.inventory.source.close()
-            if as_json:
-                click.echo(_json(_plan_dict(plan)))
-            else:
-                _print_plan(plan)
-            ctx.exit(EXIT_OK)
+            ctx.exit(rest_plan_output(plan, as_json))
         assert config is not None
         try:
             result = upload_dicom_parallel_rest(
@@ -481,18 +368,9 @@ def command(
             )
         except UploadCancelled as exc:
             display.__exit__(None, None, None)
-            if report_path is not None:
-                write_report(report_path, rest_rows(exc.result.files, exc.result))
-            if as_json:
-                click.echo(_json(_result_dict(exc.result)))
+            rest_cancelled(exc, report_path=report_path, as_json=as_json)
             raise  # xio's main() prints the one line and exits 130 (143 after SIGTERM)
-    if report_path is not None:
-        write_report(report_path, rest_rows(result.files, result))
-    if as_json:
-        click.echo(_json(_result_dict(result)))
-    else:
-        _print_result(result, quiet)
-    ctx.exit(EXIT_OK if result.success else EXIT_PARTIAL)
+    ctx.exit(rest_output(result, report_path=report_path, as_json=as_json, quiet=quiet))
 
 
 def default_dicom_host(config: XnatConfig | None) -> str | None:

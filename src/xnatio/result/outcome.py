@@ -23,6 +23,7 @@ __all__ = [
     "UploadCancelled",
     "UploadResult",
     "dicom_store_result",
+    "send_rate",
 ]
 
 
@@ -40,7 +41,9 @@ class UploadCancelled(XnatioError):
 class UploadResult:
     """Outcome of :func:`upload_dicom_parallel_rest`.
 
-    ``total_size_mb / duration`` is the throughput the user sees. ``sent_batches`` holds the
+    ``duration`` (also ``total_duration``) is the whole run; ``send_duration`` the seconds from
+    the first batch sent to the last answer, over which ``send_rate`` counts this run's bytes
+    (the rate the progress bar and the summary show). ``sent_batches`` holds the
     batches of this run (their files), ``present`` the inventory paths not sent because the
     server already held them (path -> why), ``nothing_to_send`` is True when a re-run found
     everything in place, ``journal_path`` names the upload's journal, and ``adaptive`` says what
@@ -71,11 +74,27 @@ class UploadResult:
     verify_report: VerifyReport | None = None
     files: list[DicomFile] = field(default_factory=list, repr=False)
     adaptive: dict[str, str] = field(default_factory=dict)
+    send_duration: float = 0.0
+
+    @property
+    def total_duration(self) -> float:
+        """Seconds for the whole upload (the same as :attr:`duration`)."""
+        return self.duration
+
+    @property
+    def files_failed(self) -> int:
+        """Instances of this run in batches that failed."""
+        return sum(b.files for b in self.batches if not b.success)
+
+    @property
+    def send_rate(self) -> float:
+        """This run's file bytes per second of sending (:func:`send_rate`)."""
+        return send_rate(self.bytes_sent, self.send_duration)
 
     @property
     def throughput_mb_s(self) -> float:
-        """Payload megabytes per second over the whole run."""
-        return self.total_size_mb / self.duration if self.duration > 0 else 0.0
+        """:attr:`send_rate` in megabytes (10^6 bytes) per second."""
+        return self.send_rate / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +114,7 @@ class DicomStoreResult:
     failed
         Instances not stored (failure status, refused context, or never answered).
     duration
-        Seconds from the C-ECHO to the end of the last association.
+        Seconds from the C-ECHO to the end of the last association (also ``send_duration``).
     bytes_sent
         File bytes of the accepted instances.
     errors
@@ -116,7 +135,15 @@ class DicomStoreResult:
     journal_path
         The upload's journal, if one was kept.
     verification
-        The check of the XNAT session after sending, when a server was given.
+        The check of the XNAT session after sending, when a server was given (also
+        ``verify_report``).
+    total_duration
+        Seconds for the whole upload: the scan, the send, the wait for XNAT to build and
+        archive the session, and the check.
+
+    The names both results share (:class:`UploadResult` has the same): ``files_sent``,
+    ``files_failed``, ``already_present``, ``send_duration``, ``total_duration``,
+    ``send_rate`` and ``verify_report`` are properties over the fields above.
     """
 
     success: bool
@@ -135,6 +162,47 @@ class DicomStoreResult:
     verification: VerifyReport | None = None
     skipped: list[SkippedFile] = field(default_factory=list)
     files: list[DicomFile] = field(default_factory=list, repr=False)
+    total_duration: float = 0.0
+
+    @property
+    def files_sent(self) -> int:
+        """Instances stored (:attr:`sent`), the name :class:`UploadResult` uses."""
+        return self.sent
+
+    @property
+    def files_failed(self) -> int:
+        """Instances not stored (:attr:`failed`)."""
+        return self.failed
+
+    @property
+    def already_present(self) -> int:
+        """Instances not sent because the server or the journal already confirmed them."""
+        return len(self.present)
+
+    @property
+    def send_duration(self) -> float:
+        """Seconds of sending (:attr:`duration`)."""
+        return self.duration
+
+    @property
+    def send_rate(self) -> float:
+        """This run's file bytes per second of sending (:func:`send_rate`)."""
+        return send_rate(self.bytes_sent, self.duration)
+
+    @property
+    def verify_report(self) -> VerifyReport | None:
+        """The check of the XNAT session (:attr:`verification`)."""
+        return self.verification
+
+
+def send_rate(bytes_sent: int, seconds: float) -> float:
+    """The one rate of an upload: file bytes sent by this run over the seconds of sending.
+
+    The progress bar, the summary line and ``--json`` all use it; bytes the server already
+    held (a resume) and the time spent scanning, committing, waiting and verifying are left
+    out. 0.0 when nothing was sent.
+    """
+    return bytes_sent / seconds if bytes_sent > 0 and seconds > 0 else 0.0
 
 
 class DicomStoreCancelled(XnatioError):

@@ -35,7 +35,7 @@ from xnatio.errors import ServerResponseError
 from xnatio.inventory import Inventory
 from xnatio.options import ArchiveFormat, ImportHandler, Overwrite, RestOptions
 from xnatio.plan import Batch
-from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.progress import ProgressCallback, ProgressEvent, Throttle, emit, emit_ordered
 from xnatio.transport.adaptive import WorkerController
 from xnatio.transport.batch_body import (
     Body,
@@ -97,18 +97,32 @@ class BatchOutcome:
 
 
 class _Progress:
-    """Thread-safe byte and batch counters that turn into progress events."""
+    """Thread-safe byte and batch counters that turn into progress events.
 
-    def __init__(self, callback: ProgressCallback | None, total_batches: int, bytes_total: int):
+    ``current`` counts the batches XNAT acknowledged and ``failed`` those that failed; a batch
+    stopped by Ctrl-C is neither. Bytes run ahead of acknowledgements: a batch's bytes are all
+    sent before XNAT answers for it.
+    """
+
+    def __init__(
+        self,
+        callback: ProgressCallback | None,
+        total_batches: int,
+        bytes_total: int,
+        cancel: threading.Event | None = None,
+    ):
         self.callback = callback
         self.total_batches = total_batches
         self.bytes_total = bytes_total
-        self.batches_done = 0
+        self.cancel = cancel
+        self.acknowledged = 0
+        self.failed = 0
         self.retries = 0
         self._attempt_bytes: dict[int, int] = {}
         self._done_bytes = 0
         self._lock = threading.Lock()
-        self._last_emit = 0.0
+        self._throttle = Throttle()
+        self._started = time.monotonic()
 
     @property
     def bytes_sent(self) -> int:
@@ -118,11 +132,8 @@ class _Progress:
     def add(self, batch: int, n: int) -> None:
         with self._lock:
             self._attempt_bytes[batch] = self._attempt_bytes.get(batch, 0) + n
-            now = time.monotonic()
-            if now - self._last_emit < 0.1:
-                return
-            self._last_emit = now
-        self.emit(f"sending batch {batch + 1}", batch)
+        if self._throttle.ready():
+            self.emit(f"sending batch {batch + 1}", batch)
 
     def restart(self, batch: int) -> None:
         """A batch is being re-sent: its bytes count again from zero."""
@@ -135,23 +146,34 @@ class _Progress:
             sent = self._attempt_bytes.pop(batch, 0)
             if success:
                 self._done_bytes += sent
-            self.batches_done += 1
+                self.acknowledged += 1
+            elif self.cancel is None or not self.cancel.is_set():
+                self.failed += 1
         self.emit(f"batch {batch + 1} {'done' if success else 'failed'}", batch)
 
     def emit(self, message: str, batch: int | None = None) -> None:
-        emit(
-            self.callback,
-            ProgressEvent(
-                "uploading",
-                self.batches_done,
-                self.total_batches,
-                message,
-                bytes_sent=self.bytes_sent,
-                bytes_total=self.bytes_total,
-                batch=batch,
-                retries=self.retries,
-            ),
-        )
+        if self.callback is None:
+            return
+        # Counted and emitted under emit's own lock: events leave in the order of their counts.
+        with emit_ordered():
+            with self._lock:
+                sent = self._done_bytes + sum(self._attempt_bytes.values())
+                acknowledged, failed, retries = self.acknowledged, self.failed, self.retries
+            emit(
+                self.callback,
+                ProgressEvent(
+                    "uploading",
+                    acknowledged,
+                    self.total_batches,
+                    message,
+                    bytes_sent=sent,
+                    bytes_total=self.bytes_total,
+                    batch=batch,
+                    retries=retries,
+                    elapsed=time.monotonic() - self._started,
+                    failed=failed,
+                ),
+            )
 
 
 def _backoff(attempt: int, retry_after: str | None = None) -> float:
@@ -284,12 +306,14 @@ def send_batches(
         Outcomes, whether Ctrl-C stopped the run (then nothing more is sent), and what the
         adaptive parts decided.
     """
-    progress = _Progress(progress_callback, len(batches), sum(b.total_bytes for b in batches))
+    cancel = threading.Event()
+    progress = _Progress(
+        progress_callback, len(batches), sum(b.total_bytes for b in batches), cancel
+    )
     run = BatchRun(bytes_total=progress.bytes_total)
     if not batches:
         return run
     link = shared_link(xnat, options, inventory, batches)
-    cancel = threading.Event()
     params = _import_params(
         project,
         subject,

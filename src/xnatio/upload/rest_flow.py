@@ -155,16 +155,7 @@ class _RestRun:
                 for i, f in enumerate(f for b in batches for f in b.files)
             ]
         result.sent_batches = list(batches)
-        sent = self.send(batches)
-        _tally(result, sent)
-        if sent.cancelled:
-            result.duration = time.monotonic() - self.started
-            raise UploadCancelled(
-                f"interrupted: {result.files_sent} of {len(self.files)} instances were sent in "
-                f"{result.batches_succeeded} complete batches; nothing was committed. Run the "
-                "same command again with --resume to send the rest",
-                result,
-            )
+        sent = self.send_all(result, batches)
         for o in sent.outcomes:
             if not o.success:
                 result.errors.append(f"batch {o.index + 1} ({o.files} files): {o.error}")
@@ -189,12 +180,7 @@ class _RestRun:
                 matched=result.verification.matched if result.verification is not None else 0,
                 expected=len(self.files),
             )
-        emit(
-            self.progress_callback,
-            ProgressEvent(
-                "done", len(self.files), len(self.files), "done", bytes_sent=result.bytes_sent
-            ),
-        )
+        emit(self.progress_callback, done_event(result, batches))
         return result
 
     def choose(
@@ -259,6 +245,40 @@ class _RestRun:
         """Re-cut the batches for a subset of the inventory."""
         return plan_batches(todo, self.options.num_batches) if todo else []
 
+    def send_all(self, result: UploadResult, batches: list[Batch]) -> BatchRun:
+        """Send ``batches``, count what XNAT acknowledged into ``result``, and close the
+        uploading phase with one event that says what the summary will say (the same bytes,
+        batches and seconds, so the bar ends on the summary's rate)."""
+        started = time.monotonic()
+        sent = self.send(batches)
+        result.send_duration = time.monotonic() - started
+        _tally(result, sent)
+        if sent.cancelled:
+            result.duration = time.monotonic() - self.started
+            raise UploadCancelled(
+                f"interrupted: {result.files_sent} of {sum(len(b.files) for b in batches)} "
+                f"instances were sent in {result.batches_succeeded} of {len(batches)} batches "
+                "acknowledged by XNAT; nothing was committed. Run the same command again with "
+                "--resume to send the rest",
+                result,
+            )
+        if batches:
+            emit(
+                self.progress_callback,
+                ProgressEvent(
+                    "uploading",
+                    result.batches_succeeded,
+                    len(batches),
+                    "sent",
+                    bytes_sent=result.bytes_sent,
+                    bytes_total=sum(b.total_bytes for b in batches),
+                    retries=result.retries,
+                    elapsed=result.send_duration,
+                    failed=result.batches_failed,
+                ),
+            )
+        return sent
+
     def send(self, batches: list[Batch]) -> BatchRun:
         journal = self.journal
 
@@ -322,6 +342,22 @@ class _RestRun:
         emit(
             self.progress_callback, ProgressEvent("verifying", comp.matched, len(files), "checked")
         )
+
+
+def done_event(result: UploadResult, batches: list[Batch]) -> ProgressEvent:
+    """The last event of an upload: files and bytes this run sent of those it had to send, and
+    the seconds of the whole run."""
+    return ProgressEvent(
+        "done",
+        result.files_sent,
+        sum(len(b.files) for b in batches),
+        "done" if result.success else "incomplete",
+        bytes_sent=result.bytes_sent,
+        bytes_total=sum(b.total_bytes for b in batches),
+        retries=result.retries,
+        elapsed=result.duration,
+        failed=result.files_failed,
+    )
 
 
 def _tally(result: UploadResult, run: BatchRun) -> None:
