@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {m['cores']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}; "
         f"commit {(m['commit'] or '?')[:10]}{dirty}"
     )
+    load = report.get("load_average") or {}
+    if load.get("before") is not None:
+        print(f"load average (1 min): {load['before']} before, {load['after']} after")
     print(format_table(report["summary"]))
     phases = format_phases(report["summary"])
     if phases:

@@ -80,6 +80,9 @@ def markdown(report: dict[str, Any], stem: str | None = None) -> str:
     repeats = f"{report['repeat']} repeats"
     if report["repeat"] < 3:
         repeats = f"**{repeats} only (fewer than 3: indicative)**"
+    load = report.get("load_average") or {}
+    if load.get("before") is not None and load.get("after") is not None:
+        setup += f", load average {load['before']:.1f} before / {load['after']:.1f} after"
     lines = [
         f"`{command}` - {sets}, {setup}, {repeats}, "
         f"run {report['started']} at commit `{commit}`; {what}.",

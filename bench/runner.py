@@ -407,6 +407,13 @@ def _first_line(cmd: list[str]) -> str | None:
     return text.splitlines()[0] if text else None
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def machine_info(tree: dict[str, Any] | None = None) -> dict[str, Any]:
     """Describe this machine, the software versions and the git commit.
 
@@ -898,6 +905,10 @@ def _plot(report: dict[str, Any], path: Path) -> None:
             f"{report['scenario']} - {report['size']}: {ds['files']} files, "
             f"{ds['bytes'] / 1e6:.0f} MB, {report['repeat']} repeats"
         )
+    link = (report.get("profile") or {}).get("name")
+    title += f"\n{link or 'loopback'}, {report.get('content', 'simple')} data, commit "
+    title += f"{(report['machine'].get('commit') or '?')[:7]}"
+    title += " + uncommitted changes" if report["machine"].get("dirty") else ""
     ax.set_title(title, fontsize=10)
     ax.margins(x=0.35)
     fig.tight_layout()
@@ -984,7 +995,6 @@ def run_scenario(
     if profile is not None and profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     link = PROFILES.get(profile or default_profile or "")
-    tree = check_tree(repo, allow_dirty=allow_dirty)
     if scenario.sizes:
         if size is not None and not sizes:
             raise ValueError(f"{name} compares several sizes: give them as a list (sizes)")
@@ -1001,10 +1011,13 @@ def run_scenario(
     unknown = [s for s in names if not is_known(scenario.kind, s)]
     if unknown:
         raise ValueError(f"unknown {scenario.kind} strategies: {', '.join(unknown)}")
+    # After the input checks (a typo is a typo, whatever the tree), before anything runs.
+    tree = check_tree(repo, allow_dirty=allow_dirty)
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     datasets: dict[str, dict[str, Any]] = {}
     sources: dict[str, Path] = {}
     machine = machine_info(tree)  # the commit before the first run
+    load_before = _load_average()
     for sz in size_list:
         source, nfiles, nbytes = ensure_dataset(sz, data_dir, content)
         sources[sz] = source
@@ -1071,6 +1084,8 @@ def run_scenario(
         "datasets": datasets,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": time.time() - started,
+        # Other work on a shared machine shows here: 1-minute load averages, before and after.
+        "load_average": {"before": load_before, "after": _load_average()},
         "command": command,
         "machine": machine,
         "summary": summarise(

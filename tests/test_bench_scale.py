@@ -102,6 +102,7 @@ def test_quick_rest_scale(tmp_path: Path) -> None:
             "bench",
             "rest-scale",
             "--quick",
+            "--allow-dirty",  # tests also run in working trees; the flag is recorded
             "--results-dir",
             str(results),
             "--data-dir",
