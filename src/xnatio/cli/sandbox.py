@@ -70,6 +70,20 @@ PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not 
     show_default=True,
     help="Seconds without new files before a session counts as complete.",
 )
+@click.option(
+    "--ingest-profile",
+    type=click.Choice(["xnat"]),
+    default=None,
+    help="Model a real XNAT's import costs and limits (per-file cost, session lock, threads, "
+    "database pool, a proxy's 504), so that too many parallel requests overload it. "
+    "Default: import as fast as the sandbox can.",
+)
+@click.option(
+    "--ingest-time-scale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Sandbox seconds per modelled XNAT second (default 0.1: ten times as fast).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv: every request).")
 def command(
     data_dir: Path | None,
@@ -81,11 +95,15 @@ def command(
     projects: tuple[str, ...],
     ticker_interval: float,
     idle_interval: float,
+    ingest_profile: str | None,
+    ingest_time_scale: float | None,
     verbose: int,
 ) -> None:
     """Run an XNAT-compatible server for tests and trials (stops on Ctrl-C or SIGTERM)."""
     from xnatio.cli.app import configure_logging
     from xnatio.sandbox import Sandbox, SandboxConfig
+    from xnatio.sandbox.ingest import IngestProfile
+    from xnatio.sandbox.ingest import ingest_profile as profile_named
     from xnatio.sandbox.store import ClientError
 
     configure_logging(verbose, quiet=False)
@@ -95,6 +113,14 @@ def command(
         raise InputError(f"--dicom-port must be between -1 and 65535 (got {dicom_port})")
     if ticker_interval <= 0 or idle_interval < 0:
         raise InputError("--ticker-interval must be positive and --idle-interval not negative")
+    profile: IngestProfile | None = None
+    if ingest_profile is not None:
+        try:
+            profile = profile_named(ingest_profile, time_scale=ingest_time_scale)
+        except ValueError as exc:
+            raise InputError(f"--ingest-time-scale: {exc}") from None
+    elif ingest_time_scale is not None:
+        raise InputError("--ingest-time-scale needs --ingest-profile")
     password = os.environ.get(PASSWORD_ENV, "admin")
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="xio-sandbox-")) if data_dir is None else data_dir
@@ -117,6 +143,7 @@ def command(
             projects=projects or ("P1",),
             ticker_interval=ticker_interval,
             idle_interval=idle_interval,
+            ingest_profile=profile,
         )
     )
     try:

@@ -256,6 +256,8 @@ class StorageServer:
         A server-side TLS context (PS3.15 annex B.1); plain TCP when ``None``.
     transfer_syntaxes
         Accepted transfer syntaxes for storage (default :data:`STORAGE_TRANSFER_SYNTAXES`).
+    on_open, on_close
+        Called when a connection is accepted and when it has ended (to count them).
     """
 
     def __init__(
@@ -270,8 +272,12 @@ class StorageServer:
         timeout: float = 120.0,
         ssl_context: ssl.SSLContext | None = None,
         transfer_syntaxes: Collection[str] = STORAGE_TRANSFER_SYNTAXES,
+        on_open: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.ae_title = ae_title
+        self._on_open = on_open
+        self._on_close = on_close
         self._on_store = on_store
         self._address = (host, port)
         self._max_pdu = max_pdu
@@ -339,6 +345,8 @@ class StorageServer:
                     return
                 log.debug("accept failed", exc_info=True)
                 continue
+            if self._on_open is not None:
+                self._on_open()
             worker = threading.Thread(
                 target=self._serve, args=(conn, peer), name="dimse-association", daemon=True
             )
@@ -368,6 +376,8 @@ class StorageServer:
             with self._lock:
                 self._live.discard(conn)
                 self._workers.discard(threading.current_thread())
+            if self._on_close is not None:
+                self._on_close()
 
     def _count(self) -> int:
         with self._lock:

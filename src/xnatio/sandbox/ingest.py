@@ -149,9 +149,10 @@ class IngestModel:
     session_lock
         The global lock around finding or creating a session. A test may hold it to stop every
         import at that point, then count who waits (:attr:`lock_waiting`).
-    threads, queued, db_connections, lock_waiting
+    threads, queued, db_connections, db_waiting, lock_waiting
         Gauges: requests holding a thread, requests waiting for one, files holding a database
-        connection, files waiting for the session lock.
+        connection, files waiting for one, files (holding a connection) waiting for the session
+        lock.
     """
 
     def __init__(self, profile: IngestProfile) -> None:
@@ -160,6 +161,7 @@ class IngestModel:
         self.threads = Gauge()
         self.queued = Gauge()
         self.db_connections = Gauge()
+        self.db_waiting = Gauge()
         self.lock_waiting = Gauge()
         self._admit = threading.Condition()
         self._line: deque[object] = deque()
@@ -274,16 +276,12 @@ class IngestModel:
         block, then spends ``file_seconds`` before giving the connection back.
         """
         profile = self.profile
-        with self.lock_waiting.held():
+        with self.db_waiting.held():
             self._pool.acquire()  # released below; DBCP waits without a limit
-            self.db_connections.up()
-            try:
-                self.session_lock.acquire()
-            except BaseException:
-                self.db_connections.down()
-                self._pool.release()
-                raise
+        self.db_connections.up()
         try:
+            with self.lock_waiting.held():
+                self.session_lock.acquire()
             try:
                 self._pause(profile.lock_seconds)
             finally:
@@ -312,6 +310,7 @@ class IngestModel:
             threads=self.threads.reading(),
             queued=self.queued.reading(),
             db_connections=self.db_connections.reading(),
+            db_waiting=self.db_waiting.reading(),
             lock_waiting=self.lock_waiting.reading(),
             files=files,
             refused=refused,
@@ -321,7 +320,14 @@ class IngestModel:
 
     def reset(self) -> None:
         """Start a new measurement (peaks become current values, counts zero)."""
-        for gauge in (self.threads, self.queued, self.db_connections, self.lock_waiting):
+        gauges = (
+            self.threads,
+            self.queued,
+            self.db_connections,
+            self.db_waiting,
+            self.lock_waiting,
+        )
+        for gauge in gauges:
             gauge.reset()
         with self._counts:
             self._files = self._refused = self._timeouts = self._late = 0

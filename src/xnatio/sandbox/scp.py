@@ -56,8 +56,15 @@ class DicomReceiver:
     ) -> None:
         self._sandbox = sandbox
         self.aet = sandbox.config.dicom_aet
+        associations = sandbox.dicom_associations
         self._server = StorageServer(
-            self.aet, self._on_store, host=host, port=port, ssl_context=ssl_context
+            self.aet,
+            self._on_store,
+            host=host,
+            port=port,
+            ssl_context=ssl_context,
+            on_open=associations.up,
+            on_close=associations.down,
         )
         self._running = False
 

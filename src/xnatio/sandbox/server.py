@@ -21,7 +21,9 @@ from typing import Any
 
 from xnatio.sandbox.auth import AuthManager
 from xnatio.sandbox.faults import Faults
+from xnatio.sandbox.ingest import IngestModel, ingest_profile
 from xnatio.sandbox.settings import SandboxConfig
+from xnatio.sandbox.stats import Gauge, SandboxStats
 from xnatio.sandbox.store import SandboxStore, StoreFaults
 from xnatio.sandbox.web.connection import HttpServer
 from xnatio.sandbox.web.routes import iter_routes
@@ -50,6 +52,8 @@ class Sandbox:
         Fault switches; change them at any time.
     auth
         Users, sessions and lockout.
+    http_connections, http_requests, dicom_associations
+        Gauges of what is open at once (read them all with :meth:`stats`).
     """
 
     def __init__(self, config: SandboxConfig) -> None:
@@ -70,6 +74,10 @@ class Sandbox:
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._scp: Any = None  # xnatio.sandbox.scp.DicomReceiver, imported only when used
+        self._ingest: IngestModel | None = None
+        self.http_connections = Gauge()
+        self.http_requests = Gauge()
+        self.dicom_associations = Gauge()
         self.spool_dir = self.data_dir / ".http-spool"
 
     def __repr__(self) -> str:
@@ -88,6 +96,11 @@ class Sandbox:
         if self._store is None:
             raise RuntimeError("the sandbox is not running")
         return self._store
+
+    @property
+    def ingest(self) -> IngestModel | None:
+        """The ingest model while running with ``ingest_profile``, else None."""
+        return self._ingest
 
     @property
     def url(self) -> str:
@@ -133,6 +146,8 @@ class Sandbox:
                 store.create_project(project)
             if self.config.faults:
                 self.faults.apply(self.config.faults)
+            if self.config.ingest_profile is not None:
+                self._ingest = IngestModel(ingest_profile(self.config.ingest_profile))
             self._http = HttpServer((self.config.host, self.config.port), self)
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever,
@@ -158,6 +173,8 @@ class Sandbox:
     def stop(self) -> None:
         """Stop everything and close the store; connections still open are cut."""
         self._stopping.set()
+        if self._ingest is not None:
+            self._ingest.close()  # imports still running finish at the sandbox's own speed
         if self._scp is not None:
             self._scp.stop()
             self._scp = None
@@ -172,10 +189,35 @@ class Sandbox:
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None
+        self._ingest = None
         if self._store is not None:
             self._store.close()
             self._store = None
         shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+    def stats(self) -> SandboxStats:
+        """What is open now, the peaks and totals since the last :meth:`reset_stats`, and the
+        ingest model's load (``GET /sandbox/stats`` answers the same)."""
+        return SandboxStats(
+            http_connections=self.http_connections.reading(),
+            http_requests=self.http_requests.reading(),
+            dicom_associations=self.dicom_associations.reading(),
+            ingest=None if self._ingest is None else self._ingest.stats(),
+        )
+
+    def reset_stats(self) -> SandboxStats:
+        """Start a new measurement: every peak becomes the current count, totals zero.
+
+        Returns
+        -------
+        SandboxStats
+            The readings right after the reset.
+        """
+        for gauge in (self.http_connections, self.http_requests, self.dicom_associations):
+            gauge.reset()
+        if self._ingest is not None:
+            self._ingest.reset()
+        return self.stats()
 
     def tick(self) -> None:
         """Run one background tick now (what the ticker thread does every interval)."""

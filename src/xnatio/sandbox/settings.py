@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xnatio.sandbox.ingest import IngestProfile
+
 __all__ = ["SandboxConfig"]
 
 
@@ -42,6 +44,11 @@ class SandboxConfig:
         Seconds a connection may sit idle (between or inside requests) before it is closed.
     alias_token_timeout
         Seconds an alias token from ``/data/services/tokens/issue`` stays valid (XNAT: 2 days).
+    ingest_profile
+        None (the default): import as fast as the sandbox can. ``"xnat"`` or an
+        :class:`~xnatio.sandbox.ingest.IngestProfile`: model a real XNAT's import costs and
+        limits, so that too many parallel requests queue, get 503 or a proxy's 504
+        (:mod:`xnatio.sandbox.ingest`).
     """
 
     data_dir: Path | str
@@ -60,3 +67,4 @@ class SandboxConfig:
     faults: Mapping[str, Any] | None = None
     request_timeout: float = 300.0
     alias_token_timeout: float = 172800.0
+    ingest_profile: str | IngestProfile | None = None

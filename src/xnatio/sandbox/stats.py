@@ -110,8 +110,10 @@ class IngestStats:
         Requests waiting for a thread (Tomcat's accept queue).
     db_connections
         Files holding a connection of the modelled database pool.
+    db_waiting
+        Files waiting for a database connection.
     lock_waiting
-        Files waiting for the global session lock.
+        Files (holding a database connection) waiting for the global session lock.
     files
         Files that paid the per-file cost.
     refused
@@ -126,6 +128,7 @@ class IngestStats:
     threads: Reading
     queued: Reading
     db_connections: Reading
+    db_waiting: Reading
     lock_waiting: Reading
     files: int
     refused: int

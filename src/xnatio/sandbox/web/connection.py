@@ -8,6 +8,7 @@ into a :class:`~xnatio.sandbox.web.messages.Request` and a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import logging
 import os
@@ -20,7 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from xnatio.sandbox.bodies import BodyReader, ConnectionLostError
+from xnatio.sandbox.bodies import BodyReader, ConnectionLostError, UploadError
+from xnatio.sandbox.ingest import IngestModel, Overloaded, model_of, proxy_buffered
+from xnatio.sandbox.stats import Gauge
 from xnatio.sandbox.web.messages import (
     App,
     HttpError,
@@ -46,7 +49,9 @@ class HttpServer(ThreadingHTTPServer):
     address
         (host, port); port 0 picks a free port; an IPv6 host listens on IPv6.
     app
-        The sandbox the handlers serve.
+        The sandbox the handlers serve. Its gauges ``http_connections`` and ``http_requests``
+        are kept up to date when it has them, and its ``ingest`` model (if any) serves every
+        request outside ``/sandbox/``.
     """
 
     daemon_threads = True
@@ -54,20 +59,38 @@ class HttpServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
+        self.connections = _gauge(app, "http_connections")
+        self.requests = _gauge(app, "http_requests")
+        self.ingest: IngestModel | None = model_of(app)
         self._conn_lock = threading.Lock()
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns: dict[socket.socket, threading.Thread | None] = {}
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Connection)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Counted on accept, before the thread starts: an answered request proves it counted.
+        with self._conn_lock:
+            self._conns[request] = None
+        self.connections.up()
+        super().process_request(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._conn_lock:
-            self._conns[request] = threading.current_thread()
+            if request in self._conns:
+                self._conns[request] = threading.current_thread()
         try:
             super().process_request_thread(request, client_address)
         finally:
-            with self._conn_lock:
-                self._conns.pop(request, None)
+            self.release(request)
+
+    def release(self, request: socket.socket) -> None:
+        """Stop counting a connection (once): it ended, or the modelled proxy dropped it."""
+        with self._conn_lock:
+            if request not in self._conns:
+                return
+            del self._conns[request]
+        self.connections.down()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
@@ -81,7 +104,8 @@ class HttpServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
         deadline = time.monotonic() + timeout
         for _, thread in conns:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Connection(BaseHTTPRequestHandler):
@@ -125,11 +149,17 @@ class _Connection(BaseHTTPRequestHandler):
             self._send_error(exc)
             return
         try:
-            if not req.path.startswith("/sandbox/") and self._inject_faults(req):
-                return
-            response = handle(self.server.app, req)
-            self._finish_body(req)
-            self._send(response)
+            with self.server.requests.held():
+                control = req.path.startswith("/sandbox/")
+                if not control and self._inject_faults(req):
+                    return
+                model = None if control else self.server.ingest
+                if model is None:
+                    response = handle(self.server.app, req)
+                else:
+                    response = self._through_model(model, req)
+                self._finish_body(req)
+                self._send(response)
         except ConnectionLostError:
             self._lost(req.body)
         except HttpError as exc:
@@ -148,6 +178,28 @@ class _Connection(BaseHTTPRequestHandler):
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+
+    def _through_model(self, model: IngestModel, req: Request) -> Response:
+        """Serve a request as the ingest model's proxy and server would (:mod:`..ingest`)."""
+        try:
+            with (
+                proxy_buffered(req.body, self.server.app.spool_dir) as body,
+                model.request(self._proxy_timeout),
+            ):
+                return handle(self.server.app, dataclasses.replace(req, body=body))
+        except Overloaded:
+            raise HttpError(503, _proxy_message(503)) from None
+        except UploadError as exc:
+            raise HttpError(exc.status, exc.message) from exc
+
+    def _proxy_timeout(self) -> bool:
+        """The modelled proxy gives up: 504 and the connection closed; the import goes on."""
+        if not self._gateway_timeout():
+            return False
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        self.server.release(self.connection)
+        return True
 
     def _reset(self) -> None:
         self._gate = threading.Lock()
@@ -217,13 +269,13 @@ class _Connection(BaseHTTPRequestHandler):
             self._timer.start()
         return False
 
-    def _gateway_timeout(self) -> None:
+    def _gateway_timeout(self) -> bool:
         # Like a proxy whose read timeout ran out: answer now, let the import carry on.
         page = (
             b"<html><head><title>504 Gateway Time-out</title></head><body>"
             b"<center><h1>504 Gateway Time-out</h1></center></body></html>"
         )
-        self._send(
+        return self._send(
             Response(504, page, "text/html", {"Connection": "close"}), closing=True, cookies=False
         )
 
@@ -247,11 +299,12 @@ class _Connection(BaseHTTPRequestHandler):
             body = status_page(exc.status, exc.message)
         self._send(Response(exc.status, body, "text/html;charset=UTF-8", exc.headers))
 
-    def _send(self, response: Response, *, closing: bool = False, cookies: bool = True) -> None:
-        """Send one answer, once: a gateway timeout and the request's own answer may race."""
+    def _send(self, response: Response, *, closing: bool = False, cookies: bool = True) -> bool:
+        """Send one answer, once: a gateway timeout and the request's own answer may race.
+        Returns whether this call sent it."""
         with self._gate:
             if self._responded:
-                return
+                return False
             self._responded = True
             if closing:
                 self.close_connection = True
@@ -275,6 +328,7 @@ class _Connection(BaseHTTPRequestHandler):
                 if handle is not None:
                     handle.close()
             self.log_request(response.status, size)
+            return True
 
     def _head(self, response: Response, size: int, cookies: bool) -> bytes:
         try:
@@ -295,6 +349,12 @@ class _Connection(BaseHTTPRequestHandler):
         if cookies:
             lines.extend(f"Set-Cookie: {c}" for c in self._cookies)
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _gauge(app: App, name: str) -> Gauge:
+    """The app's gauge ``name``, or a private one (an app without statistics)."""
+    gauge = getattr(app, name, None)
+    return gauge if isinstance(gauge, Gauge) else Gauge()
 
 
 def _proxy_message(status: int) -> str:
