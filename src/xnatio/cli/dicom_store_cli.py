@@ -7,19 +7,22 @@ library's :func:`xnatio.send_dicom_store`.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from xnatio.cli.display import ProgressDisplay, human_bytes
+from xnatio.cli.display import ProgressDisplay, human_bytes, human_rate
 from xnatio.cli.options import ServerOptions, dicom_receiver
+from xnatio.cli.summary import dicom_times, seconds, timing_dict
 from xnatio.inventory import describe_skipped
 from xnatio.options import DicomOptions
 from xnatio.plan import plan_upload
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult
 from xnatio.result.report import dicom_store_rows, json_safe, skipped_list, write_report
+from xnatio.transport.dicom_store import INTERRUPTED
 from xnatio.upload import send_dicom_store
 from xnatio.verify import VerifyLevel
 
@@ -36,6 +39,7 @@ def _result_dict(result: DicomStoreResult) -> dict[str, Any]:
     data["journal"] = result.journal_path
     data.pop("journal_path", None)
     data["verification"] = result.verification.to_dict() if result.verification else None
+    data.update(timing_dict(result))
     return data
 
 
@@ -133,23 +137,37 @@ def run_dicom_store(
         click.echo(json.dumps(json_safe(_result_dict(result)), indent=2, default=str))
     if cancelled is not None:
         # One line, printed by xio's main() (exit 130, or 143 after SIGTERM).
-        raise DicomStoreCancelled(_stopped_line(result), result) from cancelled
+        check = f"xio verify {project} {subject} {session} {shlex.quote(str(source))}"
+        raise DicomStoreCancelled(_stopped_line(result, check), result) from cancelled
     if not as_json and not (quiet and result.success):
         _print_result(result)
     return EXIT_OK if result.success else EXIT_PARTIAL
 
 
-def _stopped_line(result: DicomStoreResult) -> str:
-    """What an interrupted send stored and what it did not, in one line."""
+def _stopped_line(result: DicomStoreResult, command: str) -> str:
+    """What an interrupted upload stored and what it did not, in one line.
+
+    Instances never sent are "not sent" and those on their way when the send stopped are "not
+    confirmed", neither "failed": the user stopped them. Stopped while XNAT was building the
+    session, everything was stored and XNAT carries on by itself.
+    """
     not_sent = sum(o.category == "failure" and o.attempts == 0 for o in result.outcomes)
-    failed = result.failed - not_sent
+    on_the_way = sum(o.meaning == INTERRUPTED for o in result.outcomes)
+    failed = result.failed - not_sent - on_the_way
     todo = result.total_files - len(result.present)
     earlier = f" ({len(result.present)} more were stored earlier)" if result.present else ""
-    failures = f", {failed} failed or unconfirmed" if failed else ""
-    return (
-        f"interrupted: {result.sent} of {todo} instances stored{earlier}{failures}, "
-        f"{not_sent} not sent; run the same command with --resume to send the rest"
-    )
+    if not not_sent and not on_the_way and not failed:
+        return (
+            f"{result.sent} of {todo} instances stored{earlier}, nothing left to send; XNAT "
+            f"builds and archives the session by itself: check it later with {command}"
+        )
+    parts = [f"{result.sent} of {todo} instances stored{earlier}"]
+    if on_the_way:
+        parts.append(f"{on_the_way} on their way, not confirmed")
+    if failed:
+        parts.append(f"{failed} failed")
+    parts.append(f"{not_sent} not sent")
+    return f"interrupted: {', '.join(parts)}; run the same command with --resume to send the rest"
 
 
 def _dry_run(
@@ -207,11 +225,10 @@ def _print_result(result: DicomStoreResult) -> None:
     if result.skipped:
         click.echo(f"{describe_skipped(result.skipped)}; see --dry-run")
     verdict = "OK" if result.success else "INCOMPLETE"
-    rate = result.bytes_sent / result.duration if result.duration > 0 else 0.0
     click.echo(
         f"{verdict}: {result.sent} of {todo} instances stored "
-        f"({result.warned} with warnings, {result.failed} failed) in {result.duration:.1f} s, "
-        f"{human_bytes(rate)}/s"
+        f"({result.warned} with warnings, {result.failed} failed) in "
+        f"{seconds(result.send_duration)}, {human_rate(result.bytes_sent, result.send_duration)}"
     )
     report = result.verification
     if report is not None:
@@ -224,5 +241,6 @@ def _print_result(result: DicomStoreResult) -> None:
             click.echo(f"error: {line}", err=True)
         for line in report.remarks()[:100]:
             click.echo(f"note: {line}")
+    click.echo(dicom_times(result))
     for err in result.errors[:100]:
         click.echo(f"error: {err}", err=True)

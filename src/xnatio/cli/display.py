@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
-from rich.table import Column
+from rich.table import Column, Table
 from rich.text import Text
 
 from xnatio.progress import ProgressEvent
@@ -104,6 +104,19 @@ _WAITING = {
 }
 
 
+class _Rows(Progress):
+    """rich's Progress, its rows a few columns short of the terminal's width: a full-width last
+    row leaves the cursor in the last column, and the terminal's echo of Ctrl-C (``^C``) would
+    wrap to a new line there, shifting the final redraw down by one row."""
+
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        table = super().make_tasks_table(tasks)
+        live = getattr(self, "live", None)  # None while rich builds the Progress
+        if live is not None:
+            table.width = max(60, live.console.width - 3)
+        return table
+
+
 def _column(width: int) -> Column:
     return Column(width=width, no_wrap=True, overflow="crop")
 
@@ -136,7 +149,7 @@ class ProgressDisplay:
 
     def __enter__(self) -> ProgressDisplay:
         if self.mode == "bar":
-            self._progress = Progress(
+            self._progress = _Rows(
                 TextColumn("[bold]{task.description}", table_column=_column(LABEL_WIDTH)),
                 BarColumn(bar_width=BAR_WIDTH, table_column=_column(BAR_WIDTH)),
                 _AmountColumn(table_column=_column(AMOUNT_WIDTH)),

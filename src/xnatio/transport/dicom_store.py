@@ -43,6 +43,7 @@ from xnatio.options import DicomOptions, DicomTls
 from xnatio.progress import ProgressCallback, ProgressEvent, emit, emit_ordered
 
 __all__ = [
+    "INTERRUPTED",
     "REFUSED",
     "DicomTls",
     "InstanceOutcome",
@@ -139,6 +140,7 @@ class _State:
         self.live: set[Association] = set()
         self.done = 0
         self.stored = 0  # answered with success or warning
+        self.interrupted = 0  # on their way when the send was stopped: not failed
         self.bytes_done = 0
         self.started = time.monotonic()
         self.retries = 0
@@ -206,6 +208,8 @@ class _State:
             if outcome.category != "failure":
                 self.stored += 1
                 self.bytes_done += job.file.size
+            elif outcome.meaning == INTERRUPTED:
+                self.interrupted += 1
             self.cond.notify_all()
             done = self.done
         self.report([outcome])
@@ -294,6 +298,8 @@ def _syntax(inventory: Inventory, f: DicomFile) -> str:
 
 # The start of the meaning of an instance whose presentation context the receiver refused.
 REFUSED = "not sent: the receiver refused"
+# The meaning of an instance that was on its way when the send was stopped (Ctrl-C, SIGTERM).
+INTERRUPTED = "not confirmed: interrupted while being sent"
 
 
 def _uid_name(uid: str) -> str:
@@ -420,7 +426,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                 drop(abort=True)
                 # Stopped by us (Ctrl-C, SIGTERM): the receiver is not to blame, and the
                 # instance may or may not have been stored.
-                job.last_error = _INTERRUPTED if state.stop.is_set() else _describe(exc)
+                job.last_error = INTERRUPTED if state.stop.is_set() else _describe(exc)
                 if job.attempts < cfg.max_attempts and not state.stop.is_set():
                     state.put_back(job, retry=True)
                     continue
@@ -431,7 +437,7 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
                         job.file.sop_instance_uid,
                         None,
                         job.last_error
-                        if job.last_error == _INTERRUPTED
+                        if job.last_error == INTERRUPTED
                         else f"not stored: {job.last_error}",
                         job.attempts,
                         index,
@@ -482,10 +488,6 @@ def _worker(state: _State, cfg: _Config, inventory: Inventory) -> None:
         state.worker_exit()
 
 
-# The meaning of an instance that was on its way when the send was stopped.
-_INTERRUPTED = "not confirmed: interrupted while being sent"
-
-
 def _progress(state: _State, cfg: _Config, index: int | None) -> None:
     """An ``uploading`` event: instances stored (current) and failed, their bytes, the time.
 
@@ -495,7 +497,8 @@ def _progress(state: _State, cfg: _Config, index: int | None) -> None:
         return
     with emit_ordered():
         with state.cond:
-            stored, failed = state.stored, state.done - state.stored
+            stored = state.stored
+            failed = state.done - state.stored - state.interrupted
             sent, retries = state.bytes_done, state.retries
         emit(
             cfg.progress,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from xnatio.config import XnatConfig
 from xnatio.errors import ConnectionFailedError, InputError, ServerResponseError
 from xnatio.inventory import DicomFile, Inventory
 from xnatio.options import DicomOptions
-from xnatio.progress import ProgressCallback
+from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.result.journal import BatchedSent, Journal
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult, dicom_store_result
 from xnatio.result.resume import ServerHoldings, gather_holdings, refuse_rerun, resume_todo
@@ -64,6 +65,7 @@ def run_dicom(
     the C-ECHO) holds one slot of ``budget`` while it is open.
     """
     options.check()
+    started = time.monotonic()
     if target is None and options.routing_tags:
         raise InputError(
             "routing tags need a project, subject and session; give all three or turn routing "
@@ -109,7 +111,7 @@ def run_dicom(
             )
         )
         flow = _DicomRun(
-            xnat, inventory, target, options, log, progress_callback, on_instance, budget
+            xnat, inventory, target, options, log, progress_callback, on_instance, budget, started
         )
         return flow.run(resume=resume, level=level, echo=echo)
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns or raises
@@ -128,6 +130,7 @@ class _DicomRun:
         progress_callback: ProgressCallback | None,
         on_instance: Callable[[InstanceOutcome], None] | None,
         budget: ConnectionBudget | None = None,
+        started: float | None = None,
     ) -> None:
         self.xnat = xnat
         self.inventory = inventory
@@ -138,6 +141,7 @@ class _DicomRun:
         self.progress_callback = progress_callback
         self.on_instance = on_instance
         self.budget = budget
+        self.started = time.monotonic() if started is None else started
 
     def run(self, *, resume: bool, level: VerifyLevel, echo: bool) -> DicomStoreResult:
         files = self.files
@@ -166,8 +170,10 @@ class _DicomRun:
         )
         if run.cancelled:
             raise DicomStoreCancelled(
-                f"interrupted after {result.sent} of {result.total_files} instances", result
+                f"interrupted after {result.sent} of {result.total_files} instances",
+                self.finished(result),
             )
+        self.sent_event(result, todo)
         report: VerifyReport | None = None
         if level != "none" and self.xnat is not None and self.target is not None:
             try:
@@ -176,11 +182,55 @@ class _DicomRun:
                 # Sent, but not checked: exit 1 with the report, not an error without one.
                 errors = [*result.errors, exc.message]
                 result = dataclasses.replace(result, success=False, errors=errors)
+            except KeyboardInterrupt:
+                # Everything was sent; XNAT builds and archives the session by itself.
+                raise DicomStoreCancelled(
+                    f"interrupted while waiting for XNAT, after {result.sent} of "
+                    f"{result.total_files} instances were stored",
+                    self.finished(result),
+                ) from None
         ok = result.success and (report is None or report.ok)
         if self.journal is not None:
             matched = report.comparison.matched if report and report.comparison else 0
             self.journal.record_done(ok=ok, matched=matched, expected=len(files))
-        return dataclasses.replace(result, success=ok, verification=report)
+        result = self.finished(dataclasses.replace(result, success=ok, verification=report))
+        emit(
+            self.progress_callback,
+            ProgressEvent(
+                "done",
+                result.sent,
+                len(todo),
+                "done" if ok else "incomplete",
+                bytes_sent=result.bytes_sent,
+                bytes_total=sum(f.size for f in todo),
+                elapsed=result.total_duration,
+                failed=result.failed,
+            ),
+        )
+        return result
+
+    def finished(self, result: DicomStoreResult) -> DicomStoreResult:
+        """``result`` with the seconds of the whole upload so far."""
+        return dataclasses.replace(result, total_duration=time.monotonic() - self.started)
+
+    def sent_event(self, result: DicomStoreResult, todo: list[DicomFile]) -> None:
+        """Close the uploading phase with what the summary will say: the same instances, bytes
+        and seconds of sending, so the bar ends on the summary's rate."""
+        if not todo:
+            return
+        emit(
+            self.progress_callback,
+            ProgressEvent(
+                "uploading",
+                result.sent,
+                len(todo),
+                "sent",
+                bytes_sent=result.bytes_sent,
+                bytes_total=sum(f.size for f in todo),
+                elapsed=result.duration,
+                failed=result.failed,
+            ),
+        )
 
     def resume_todo(self) -> tuple[list[DicomFile], dict[str, str]]:
         """What a resume sends: what neither the server's listings nor the journal confirm.
