@@ -83,13 +83,12 @@ def test_no_trial_when_the_link_outruns_the_compressor() -> None:
 def test_slow_link_trial_keeps_deflate_when_the_deflating_half_carries_more() -> None:
     p = policy()
     p.observe(window(12 * MB, full=halves(1.5 * MB, 1.5 * MB)))
-    assert not p.decisions  # the first window only measures
-    p.observe(window(12 * MB, full=halves(1.5 * MB, 1.5 * MB)))
     assert [d.action for d in p.decisions] == ["trial"]
     assert p.deflate(1) and not p.deflate(0)  # half the connections deflate
-    p.observe(window(20 * MB, full=halves(1.5 * MB, 3 * MB)))  # settling: not judged
-    for _ in range(3):
-        p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
+    p.observe(window(20 * MB, full=halves(1.5 * MB, 1.5 * MB)))  # settling: not judged
+    p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
+    assert p.decisions[-1].action == "trial"  # one window is not enough
+    p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
     assert p.decisions[-1].action == "deflate"
     assert "2.20x" in p.decisions[-1].detail
     assert p.deflate(0) and p.deflate(1)
@@ -113,7 +112,8 @@ def test_trial_drops_deflate_when_it_does_not_pay() -> None:
 def test_single_connection_trial_compares_with_the_window_before() -> None:
     p = policy()
     one = (StreamSample(0, int(0.45 * MB), int(0.45 * MB)),)
-    p.observe(window(0.9 * MB, full=one, active=1))
+    p.observe(window(0.9 * MB, active=1))  # the body started during this window: not full yet
+    assert not p.decisions
     p.observe(window(0.9 * MB, full=one, active=1))
     assert p.deflate(0)  # the only connection deflates
     faster = (StreamSample(0, int(0.45 * MB), int(0.95 * MB)),)

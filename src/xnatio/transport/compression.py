@@ -9,13 +9,13 @@ kind of link:
 1. **Start stored.** Nothing is compressed at first.
 2. **Calibrate the compressor** once, on about a MiB of the session's own files (zlib level 1):
    input bytes per CPU second ``speed`` and the ratio ``ratio``.
-3. **Gate.** After two windows, with the measured uncompressed rate ``U`` (file bytes per second,
-   all connections): compression can pay only if
+3. **Gate.** From the first window on, with the measured uncompressed rate ``U`` (file bytes per
+   second, all connections): compression can pay only if
    ``min(speed * cpus / 2, U * ratio) >= 1.3 * U``. That is, half of the machine's cores could
    compress faster than the link now carries the data, and the data shrinks enough. On loopback
    or a fast LAN ``U`` is far above what one core compresses, so no trial happens there.
 4. **Trial.** Half of the connections (by the order they opened) deflate, the other half stays
-   stored, on the same link at the same time. After a settling window, three windows compare the
+   stored, on the same link at the same time. After a settling window, two windows compare the
    file bytes per second per connection of the two halves. Deflate is kept only if the deflating
    half carried at least 1.15x the data of the stored half. With a single connection the trial
    deflates it and compares with the window before.
@@ -54,7 +54,7 @@ _TRIAL_SPACING = 20.0
 _MAX_TRIALS = 3
 _SAMPLE_BYTES = 1 << 20
 _SETTLE_WINDOWS = 1
-_JUDGE_WINDOWS = 3
+_JUDGE_WINDOWS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +136,12 @@ class CompressionPolicy:
             self._seen += 1
             if self._trial is not None:
                 self._judge(w, self._trial)
-            elif self._may_try():
-                self._consider(w)
+                return
             rate, n = w.group_rate(None)
-            if n:
+            if n:  # the rate per connection a single-connection trial compares with
                 self._last_rate = rate
+            if self._may_try():
+                self._consider(w)
 
     def summary(self) -> str:
         """One line: where the policy ended and why."""
@@ -159,7 +160,7 @@ class CompressionPolicy:
 
     def _may_try(self) -> bool:
         return (
-            self._seen >= 2
+            self._seen >= 1
             and self._trials < _MAX_TRIALS
             and self._now() - self._last_trial >= _TRIAL_SPACING
         )
@@ -183,6 +184,8 @@ class CompressionPolicy:
 
     def _start(self, w: Window, why: str) -> None:
         group: int | None = 1 if w.active >= 2 else None
+        if group is None and self._last_rate <= 0:
+            return  # one connection: first measure it for a whole window, then compare
         self._trial = _Trial(group, self._last_rate)
         self._trials += 1
         self._last_trial = self._now()

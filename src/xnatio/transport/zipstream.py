@@ -58,7 +58,9 @@ __all__ = ["DEFLATE_MAX_SIZE", "StreamStats", "StreamingBody", "streaming_zip_bo
 #: Members of this size or more are stored, never deflated (see the module notes).
 DEFLATE_MAX_SIZE = 1 << 31
 
-STREAM_CHUNK_SIZE = 1 << 18
+# Small chunks keep what one connection has produced but not yet sent small (a fraction of a
+# second on a slow link), so per-connection measurements and a change of method act quickly.
+STREAM_CHUNK_SIZE = 1 << 16
 
 _ZIP32_MAX = 0xFFFFFFFF
 _ZIP16_MAX = 0xFFFF
