@@ -101,12 +101,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _netrc_login(server: str) -> tuple[str, str] | None:
+def _netrc_login(server: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The login and password of ``~/.netrc`` (under ``environ``'s HOME) for the server's host."""
     host = urlsplit(server).hostname
     if not host:
         return None
+    home = environ.get("HOME")
+    path = Path(home) / ".netrc" if home else Path.home() / ".netrc"
     try:
-        auth = netrc.netrc().authenticators(host)
+        auth = netrc.netrc(str(path)).authenticators(host)
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return None
     if auth is None:
@@ -334,7 +337,7 @@ def resolve_settings(
         raise InputError(f"{sources['server']}: {exc.message}") from None
     user, pwd = first("username", srv), first("password", srv)
     if user is None or pwd is None:
-        from_netrc = _netrc_login(srv)
+        from_netrc = _netrc_login(srv, env)
         if from_netrc is not None:
             if user is None and from_netrc[0]:
                 user, sources["username"] = from_netrc[0], "~/.netrc"

@@ -352,3 +352,43 @@ def dicom_receiver(
         if dicom_tls
         else None,
     )
+
+
+def _looks_like_path(value: str) -> bool:
+    """A label that is surely a path: it has a separator, an archive suffix, or exists here."""
+    if "/" in value or os.sep in value:
+        return True
+    if value.lower().endswith((".zip", ".tar", ".tgz", ".tar.gz", ".dcm")):
+        return True
+    try:
+        return Path(value).exists()
+    except OSError:
+        return False
+
+
+class LabelsCommand(click.Command):
+    """A command whose last argument is a path after label arguments (PROJECT SUBJECT SESSION).
+
+    When that path is missing and the argument before it looks like one, the session (or
+    resource) label was most likely forgotten: say that, with the usage, instead of click's
+    "Missing argument SOURCE".
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.MissingParameter as exc:
+            arguments = [p for p in self.params if isinstance(p, click.Argument)]
+            if len(arguments) < 2 or exc.param is not arguments[-1]:
+                raise
+            before = arguments[-2]
+            value = ctx.params.get(before.name or "")
+            if not isinstance(value, str) or not _looks_like_path(value):
+                raise
+            names = " ".join(a.human_readable_name for a in arguments)
+            raise click.UsageError(
+                f"{before.human_readable_name} {value!r} looks like a path, and "
+                f"{arguments[-1].human_readable_name} is missing; usage: "
+                f"{ctx.command_path} [OPTIONS] {names}",
+                ctx,
+            ) from None

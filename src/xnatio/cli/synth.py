@@ -28,7 +28,8 @@ __all__ = ["command"]
 )
 @click.option("--rows", type=click.IntRange(1, 4096), help="Image rows (overrides --size).")
 @click.option("--columns", type=click.IntRange(1, 4096), help="Image columns (overrides --size).")
-@click.option("--modality", type=click.Choice(["MR", "CT"]), default="MR", show_default=True)
+@click.option("--modality", type=click.Choice(["MR", "CT"]), default="MR", show_default=True,
+              help="Modality of the series (XNAT makes an MR or a CT session).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option(
     "--syntax",
@@ -47,7 +48,8 @@ __all__ = ["command"]
 )
 @click.option("--sidecars", is_flag=True, help="Add non-DICOM files (.json, .txt, DICOMDIR, ...).")
 @click.option("--broken", is_flag=True, help="Add a truncated DICOM and a non-DICOM .dcm file.")
-@click.option("--patient-id", default="SYNTH001", show_default=True)
+@click.option("--patient-id", default="SYNTH001", show_default=True,
+              help="Patient ID (0010,0020) of every file.")  # fmt: skip
 def command(
     out: Path,
     size: str,

@@ -10,7 +10,16 @@ from urllib.parse import urlsplit
 import click
 
 from xnatio.cli.app import configure_logging
-from xnatio.cli.options import InputPath, Seconds, ServerOptions, load_config, server_options
+from xnatio.cli.compat import upload_options
+from xnatio.cli.options import (
+    InputPath,
+    LabelsCommand,
+    Seconds,
+    ServerOptions,
+    dicom_options,
+    load_config,
+    server_options,
+)
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
 from xnatio.cli.display import ProgressDisplay
@@ -59,7 +68,10 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
             self.fail(exc.message, param, ctx)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    cls=LabelsCommand,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.argument("project")
 @click.argument("subject")
 @click.argument("session")
@@ -75,15 +87,18 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
     "--num-batches",
     type=click.IntRange(min=1),
     default=None,
-    help="Batches (REST, default 42) or parallel associations (C-STORE, default 45).",
+    help="Pieces the session is cut into (REST, default 42) or parallel associations "
+    "(C-STORE, default 45). xnatio 0.2's defaults, kept: on links that cap each connection, "
+    "parallel streams add up (docs/parallel-uploads.md).",
 )
 @click.option(
     "--upload-workers",
     type=_Workers(),
     default="42",
     show_default=True,
-    help="Batches sent at once: N, or auto (adapts to the link and the server, at most 42) or "
-    "auto:N (at most N).",
+    help="Batches sent at once: N (default 42, as many as batches, so all start together; each "
+    "holds one of XNAT's Tomcat threads), auto (adapts to the link and the server, at most 42) "
+    "or auto:N (at most N).",
 )
 @click.option(
     "--archive-workers",
@@ -97,7 +112,8 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
     type=click.Choice(["tar", "zip"]),
     default="tar",
     show_default=True,
-    help="Body format when not compressing (compressed bodies are always zip).",
+    help="Body of each batch when not compressing: tar (default; XNAT needs its exact length) or "
+    "zip, stored (for proxies or servers that handle zip better); compressed bodies are zip.",
 )
 @click.option(
     "--compress",
@@ -127,12 +143,19 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
     show_default=True,
     help="none: session must be new; append: add missing instances; delete: replace files.",
 )
-@click.option("--direct-archive", is_flag=True, help="Use Direct-Archive (new sessions only).")
+@click.option(
+    "--direct-archive",
+    is_flag=True,
+    help="Write a new session straight to the archive (XNAT 1.8.3+), skipping the prearchive "
+    "and the commit; off by default since xio 0.1 (docs/migrating.md).",
+)
 @click.option(
     "--import-handler",
     type=click.Choice(["DICOM-zip", "gradual-DICOM"]),
     default="DICOM-zip",
     show_default=True,
+    help="XNAT's import handler: DICOM-zip takes a batch per request; gradual-DICOM one file per "
+    "request, for servers where DICOM-zip is disabled.",
 )
 @click.option("--allow-multiple-studies", is_flag=True, help="Accept several studies in SOURCE.")
 @click.option(
@@ -142,16 +165,7 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
     "instead of stopping with exit code 2.",
 )
 @server_options
-@click.option("--dicom-host", help="C-STORE host (default: the XNAT server's host).")
-@click.option(
-    "--dicom-port", type=click.IntRange(1, 65535), default=None, help="C-STORE port (8104)."
-)
-@click.option("--dicom-called-aet", default=None, help="Receiver AE title (XNAT).")
-@click.option("--dicom-calling-aet", default=None, help="Our AE title (XNATIO).")
-@click.option("--dicom-tls", is_flag=True, help="Use TLS for DICOM associations.")
-@click.option("--dicom-tls-ca", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--dicom-tls-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--dicom-tls-key", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@dicom_options
 @click.option(
     "--no-routing-tags", is_flag=True, help="C-STORE: do not add Project/Subject/Session."
 )
@@ -210,6 +224,7 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@upload_options  # xnatio 0.2's flags (cli/compat.py)
 @click.pass_context
 def command(
     ctx: click.Context,

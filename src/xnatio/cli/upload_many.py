@@ -219,24 +219,31 @@ _HELP = {
     "--session", "session_tpl", default="{PatientID}_{StudyDate}", show_default=True,
     help=_HELP["session"],
 )  # fmt: skip
-@click.option("--transport", type=click.Choice(["rest", "dicom-store"]), default="rest")
+@click.option("--transport", type=click.Choice(["rest", "dicom-store"]), default="rest",
+              help="REST import service, or DICOM C-STORE, for every session.")  # fmt: skip
 @click.option("--max-connections", type=click.IntRange(min=1), default=12, show_default=True,
               help=_HELP["max_connections"])  # fmt: skip
 @click.option("--max-sessions", type=click.IntRange(min=1), default=4, show_default=True,
               help=_HELP["max_sessions"])  # fmt: skip
 @click.option("--num-batches", type=click.IntRange(min=1), help=_HELP["num_batches"])
 @click.option("--upload-workers", type=click.IntRange(min=1), help="Per session (REST).")
-@click.option("--overwrite", type=click.Choice(["none", "append", "delete"]), default="none")
+@click.option("--overwrite", type=click.Choice(["none", "append", "delete"]), default="none",
+              help="As for upload-dicom: none (sessions must be new), append, delete.")  # fmt: skip
 @click.option("--direct-archive", is_flag=True, help="Use Direct-Archive (new sessions only).")
-@click.option("--allow-multiple-studies", is_flag=True)
+@click.option("--allow-multiple-studies", is_flag=True,
+              help="Accept several studies in one session's source.")  # fmt: skip
 @server_options
 @click.option("--dicom-host", help="C-STORE host (default: the XNAT server's host).")
-@click.option("--dicom-port", type=click.IntRange(1, 65535), default=8104, show_default=True)
-@click.option("--dicom-called-aet", default="XNAT", show_default=True)
-@click.option("--dicom-calling-aet", default="XNATIO", show_default=True)
+@click.option("--dicom-port", type=click.IntRange(1, 65535), default=8104, show_default=True,
+              help="C-STORE: the DICOM receiver's port.")  # fmt: skip
+@click.option("--dicom-called-aet", default="XNAT", show_default=True,
+              help="C-STORE: the receiver's AE title.")  # fmt: skip
+@click.option("--dicom-calling-aet", default="XNATIO", show_default=True,
+              help="C-STORE: our AE title.")  # fmt: skip
 @click.option("--wait", type=Seconds(), default=600.0, show_default=True,
               help="C-STORE: seconds to wait for XNAT to archive each session.")  # fmt: skip
-@click.option("--verify", "verify_mode", type=click.Choice(["none", "listing", "deep"]))
+@click.option("--verify", "verify_mode", type=click.Choice(["none", "listing", "deep"]),
+              help="Check each session as upload-dicom does (default: listing).")  # fmt: skip
 @click.option("--no-verify", is_flag=True, help="Same as --verify none.")
 @click.option("--resume", is_flag=True, help=_HELP["resume"])
 @click.option("--fail-fast", is_flag=True, help=_HELP["fail_fast"])
@@ -251,9 +258,10 @@ _HELP = {
 @click.option("--dry-run", is_flag=True, help="Print the plan and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]),
-              default="auto", show_default=True)  # fmt: skip
-@click.option("-v", "--verbose", count=True)
-@click.option("-q", "--quiet", is_flag=True)
+              default="auto", show_default=True,
+              help="Progress display on stderr (json: one event per line).")  # fmt: skip
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context
 def command(ctx: click.Context, /, spec: tuple[Path, ...], **kw: Any) -> None:
     """Upload many sessions: the rows of MANIFEST (.csv, .tsv, .jsonl with the columns project,

@@ -9,12 +9,16 @@ from pathlib import Path
 import click
 
 from xnatio.cli.app import configure_logging
+from xnatio.cli.compat import resource_options
 from xnatio.cli.display import ProgressDisplay, human_bytes
-from xnatio.cli.options import InputPath, Seconds, ServerOptions, server_options
+from xnatio.cli.options import InputPath, LabelsCommand, Seconds, ServerOptions, server_options
 from xnatio.transport.resources import upload_resource
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    cls=LabelsCommand,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.argument("project")
 @click.argument("subject")
 @click.argument("session")
@@ -22,14 +26,29 @@ from xnatio.transport.resources import upload_resource
 @click.argument("path", type=InputPath())
 @click.option("--scan", metavar="ID", help="Upload into this scan's resource.")
 @click.option("--per-file", is_flag=True, help="Send a folder file by file instead of one zip.")
-@click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="With --per-file: files sent at once (resource files are few and large next to DICOM "
+    "instances, so fewer connections than upload-dicom's 42 fill the link).",
+)
 @click.option("--no-overwrite", is_flag=True, help="Keep files that already exist on the server.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the listing afterwards.")
-@click.option("--timeout", type=Seconds(minimum=1), default=10800.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=Seconds(minimum=1),
+    default=10800.0,
+    show_default=True,
+    help="Seconds each request may take (the zip of a whole folder is one request; XNAT answers "
+    "after unpacking it).",
+)
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
-@click.option("-v", "--verbose", count=True)
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors (and nothing on success).")
+@resource_options  # xnatio 0.2's --zip-name (cli/compat.py)
 @click.pass_context
 def command(
     ctx: click.Context,

@@ -9,7 +9,7 @@ import click
 
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
-from xnatio.cli.options import InputPath, Seconds, ServerOptions, server_options
+from xnatio.cli.options import InputPath, LabelsCommand, Seconds, ServerOptions, server_options
 from xnatio.verify import VerifyReport, verify_session
 from xnatio.xnat.naming import validate_label
 
@@ -49,7 +49,10 @@ def _print(report: VerifyReport, quiet: bool) -> None:
             click.echo(f"... and {len(lines) - 100} more (see --json)", err=stream_err)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    cls=LabelsCommand,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.argument("project")
 @click.argument("subject")
 @click.argument("session")

@@ -4,12 +4,13 @@ list a session's scans.
 The routes are those of docs/xnat-behaviour.md §4.2 (listings) and §5 (creating projects), plus
 two that describe the site: ``GET /xapi/siteConfig/buildInfo`` (XNAT 1.7 and later; the sandbox
 answers it too) with ``GET /data/version`` as the older servers' answer, and
-``GET /xapi/users/username`` (XNAT 1.7.5 and later), which names the account behind an alias
-token.
+``GET /xapi/users/username`` (XNAT 1.7.5 and later) or ``GET /data/auth`` (§2.1), which name
+the account behind an alias token.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 ACCESSIBILITY = ("private", "protected", "public")
+_LOGGED_IN = re.compile(r"^User '(.+)' is logged in")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,15 @@ def xnat_version(xnat: XnatSession) -> str | None:
     return old.splitlines()[0][:64] if old else None
 
 
+def _account(xnat: XnatSession) -> str | None:
+    """The account behind the session: ``/xapi/users/username``, else ``/data/auth`` (§2.1)."""
+    name = _text(xnat, "/xapi/users/username")
+    if name:
+        return name.splitlines()[0]
+    match = _LOGGED_IN.match(_text(xnat, "/data/auth") or "")
+    return match.group(1) if match else None
+
+
 def server_info(config: XnatConfig, *, timeout: float = 30.0) -> ServerInfo:
     """Log in, ask the server who we are and which XNAT it is, and log out.
 
@@ -101,11 +112,11 @@ def server_info(config: XnatConfig, *, timeout: float = 30.0) -> ServerInfo:
     with XnatSession(config, timeout=timeout, max_connections=2) as xnat:
         xnat.login()
         version = xnat_version(xnat)
-        username = _text(xnat, "/xapi/users/username") or config.username
+        username = _account(xnat) or config.username
     return ServerInfo(
         server=config.server,
         login=config.username,
-        username=username.splitlines()[0],
+        username=username,
         version=version,
         seconds=time.monotonic() - start,
     )
