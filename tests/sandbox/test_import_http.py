@@ -231,14 +231,9 @@ def test_non_dicom_entry_fails_unless_ignore_unparsable(client: httpx.Client) ->
     assert only_bad.status_code == 400  # every entry failed: the last error is raised
 
 
-def test_unsafe_entries_are_refused(client: httpx.Client, sandbox: Sandbox) -> None:
-    data = dicom_bytes(make_dataset("1.2.3", "1.2.3.4", 1))
+def test_links_are_refused(client: httpx.Client, sandbox: Sandbox) -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as archive:
-        for name in ("../escape.dcm", "/abs.dcm"):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
         link = tarfile.TarInfo("link.dcm")
         link.type = tarfile.SYMTYPE
         link.linkname = "/etc/passwd"
@@ -249,8 +244,33 @@ def test_unsafe_entries_are_refused(client: httpx.Client, sandbox: Sandbox) -> N
             content=out.getvalue(), headers={"Content-Type": "application/x-tar"},
         )  # fmt: skip
         assert r.status_code == 400
-    assert not (sandbox.data_dir.parent / "escape.dcm").exists()
     assert _rows(client, "/data/prearchive/projects/P1") == []
+
+
+def test_dotdot_and_absolute_entry_names_are_cleaned(
+    client: httpx.Client, sandbox: Sandbox
+) -> None:
+    """XNAT names a file after its entry with every character outside ``[A-Za-z0-9_.-]`` made
+    ``_`` (§4.3): ``../x.dcm`` is stored as ``.._x.dcm`` inside the scan, never above it."""
+    study = "1.2.3"
+    names = {"../escape.dcm": 1, "/abs.dcm": 2, "a/../../up.dcm": 3, "..": 4}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, number in names.items():
+            data = dicom_bytes(make_dataset(study, "1.2.3.4", number))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    r = client.post(
+        IMPORT, params=import_params(), content=out.getvalue(),
+        headers={"Content-Type": "application/x-tar"},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    [row] = _rows(client, "/data/prearchive/projects/P1")
+    stored = {f["name"] for f in sandbox.store.prearchive_files("P1", row["timestamp"], "E1")}
+    assert {".._escape.dcm", "_abs.dcm", "a_.._.._up.dcm"} < stored
+    assert len(stored) == 4  # '..' names nothing: the template name
+    assert not list(sandbox.data_dir.parent.glob("*.dcm"))
 
 
 def test_nested_archive_is_unpacked(client: httpx.Client) -> None:

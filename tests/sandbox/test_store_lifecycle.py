@@ -312,8 +312,9 @@ def test_hostile_names_stay_inside_the_data_folder(store: SandboxStore) -> None:
     files = store.prearchive_files(project, ts, folder)
     assert len(files) == 1
     assert files[0]["sop_instance_uid"] == sop
-    stored = [p for p in store.data_dir.rglob("*") if p.is_file() and p.suffix == ".dcm"]
-    assert len(stored) == 1
+    assert files[0]["name"] == ".._.._.._etc_passwd"  # cleaned as XNAT cleans it (§4.3)
+    stored = [p for p in store.data_dir.rglob("*") if p.is_file() and "SCANS" in p.parts]
+    assert [p.name for p in stored] == [".._.._.._etc_passwd"]
     assert store.data_dir in stored[0].resolve().parents
 
 

@@ -358,8 +358,9 @@ def archive_format(name: str) -> str:
 class ArchiveEntry:
     """One file inside an upload: its path in the archive and a stream of its bytes.
 
-    ``error`` is set (and ``stream`` is None) for an entry that is refused: links, device files,
-    absolute paths or paths with ``..``.
+    ``error`` is set (and ``stream`` is None) for an entry that is refused: links and device
+    files. A path with ``..`` or an absolute path is not refused: the name only ever names a
+    stored file, once cleaned (docs/xnat-behaviour.md §4.3), as in XNAT.
     """
 
     name: str
@@ -371,16 +372,11 @@ ARCHIVE_READ_ERROR = "unable to read data from file"
 
 
 def _refusal(name: str, *, link: bool, regular: bool) -> str | None:
-    """Why an archive entry is refused (a link, not a regular file, an unsafe path), or None."""
+    """Why an archive entry is refused (a link, not a regular file), or None."""
     if link:
         return "link entries are not accepted"
     if not regular:
         return "not a regular file"
-    parts = re.split(r"[\\/]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "absolute path"
-    if ".." in parts:
-        return "path with '..'"
     return None
 
 

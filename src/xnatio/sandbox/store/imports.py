@@ -154,8 +154,10 @@ class Importer(Part):
         template = template_file_name(hdr)
         if rename:
             return template
+        # XNAT keeps every cleaned name, ``../x.dcm`` as ``.._x.dcm``; one made only of dots
+        # would name the scan folder itself (XNAT fails there), so it gets the template name.
         name = _SAFE_NAME.sub("_", entry_name)
-        if not name or name.startswith("."):
+        if not name.strip("."):
             return template
         row = self._index.row(
             "SELECT sop_uid, sop_class FROM session_files WHERE session_n=? AND scan=? AND name=?",
