@@ -217,13 +217,16 @@ def test_columns_choose_fields_in_order_then_uri(
     client: httpx.Client, archived: dict[str, bytes]
 ) -> None:
     [row] = _rows(client, "/data/projects/P1/experiments", columns="label,ID,modality,nonsense")
-    assert list(row) == ["label", "ID", "modality", "URI"]
+    # Experiments of a base type (here all of them) always carry their type and project.
     assert row == {
         "label": "E1",
         "ID": "XNAT_E00001",
         "modality": "MR",
+        "xsiType": "xnat:mrSessionData",
+        "project": "P1",
         "URI": "/data/experiments/XNAT_E00001",
     }
+    assert list(row) == ["label", "ID", "modality", "xsiType", "project", "URI"]
     default = _rows(client, "/data/projects/P1/experiments", columns="DEFAULT")
     assert default == _rows(client, "/data/projects/P1/experiments")
     assert "modality" not in default[0]
@@ -251,7 +254,7 @@ def test_a_field_of_an_extension_lists_that_type_only(
     dates = _rows(client, "/data/projects/P1/experiments", columns="ID,date")
     assert mr["xnat:mrSessionData/date"] == dates[0]["date"] != ""
     [ct] = _rows(client, "/data/experiments", xsiType="xnat:ctSessionData", columns="label")
-    assert ct["label"] == "CT1"
+    assert ct == {"label": "CT1", "URI": "/data/experiments/XNAT_E00002"}
     images = _rows(client, "/data/experiments", xsiType="xnat:imageSessionData")
     assert len(images) == 2
 
@@ -274,3 +277,77 @@ def test_parameters_named_like_fields_filter(
     assert [r["label"] for r in _rows(client, "/data/subjects", project="P2")] == ["S9"]
     assert [r["ID"] for r in _rows(client, f"{EXP}/scans", ID="2")] == ["2"]
     assert len(_rows(client, f"{EXP}/scans", series_description="T*")) == 2
+
+
+# -- the prearchive -----------------------------------------------------------------------------
+
+
+def _prearchive_upload(client: httpx.Client, session: str, **extra: str) -> str:
+    """Upload a session into P1's prearchive; its URI without ``/data``."""
+    r = client.post(
+        IMPORT,
+        params=import_params(session=session, **extra),
+        content=tar_bytes(make_files(2)),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert r.status_code == 200, r.text
+    return r.text.strip().removeprefix("/data")
+
+
+def test_prearchive_projects_lists_every_project(client: httpx.Client) -> None:
+    _prearchive_upload(client, "E1")
+    rows = _rows(client, "/data/prearchive/projects")
+    assert [(r["project"], r["name"]) for r in rows] == [("P1", "E1")]
+    assert rows == _rows(client, "/data/prearchive")
+
+
+def test_batch_rebuild_move_and_delete(client: httpx.Client) -> None:
+    assert client.put("/data/projects/P2").status_code == 200
+    first = _prearchive_upload(client, "E1")
+    second = _prearchive_upload(client, "E2")
+    built = client.post("/data/services/prearchive/rebuild", params={"src": [first, second]})
+    assert built.status_code == 200, built.text
+    assert [r["status"] for r in built.json()["ResultSet"]["Result"]] == ["READY", "READY"]
+    # pyxnat sends its parameters as a form body
+    moved = client.post(
+        "/data/services/prearchive/move", data={"src": first, "newProject": "P2", "async": "false"}
+    )
+    assert moved.status_code == 200, moved.text
+    [row] = moved.json()["ResultSet"]["Result"]
+    assert (row["project"], row["name"]) == ("P2", "E1")
+    gone = client.post(
+        "/data/services/prearchive/delete", params={"src": "/data" + second, "format": "csv"}
+    )
+    assert gone.status_code == 200
+    assert [r["name"] for r in _rows(client, "/data/prearchive")] == ["E1"]
+    assert (
+        client.post("/data/services/prearchive/delete", params={"src": second}).status_code == 404
+    )
+    assert client.post("/data/services/prearchive/delete").status_code == 404
+    bad = client.post("/data/services/prearchive/delete", params={"src": "/archive/projects/P1"})
+    assert bad.status_code == 400
+    assert client.get("/data/services/prearchive/delete").status_code == 405
+
+
+def test_archive_service_redirects_for_an_auto_archiving_session(client: httpx.Client) -> None:
+    manual = _prearchive_upload(client, "E1")
+    assert client.put("/data/projects/P1/prearchive_code/4").status_code == 200
+    # The row takes the project's code; the background pass must not archive it first.
+    auto = _prearchive_upload(client, "E2", prevent_auto_commit="true")
+    plain = client.post("/data/services/archive", params={"src": manual})
+    assert plain.status_code == 200
+    assert plain.text == "/data/archive/projects/P1/subjects/S1/experiments/E1\r\n"
+    redirected = client.post("/data/services/archive", params={"src": auto})
+    assert redirected.status_code == 303
+    location = redirected.headers["Location"]
+    assert location == f"{client.base_url}/data/archive/projects/P1/subjects/S1/experiments/E2"
+
+
+def test_prearchive_file_honours_a_byte_range(client: httpx.Client) -> None:
+    uri = _prearchive_upload(client, "E1")
+    assert client.post(f"/data{uri}", params={"action": "build"}).status_code == 200
+    files = _rows(client, f"/data{uri}/scans/1/resources/DICOM/files")
+    whole = client.get(files[0]["URI"])
+    part = client.get(files[0]["URI"], headers={"Range": "bytes=2-5"})
+    assert part.status_code == 206
+    assert part.content == whole.content[2:6]

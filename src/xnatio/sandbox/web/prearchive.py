@@ -3,19 +3,22 @@ archive service, and Direct-Archive sessions (docs/xnat-behaviour.md §3.5, §4.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs
+
 from xnatio.sandbox.web.messages import (
     App,
     HttpError,
     Request,
     Response,
     data_uri,
+    file_response,
     json_response,
     table,
     true,
     uri_list,
 )
 
-__all__ = ["archive_service", "prearchive", "prearchive_session"]
+__all__ = ["archive_service", "batch_action", "prearchive", "prearchive_session"]
 
 
 def prearchive(app: App, req: Request, projects: str | None = None) -> Response:
@@ -123,18 +126,22 @@ def prearchive_scan_file(
     found = app.store.prearchive_file_path(project, ts, folder, scan, resource, path)
     if found is None or not found.is_file():
         raise HttpError(400, f"Unable to access the file at: {path}")
-    return Response(200, b"", "application/octet-stream", file=found)
+    return file_response(req, found)
 
 
 def archive_service(app: App, req: Request) -> Response:
     """``POST /data/services/archive?src=…[&src=…]``: archive prearchive sessions (§9);
-    ``redirect=true`` answers 303 to the first archive URI."""
+    ``redirect=true``, or a single session that auto-archives, answers 303 to the archive URI
+    on the site (§14.7)."""
     sources = req.query.get("src") or []
     if not sources:
         raise HttpError(400, "Missing src parameter")
     uris = []
+    auto = False
     for src in sources:
         clean = src[len("/data") :] if src.startswith("/data/") else src
+        row = app.store.prearchive_session(*_triple(clean))
+        auto = row is not None and row["autoarchive"] != "Manual"
         uris.append(
             app.store.archive_service(
                 clean,
@@ -143,9 +150,55 @@ def archive_service(app: App, req: Request) -> Response:
                 overwrite_files=req.flag("overwrite_files"),
             )
         )
-    if req.flag("redirect"):
-        return Response(303, b"", "text/plain", {"Location": data_uri(uris[0])})
+    if req.flag("redirect") or (auto and len(uris) == 1):
+        site = f"http://{req.headers.get('Host', 'localhost')}"
+        return Response(303, b"", "text/plain", {"Location": site + data_uri(uris[0])})
     return uri_list(uris)
+
+
+def _triple(src: str) -> tuple[str, str, str]:
+    """(project, timestamp, folder) of a prearchive URI; 400 for anything else."""
+    parts = [p for p in src.split("/") if p]
+    if parts[:1] in (["data"], ["REST"]):
+        parts = parts[1:]
+    if len(parts) != 5 or parts[:2] != ["prearchive", "projects"]:
+        raise HttpError(400, f"Invalid src URI ({src})")
+    return parts[2], parts[3], parts[4]
+
+
+def batch_action(app: App, req: Request, action: str) -> Response:
+    """``POST /data/services/prearchive/{delete|move|rebuild}?src=…[&src=…]`` (``newProject``
+    for move); the parameters may come as a form body, as pyxnat sends them. The sandbox acts
+    at once whatever ``async`` says, and answers the sessions' rows afterwards (§14.8)."""
+    params = {k: list(v) for k, v in req.query.items()}
+    if req.media_type == "application/x-www-form-urlencoded":
+        for key, values in parse_qs(req.body.read(1 << 20).decode("utf-8", "replace")).items():
+            params.setdefault(key, []).extend(values)
+    sources = params.get("src") or []
+    if not sources:
+        raise HttpError(404, "Unknown prearchive session.")
+    if action not in ("delete", "move", "rebuild"):
+        raise HttpError(404, "The server has not found anything matching the request URI")
+    store = app.store
+    triples = [_triple(src) for src in sources]
+    rows = []
+    for project, ts, folder in triples:
+        if store.prearchive_session(project, ts, folder) is None:
+            raise HttpError(404, f"/prearchive/projects/{project}/{ts}/{folder} not found.")
+    new_project = (params.get("newProject") or [""])[0]
+    for project, ts, folder in triples:
+        if action == "delete":
+            store.delete_prearchive(project, ts, folder)
+            continue
+        now = project
+        if action == "rebuild":
+            store.build_prearchive(project, ts, folder)
+        elif store.move_prearchive(project, ts, folder, new_project) is not None:
+            now = new_project
+        row = store.prearchive_session(now, ts, folder)
+        if row is not None:
+            rows.append(row)
+    return table(req, rows, "Prearchive")
 
 
 def direct_archive(app: App, req: Request, project: str, uid: str, label: str) -> Response:

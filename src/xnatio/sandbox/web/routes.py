@@ -87,12 +87,12 @@ _ROUTES: list[_Route] = [
     (_methods("GET", "POST"), ("data", "services", "tokens", "{}", "{}"), auth.tokens),
     (_methods("GET", "POST"), ("data", "services", "tokens", "{}", "{}", "{}"), auth.tokens),
     (_methods("GET", "PUT"), ("sandbox", "faults"), control.faults),
-    (_methods("GET", "DELETE"), ("sandbox", "stats"), control.stats),
     (_methods("POST"), ("data", "services", "refresh", "catalog"), control.refresh_catalog),
     # the import service (§3) and the archive service (§9)
     (_methods("GET", "POST", "PUT", "DELETE"), ("data", "services", "import"),
      imports.import_service),
     (_methods("POST"), ("data", "services", "archive"), prearchive.archive_service),
+    (_methods("POST"), ("data", "services", "prearchive", "{}"), prearchive.batch_action),
     # site configuration: DICOM routing rules (§6.2)
     (_methods("GET", "PUT", "DELETE"), ("data", "config", "dicom", "{}"), config.dicom_config),
     # projects, subjects, experiments (§4.2, §5)
@@ -136,6 +136,7 @@ _ROUTES: list[_Route] = [
      resources.session_resource_file),
     # the prearchive (§4.2, §9) and Direct-Archive (§3.5)
     (_methods("GET"), ("data", "prearchive"), prearchive.prearchive),
+    (_methods("GET"), ("data", "prearchive", "projects"), prearchive.prearchive),
     (_methods("GET"), ("data", "prearchive", "projects", "{}"), prearchive.prearchive),
     (_methods("GET", "POST", "DELETE"), _PREARC, prearchive.prearchive_session),
     (_methods("GET"), (*_PREARC, "scans"), prearchive.prearchive_scans),
