@@ -87,6 +87,7 @@ _ROUTES: list[_Route] = [
     (_methods("GET", "POST"), ("data", "services", "tokens", "{}", "{}"), auth.tokens),
     (_methods("GET", "POST"), ("data", "services", "tokens", "{}", "{}", "{}"), auth.tokens),
     (_methods("GET", "PUT"), ("sandbox", "faults"), control.faults),
+    (_methods("GET", "DELETE"), ("sandbox", "stats"), control.stats),
     (_methods("POST"), ("data", "services", "refresh", "catalog"), control.refresh_catalog),
     # the import service (§3) and the archive service (§9)
     (_methods("GET", "POST", "PUT", "DELETE"), ("data", "services", "import"),
