@@ -22,6 +22,7 @@ __all__ = [
     "DataType",
     "Field",
     "is_a",
+    "is_extended",
     "schema_document",
 ]
 
@@ -196,6 +197,15 @@ XNAT_TYPES: tuple[DataType, ...] = (
 SCHEMA_NAMES = ("xnat", "xdat")
 
 _BASES = {f"xnat:{t.name}": (f"xnat:{t.base}" if t.base else None) for t in XNAT_TYPES}
+
+
+_EXTENDED = frozenset(base.lower() for base in _BASES.values() if base is not None)
+
+
+def is_extended(xsi_type: str) -> bool:
+    """Whether another data type extends ``xsi_type`` (``xnat:imageSessionData``): XNAT
+    secures only the leaf types of its experiments, not such bases."""
+    return xsi_type.lower() in _EXTENDED
 
 
 def is_a(xsi_type: str, base: str) -> bool:

@@ -8,9 +8,10 @@ shortcut, or the XML path as asked when no shortcut names that path. Without ``c
 ``DEFAULT``) the listing's default fields come back.
 
 ``xsiType=T`` (one type) lists only rows of type T and its extensions, as does asking for a field
-of such a type (``xnat:mrSessionData/date`` lists MR sessions). Any other parameter named like a
-shortcut, or like an XML path, filters: its value is a comma list of alternatives, where ``*`` and
-``%`` match any text.
+of such a type (``xnat:mrSessionData/date`` lists MR sessions). While the type listed is a base
+type (``xnat:experimentData``), experiment rows also carry ``xsiType`` and ``project``. Any other
+parameter named like a shortcut, or like an XML path, filters: its value is a comma list of
+alternatives, where ``*`` and ``%`` match any text.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from xnatio.sandbox.schemas import is_a
+from xnatio.sandbox.schemas import is_a, is_extended
 from xnatio.sandbox.web.messages import Request
 
 __all__ = ["EXPERIMENTS", "PROJECTS", "SCANS", "SUBJECTS", "Listing", "select"]
@@ -29,11 +30,17 @@ Row = dict[str, str]
 
 @dataclass(frozen=True)
 class Listing:
-    """A listing's root data type, its shortcuts (short name -> XML path) and default fields."""
+    """A listing's root data type, its shortcuts (short name -> XML path) and default fields.
+
+    ``with_base_root`` are the fields XNAT adds when the listing's root is a base type (no
+    security of its own): the experiment listings then always carry ``xsiType`` and
+    ``project``.
+    """
 
     root: str
     shortcuts: dict[str, str]
     defaults: tuple[str, ...]
+    with_base_root: tuple[str, ...] = ()
 
 
 def _paths(root: str, names: str, **more: str) -> dict[str, str]:
@@ -84,6 +91,7 @@ EXPERIMENTS = Listing(
         "insert_date",
         "UID",
     ),
+    with_base_root=("xsiType", "project"),
 )
 SCANS = Listing(
     "xnat:imageScanData",
@@ -134,6 +142,8 @@ def select(req: Request, listing: Listing, rows: list[Row]) -> list[Row]:
     ]
     for _, _, name in filters:
         root = _narrower(root, name)
+    if is_extended(root):
+        columns += [(f, f) for f in listing.with_base_root if (f, f) not in columns]
     out = []
     narrowed = root.lower() != listing.root.lower()
     for row in rows:
