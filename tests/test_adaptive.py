@@ -94,6 +94,30 @@ def test_slow_link_trial_keeps_deflate_when_the_deflating_half_carries_more() ->
     assert p.deflate(0) and p.deflate(1)
 
 
+def test_a_gain_well_below_the_ratio_is_not_enough() -> None:
+    # Loopback to a busy server: the deflating half carried 1.23x (its bytes cost the server
+    # less to read), far from the 2.2x a limiting link would show.
+    p = policy()
+    p.observe(window(20 * MB, full=halves(1.1 * MB, 1.1 * MB)))
+    for _ in range(3):
+        p.observe(window(20 * MB, full=halves(1.12 * MB, 1.38 * MB)))
+    assert p.decisions[-1].action == "none"
+    assert "needed 1.60x" in p.decisions[-1].detail
+
+
+def test_deflate_stops_when_all_connections_together_carry_less() -> None:
+    p = policy()
+    p.observe(window(16 * MB, full=halves(2 * MB, 2 * MB)))
+    for _ in range(3):
+        p.observe(window(24 * MB, full=halves(2 * MB, 4 * MB)))
+    assert p.deflate(0)
+    for _ in range(3):  # the CPU cannot deflate for all 8 at once: 14 MB/s against ~16 stored
+        p.observe(window(14 * MB, full=halves(1.75 * MB, 1.75 * MB)))
+    assert not p.deflate(0)
+    assert p.decisions[-1].action == "none"
+    assert "stored they would carry about 16.0" in p.decisions[-1].detail
+
+
 def test_trial_drops_deflate_when_it_does_not_pay() -> None:
     # A server that is the bottleneck: the deflating half carries no more file bytes.
     p = policy()
@@ -129,7 +153,9 @@ def test_watchdog_reverse_trial_when_the_compressor_fills_the_cores() -> None:
     p.observe(window(12 * MB, full=halves(1.5 * MB, 1.5 * MB)))
     for _ in range(4):
         p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
-    assert p.deflating
+    for _ in range(3):  # every connection deflates: confirmed
+        p.observe(window(26 * MB, full=halves(3.3 * MB, 3.3 * MB)))
+    assert p.deflating and p.decisions[-1].action == "confirmed"
     clock.now += 30
     p.observe(window(90 * MB, full=halves(10 * MB, 10 * MB), deflate_cpu=0.8))  # 1.6 cores
     assert p.decisions[-1].action == "trial"

@@ -16,10 +16,16 @@ kind of link:
    or a fast LAN ``U`` is far above what one core compresses, so no trial happens there.
 4. **Trial.** Half of the connections (by the order they opened) deflate, the other half stays
    stored, on the same link at the same time. After a settling window, two windows compare the
-   file bytes per second per connection of the two halves. Deflate is kept only if the deflating
-   half carried at least 1.15x the data of the stored half. With a single connection the trial
-   deflates it and compares with the window before.
-5. **Watchdog.** While deflating, if the compressor uses 70% or more of all cores, the CPU may
+   file bytes per second per connection of the two halves. Where the link limits, every
+   connection gets the same bytes per second, so the deflating half carries about ``ratio``
+   times the files; where the server or the CPU limits, about as much as the stored half.
+   Deflate is kept only if the deflating half carried at least ``1 + (ratio - 1) / 2`` times
+   (and at least 1.15x) the data of the stored half. With a single connection the trial deflates
+   it and compares with the window before.
+5. **Confirm.** Once every connection deflates, two windows (after a settling one) must carry at
+   least 1.1x the files that all connections would carry stored, as the trial measured it;
+   otherwise compression stops (when everyone compresses, the CPU may be what limits).
+6. **Watchdog.** While deflating, if the compressor uses 70% or more of all cores, the CPU may
    have become the limit: a reverse trial (half the connections stored) decides again, and deflate
    stays only while it carries at least 1.05x.
 
@@ -48,6 +54,8 @@ LEVEL = 1
 _GATE_GAIN = 1.3
 _KEEP_GAIN = 1.15
 _STAY_GAIN = 1.05
+_SHARE = 0.5
+_CONFIRM_GAIN = 1.1
 _WATCHDOG_CPU = 0.7
 _MIN_RATIO = 1.1
 _TRIAL_SPACING = 20.0
@@ -67,9 +75,17 @@ class Decision:
 
 
 @dataclass
+class _Confirm:
+    stored: float  # the payload rate of all connections stored, estimated during the trial
+    windows: int = 0
+    rates: list[float] = field(default_factory=list)
+
+
+@dataclass
 class _Trial:
     group: int | None  # the group that flips; None: every connection (single-connection trial)
     before: float  # per-connection payload rate before the trial (single-connection trials)
+    active: int  # connections sending when it started
     windows: int = 0
     # Summed over the judged windows, per half: file bytes, and connection-seconds.
     flipped: list[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -108,6 +124,7 @@ class CompressionPolicy:
     deflating: bool = False
     decisions: list[Decision] = field(default_factory=list)
     _trial: _Trial | None = None
+    _confirm: _Confirm | None = None
     _trials: int = 0
     _last_trial: float = float("-inf")
     _seen: int = 0
@@ -137,6 +154,9 @@ class CompressionPolicy:
             if self._trial is not None:
                 self._judge(w, self._trial)
                 return
+            if self._confirm is not None:
+                self._check(w, self._confirm)
+                return
             rate, n = w.group_rate(None)
             if n:  # the rate per connection a single-connection trial compares with
                 self._last_rate = rate
@@ -148,6 +168,8 @@ class CompressionPolicy:
         if self.mode != "auto":
             return self.mode
         state = "deflate" if self.deflating else "none"
+        if self._trial is not None:
+            return f"auto -> {state} (a trial was still running: {self.decisions[-1].detail})"
         return f"auto -> {state}" + (f" ({self.decisions[-1].detail})" if self.decisions else "")
 
     # -- internals -----------------------------------------------------------------------------
@@ -186,7 +208,7 @@ class CompressionPolicy:
         group: int | None = 1 if w.active >= 2 else None
         if group is None and self._last_rate <= 0:
             return  # one connection: first measure it for a whole window, then compare
-        self._trial = _Trial(group, self._last_rate)
+        self._trial = _Trial(group, self._last_rate, max(1, w.active))
         self._trials += 1
         self._last_trial = self._now()
         what = "stored" if self.deflating else "deflated"
@@ -212,13 +234,40 @@ class CompressionPolicy:
         # In a reverse trial (while deflating) the flipped half is the stored one.
         deflated, stored = (other, flipped) if self.deflating else (flipped, other)
         gain = deflated / stored
-        need = _STAY_GAIN if self.deflating else _KEEP_GAIN
+        # On a link that limits, each connection gets the same bytes whatever they carry, so the
+        # deflating half carries about `ratio` times the files; a server or CPU that limits
+        # leaves the gain near 1. Half the ratio's gain separates the two.
+        need = _STAY_GAIN if self.deflating else max(_KEEP_GAIN, 1 + _SHARE * (self.ratio - 1))
         detail = (
             f"deflating connections carried {gain:.2f}x the data of stored ones "
-            f"({deflated / 1e6:.2f} vs {stored / 1e6:.2f} MB/s each)"
+            f"({deflated / 1e6:.2f} vs {stored / 1e6:.2f} MB/s each, needed {need:.2f}x)"
         )
+        switched_on = not self.deflating and gain >= need
         self.deflating = gain >= need
         self._end("deflate" if self.deflating else "none", detail)
+        if switched_on:
+            # What all connections would carry stored, as the trial measured it.
+            self._confirm = _Confirm(stored * (trial.active if trial.group is not None else 1))
+
+    def _check(self, w: Window, confirm: _Confirm) -> None:
+        """Once every connection deflates, the total must beat the stored estimate."""
+        confirm.windows += 1
+        if confirm.windows <= _SETTLE_WINDOWS:
+            return
+        confirm.rates.append(w.payload_rate)
+        if len(confirm.rates) < _JUDGE_WINDOWS:
+            return
+        self._confirm = None
+        now = sum(confirm.rates) / len(confirm.rates)
+        detail = (
+            f"all connections deflating carried {now / 1e6:.1f} MB/s of files, stored they "
+            f"would carry about {confirm.stored / 1e6:.1f}"
+        )
+        if now >= _CONFIRM_GAIN * confirm.stored:
+            self.decisions.append(Decision(self._now(), "confirmed", detail))
+        else:
+            self.deflating = False  # the CPU (or the server) cannot keep up with all of them
+            self.decisions.append(Decision(self._now(), "none", detail))
 
     def _end(self, action: str, detail: str) -> None:
         self._trial = None
