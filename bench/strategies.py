@@ -48,6 +48,8 @@ DICOM strategies (against storescp, Orthanc or the proxy in front of them):
 
 ``xio``
     :func:`xnatio.uploaders.send_dicom_store` (the public API) with its defaults.
+``xio-aN``
+    The same with N associations (``num_batches=N``), for a sweep.
 ``storescu``
     One DCMTK ``storescu`` process, one association (``+sd +r``), with ``TCP_NODELAY=1`` in its
     environment (DCMTK's switch for disabling Nagle's algorithm; ~40x faster on loopback).
@@ -242,6 +244,9 @@ def run_strategy(kind: str, name: str, ctx: Context) -> tuple[Runner, Runner | N
     elif kind == "dicom":
         if name == "xio":
             return (lambda: _xio_dicom(ctx)), None
+        if m := re.match(r"^xio-a(\d+)$", name):
+            associations = int(m.group(1))
+            return (lambda: _xio_dicom(ctx, associations)), None
         if name == "storescu":
             return (lambda: _storescu(ctx, 1)), None
         if m := re.match(r"^storescu-x(\d+)$", name):
@@ -628,7 +633,7 @@ def _xnatctl_dicom(ctx: Context, workers: int) -> dict[str, Any]:
 # -- DICOM ----------------------------------------------------------------------------------------
 
 
-def _xio_dicom(ctx: Context) -> dict[str, Any]:
+def _xio_dicom(ctx: Context, associations: int = 45) -> dict[str, Any]:
     clock = PhaseClock()
     from xnatio.uploaders import send_dicom_store
 
@@ -642,6 +647,7 @@ def _xio_dicom(ctx: Context) -> dict[str, Any]:
         project=ctx.project,
         subject=ctx.subject,
         session=ctx.session,
+        num_batches=associations,
         progress_callback=clock,
     )
     return {
