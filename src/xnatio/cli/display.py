@@ -183,12 +183,13 @@ class ProgressDisplay:
 
     # -- the bar ----------------------------------------------------------------------------
 
-    def _row(self, key: str, label: str, unit: str, total: int | None) -> TaskID:
+    def _row(self, key: str, label: str, unit: str, total: int | None, note: str = "") -> TaskID:
+        """The row ``key``, added with its first note (never drawn without it)."""
         assert self._progress is not None
         task = self._tasks.get(key)
         if task is None:
             task = self._progress.add_task(
-                label, total=total, unit=unit, rate="", note="", final=None
+                label, total=total, unit=unit, rate="", note=note, final=None
             )
             self._tasks[key] = task
         return task
@@ -221,12 +222,12 @@ class ProgressDisplay:
         self._finish(k for k in self._tasks if k != phase)
         if phase == "waiting":
             known = event.total > 0
-            task = self._row("waiting", "waiting", "instances", event.total if known else None)
+            note = _WAITING.get(event.state, f"XNAT: {event.state or event.message}")
+            task = self._row(
+                "waiting", "waiting", "instances", event.total if known else None, note
+            )
             self._progress.update(
-                task,
-                completed=event.current,
-                total=event.total if known else None,
-                note=_WAITING.get(event.state, f"XNAT: {event.state or event.message}"),
+                task, completed=event.current, total=event.total if known else None, note=note
             )
             return
         label_unit = {
