@@ -3,9 +3,10 @@
 
 Each listing has shortcuts, short names for a field's XML path (``date`` for
 ``xnat:experimentData/date``). ``columns`` is a comma list of shortcuts and XML paths: the rows
-carry those fields, in that order, then ``URI``; unknown shortcuts are left out. A header is the
-shortcut, or the XML path as asked when no shortcut names that path. Without ``columns`` (or with
-``DEFAULT``) the listing's default fields come back.
+carry those fields, in that order, then ``URI``; unknown shortcuts and fields are left out. A
+header is the field's shortcut, also for a field asked by its XML path, through the type that
+defines it or an extension of it (``xnat:mrSessionData/date`` comes back as ``date``). Without
+``columns`` (or with ``DEFAULT``) the listing's default fields come back.
 
 ``xsiType=T`` (one type) lists only rows of type T and its extensions, as does asking for a field
 of such a type (``xnat:mrSessionData/date`` lists MR sessions). While the type listed is a base
@@ -165,11 +166,13 @@ def _resolve(listing: Listing, name: str) -> tuple[str, str] | None:
     for short, path in listing.shortcuts.items():
         if path.lower() == lowered:
             return short, short
+    # A field reached through an extension (xnat:mrSessionData/date) is the field of the type
+    # that defines it (xnat:experimentData/date), and takes that field's shortcut as header.
     element, _, field = name.rpartition("/")
     for short, path in listing.shortcuts.items():
         own, _, own_field = path.rpartition("/")
         if own_field.lower() == field.lower() and (is_a(element, own) or is_a(own, element)):
-            return name, short
+            return short, short
     return None
 
 
