@@ -39,8 +39,10 @@ def _print(report: VerifyReport, quiet: bool) -> None:
         for scan, (expected, found) in c.per_scan.items():
             mark = "" if expected == found else "  <-- differs"
             click.echo(f"  scan {scan}: {expected} expected, {found} on the server{mark}")
+    # The first line already says where the session is; problems() repeats it for result.errors.
+    problems = [line for line in report.problems() if line != report.where]
     for kind, lines, stream_err in (
-        ("error", report.problems(), True),
+        ("error", problems, True),
         ("note", [] if quiet else report.remarks(), False),
     ):
         for line in lines[:100]:

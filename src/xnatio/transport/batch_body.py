@@ -74,13 +74,16 @@ def would_shrink(f: DicomFile) -> bool:
 
 
 def members(inventory: Inventory, batch: Batch) -> list[ArchiveMember]:
-    """The batch's files as archive members, named ``<SOPInstanceUID>.dcm``."""
+    """The batch's files as archive members, named ``<SOPInstanceUID>.dcm``; errors name the
+    source file (``SOURCE/path``, or ``ARCHIVE/member`` for a zip or tar SOURCE)."""
+    root = inventory.source.root
     return [
         ArchiveMember(
             name=entry_name(f),
             size=f.size,
             open=functools.partial(inventory.source.open, f.path),
             compressible=would_shrink(f),
+            source=str(root / f.path),
         )
         for f in batch.files
     ]

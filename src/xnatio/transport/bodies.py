@@ -91,6 +91,9 @@ class ArchiveMember:
     compressible
         False for bytes that would not shrink (pixel data already compressed): a compressing
         body stores them as they are (:mod:`xnatio.transport.zipstream`).
+    source
+        Where the bytes come from, as the user knows it (the file's path); errors name it
+        rather than the entry name, which the user never chose. Empty: the entry name.
     """
 
     name: str
@@ -98,6 +101,12 @@ class ArchiveMember:
     open: Callable[[], BinaryIO]
     mtime: int = 0
     compressible: bool = True
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """The member as errors name it: its source path, else its entry name."""
+        return self.source or self.name
 
 
 def member_from_path(name: str, path: str | os.PathLike[str]) -> ArchiveMember:
@@ -121,7 +130,9 @@ def member_from_path(name: str, path: str | os.PathLike[str]) -> ArchiveMember:
     def _open() -> BinaryIO:
         return open(fspath, "rb", buffering=0)
 
-    return ArchiveMember(name=name, size=st.st_size, open=_open, mtime=int(st.st_mtime))
+    return ArchiveMember(
+        name=name, size=st.st_size, open=_open, mtime=int(st.st_mtime), source=fspath
+    )
 
 
 class ArchiveBody:
@@ -253,7 +264,7 @@ def _open(member: ArchiveMember) -> BinaryIO:
     try:
         return member.open()
     except OSError as exc:
-        raise ArchiveError(f"{member.name}: cannot open: {exc}") from exc
+        raise ArchiveError(f"{member.label}: cannot open: {exc}") from exc
 
 
 def _fill(f: BinaryIO, region: memoryview, name: str, size: int) -> None:
@@ -287,7 +298,7 @@ def _encode_name(name: str) -> bytes:
 
 def _check_size(member: ArchiveMember) -> None:
     if member.size < 0:
-        raise ArchiveError(f"{member.name}: negative size {member.size}")
+        raise ArchiveError(f"{member.label}: negative size {member.size}")
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -435,7 +446,7 @@ def tar_body(
         for m in members:
             yield from w.put(_tar_member_header(m))
             with _open(m) as f:
-                yield from w.copy(f, m.size, m.name, None)
+                yield from w.copy(f, m.size, m.label, None)
             yield from w.zeros(_pad512(m.size))
         yield from w.zeros(_TAR_END)
         if w.pos:
@@ -637,8 +648,8 @@ def zip_body(
                 start = w.pos
                 data = w.view[start + hlen : start + hlen + m.size]
                 with _open(m) as f:
-                    _fill(f, data, m.name, m.size)
-                    _expect_eof(f, m.name, m.size)
+                    _fill(f, data, m.label, m.size)
+                    _expect_eof(f, m.label, m.size)
                 crc = zlib.crc32(data)
                 w.view[start : start + hlen] = e.local_header(crc)
                 w.pos = start + hlen + m.size
@@ -647,10 +658,10 @@ def zip_body(
                 crc = _crc_pass(m, w.view)
                 yield from w.put(e.local_header(crc))
                 with _open(m) as f:
-                    again = yield from w.copy(f, m.size, m.name, 0)
+                    again = yield from w.copy(f, m.size, m.label, 0)
                 if again != crc:
                     raise ArchiveError(
-                        f"{m.name}: content changed while it was being sent - scan the source again"
+                        f"{m.label}: changed while it was being sent - scan the source again"
                     )
             crcs.append(crc)
         for e, crc in zip(entries, crcs, strict=True):
@@ -675,7 +686,7 @@ def _crc_pass(m: ArchiveMember, scratch: memoryview) -> int:
             crc = zlib.crc32(scratch[:r], crc)
     if total != m.size:
         raise ArchiveError(
-            f"{m.name}: file has {total} bytes, expected {m.size}; "
+            f"{m.label}: file has {total} bytes, expected {m.size}; "
             "it changed after it was listed - scan the source again"
         )
     return crc

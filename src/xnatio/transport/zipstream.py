@@ -226,7 +226,7 @@ class _Producer:
         with _open(m) as f:
             while size < m.size:
                 region = view[: min(len(view), m.size - size)]
-                _fill(f, region, m.name, m.size)
+                _fill(f, region, m.label, m.size)
                 crc = zlib.crc32(region, crc)
                 size += len(region)
                 stats.payload += len(region)
@@ -236,7 +236,7 @@ class _Producer:
                 if out:
                     csize += len(out)
                     yield from self.put(out)
-            _expect_eof(f, m.name, m.size)
+            _expect_eof(f, m.label, m.size)
         t = time.thread_time()
         out = comp.flush()
         stats.deflate_cpu += time.thread_time() - t
@@ -260,8 +260,8 @@ class _Producer:
             start = w.pos
             data = w.view[start + hlen : start + hlen + m.size]
             with _open(m) as f:
-                _fill(f, data, m.name, m.size)
-                _expect_eof(f, m.name, m.size)
+                _fill(f, data, m.label, m.size)
+                _expect_eof(f, m.label, m.size)
             crc = zlib.crc32(data)
             w.view[start : start + hlen] = entry.local_header(crc)
             w.pos = start + hlen + m.size
@@ -272,13 +272,13 @@ class _Producer:
             crc = _crc_pass(m, w.view)
             yield from self.put(entry.local_header(crc))
             with _open(m) as f:
-                again = yield from w.copy(f, m.size, m.name, 0)
+                again = yield from w.copy(f, m.size, m.label, 0)
             self.offset += m.size
             self.stats.produced += m.size
             self.stats.payload += m.size
             if again != crc:
                 raise ArchiveError(
-                    f"{m.name}: content changed while it was being sent - scan the source again"
+                    f"{m.label}: changed while it was being sent - scan the source again"
                 )
         self.stats.stored += 1
         self.written.append(

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
 import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,6 +51,53 @@ _SOCKET_OPTIONS = (
 )
 
 
+def redirect_note(response: httpx.Response) -> str:
+    """`` (a redirect to LOCATION)`` for a 3xx answer, else ``""``."""
+    location = response.headers.get("location")
+    if response.is_redirect and location:
+        return f" (a redirect to {location})"
+    return ""
+
+
+def proxy_for(server: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy the environment names for ``server``, as curl and httpx read it.
+
+    ``HTTPS_PROXY`` (or ``https_proxy``) for an https server, ``HTTP_PROXY`` for http,
+    ``ALL_PROXY`` for both; None when ``NO_PROXY`` lists the host (or ``*``). ``XnatSession``
+    passes it to its transport itself, because httpx reads these variables only for clients
+    built without a transport of their own.
+    """
+    env = os.environ if environ is None else environ
+    proxies: dict[str, str] = {}
+    for key, value in env.items():  # lower case wins, as in urllib
+        name = key.lower()
+        if value and name.endswith("_proxy") and (key.islower() or name[:-6] not in proxies):
+            proxies[name[:-6]] = value
+    parts = urlsplit(server)
+    url = proxies.get(parts.scheme) or proxies.get("all")
+    if not url:
+        return None
+    if _bypassed(parts.hostname or "", parts.port, proxies.get("no", "")):
+        return None
+    return url
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names the host: ``*``, the host, a domain it is in (``.lab.org`` or
+    ``lab.org``), optionally with ``:port``."""
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and (not entry_port.isdigit() or int(entry_port) != port):
+            continue
+        domain = name.lstrip(".")
+        if domain and (host.lower() == domain or host.lower().endswith("." + domain)):
+            return True
+    return False
+
+
 def looks_like_html(response: httpx.Response) -> bool:
     """True when a response is an HTML page (XNAT's login or change-password page)."""
     ctype = response.headers.get("content-type", "")
@@ -68,9 +117,26 @@ def error_message(response: httpx.Response) -> str:
     return plain[:200]
 
 
+# What OpenSSL says when the other end answers TLS's hello in plain HTTP (an https:// URL with
+# the server's http port).
+_PLAIN_HTTP_SIGNS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+
+
 def describe_connect_error(server: str, exc: Exception) -> str:
     """One line that says why a connection failed and what to do about it."""
     text = str(exc)
+    if any(sign in text for sign in _PLAIN_HTTP_SIGNS):
+        plain = "http://" + server.removeprefix("https://")
+        return (
+            f"cannot connect to {server}: the server answered in plain HTTP, not TLS; use "
+            f"{plain} (or the server's HTTPS port)"
+        )
+    if server.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        secure = "https://" + server.removeprefix("http://")
+        return (
+            f"cannot connect to {server}: the answer is not HTTP ({text}); if this port "
+            f"speaks TLS, use {secure}"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         reason = text.rsplit("]", maxsplit=1)[-1].strip() or text
         return (
@@ -80,6 +146,36 @@ def describe_connect_error(server: str, exc: Exception) -> str:
         )
     detail = text or type(exc).__name__
     return f"cannot connect to {server}: {detail}; check the URL and that the server is up"
+
+
+def _transport(
+    server: str, verify: bool | ssl.SSLContext, limits: httpx.Limits
+) -> httpx.HTTPTransport:
+    """The client's transport: our socket options, and the proxy the environment names."""
+    proxy = proxy_for(server)
+    try:
+        return httpx.HTTPTransport(
+            verify=verify, limits=limits, socket_options=_SOCKET_OPTIONS, proxy=proxy
+        )
+    except ImportError:  # a socks5:// proxy without httpx's socks extra
+        raise InputError(
+            f"the proxy {proxy} needs SOCKS support: pip install 'httpx[socks]', or use an "
+            "HTTP proxy"
+        ) from None
+    except ValueError as exc:  # a scheme httpx does not know
+        raise InputError(f"cannot use the proxy {proxy}: {exc}") from None
+
+
+def _login_redirect(server: str, response: httpx.Response) -> str:
+    """Why a login answered with a redirect, and the server URL to use instead."""
+    location = response.headers.get("location", "")
+    hint = "; give --server the address it redirects to"
+    if location.endswith("/data/JSESSION"):
+        hint = f"; use --server {location.removesuffix('/data/JSESSION')}"
+    return (
+        f"{server}/data/JSESSION answered {response.status_code}"
+        f"{redirect_note(response) or ' (a redirect without a Location)'}{hint}"
+    )
 
 
 class XnatSession:
@@ -140,9 +236,7 @@ class XnatSession:
         self._client = httpx.Client(
             base_url=config.server,
             timeout=httpx.Timeout(timeout, connect=min(30.0, timeout)),
-            transport=httpx.HTTPTransport(
-                verify=verify, limits=limits, socket_options=_SOCKET_OPTIONS
-            ),
+            transport=_transport(config.server, verify, limits),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
         )
@@ -207,6 +301,8 @@ class XnatSession:
             )
             raise self._auth_failed
         body = response.text.strip()
+        if response.is_redirect:
+            raise ConnectionFailedError(_login_redirect(server, response))
         if response.status_code != 200 or not _SESSION_ID.match(body):
             raise ConnectionFailedError(
                 f"{server}/data/JSESSION answered {response.status_code} without a session ID; "
@@ -335,8 +431,9 @@ class XnatSession:
     ) -> httpx.Response:
         """Raise :class:`ServerResponseError` unless the status is one of ``ok``."""
         if response.status_code not in tuple(ok):
+            detail = error_message(response) + redirect_note(response)
             raise ServerResponseError(
-                f"{what}: {response.status_code} {error_message(response)}".rstrip(),
+                f"{what}: {response.status_code} {detail}".rstrip(),
                 status_code=response.status_code,
                 url=str(response.request.url.copy_with(query=None)),
                 body=response.text,
