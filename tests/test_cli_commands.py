@@ -139,6 +139,8 @@ def test_list_scans_counts_files_per_scan(sandbox: Sandbox, tmp_path: Path) -> N
     assert [s["files"] for s in data["scans"]] == [3, 3]
     assert data["files"] == 6
     assert data["bytes"] == sum(f.stat().st_size for f in src.rglob("*") if f.is_file())
+    old = json.loads(xio("list-scans", "P1", "S1", "E1", "--format", "json", env=env).stdout)
+    assert (old["scan_ids"], old["count"]) == (["1", "2"], 2)  # xnatio 0.2's keys
     proc = xio("list-scans", "P1", "S1", "E1", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split() == ["scan", "type", "series", "description",

@@ -80,7 +80,15 @@ def create_project_command(
     "--json",
     "as_json",
     is_flag=True,
-    help="The scans as JSON on stdout: id, type, series_description, files, bytes.",
+    help="The scans as JSON on stdout: id, type, series_description, files, bytes (and "
+    "xnatio 0.2's scan_ids and count).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="xnatio 0.2's spelling: --format json is --json.",
 )
 @_VERBOSE
 def list_scans_command(
@@ -90,6 +98,7 @@ def list_scans_command(
     creds: ServerOptions,
     timeout: float,
     as_json: bool,
+    output_format: str | None,
     verbose: int,
 ) -> None:
     """List the scans of an archived session, with their DICOM files and sizes.
@@ -98,6 +107,7 @@ def list_scans_command(
     still in the prearchive is not listed), 3 when the login fails.
     """
     configure_logging(verbose, quiet=False)
+    as_json = as_json or output_format == "json"
     config = creds.required_config()
     scans = list_scans(config, project, subject, session, timeout=timeout)
     if scans is None:
@@ -113,6 +123,8 @@ def list_scans_command(
             "scans": [asdict(s) for s in scans],
             "files": sum(s.files for s in scans),
             "bytes": sum(s.bytes for s in scans),
+            "scan_ids": [s.id for s in scans],  # xnatio 0.2's keys
+            "count": len(scans),
         }
         click.echo(json.dumps(data, indent=2))
         return
