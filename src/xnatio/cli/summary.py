@@ -50,11 +50,11 @@ def seconds(s: float) -> str:
 
 
 def sent_clause(count: int, total: int, what: str, bytes_sent: int, send_seconds: float) -> str:
-    """``12 of 20 files sent (3.1 MB) in 0.42 s, 7.4 MB/s``; no bytes or rate when nothing
-    was sent."""
+    """``12 of 20 files sent (3.1 MB) in 0.42 s, 7.4 MB/s``; no time or rate when nothing
+    was sent (``0 of 20 files sent (0 B)``)."""
     clause = f"{count} of {total} {what}"
     if bytes_sent <= 0:
-        return clause
+        return f"{clause} (0 B)"
     return (
         f"{clause} ({human_bytes(bytes_sent)}) in {seconds(send_seconds)}, "
         f"{human_rate(bytes_sent, send_seconds)}"
