@@ -25,7 +25,7 @@ __all__ = ["ARCHIVE_FORMATS", "file_listing"]
 ARCHIVE_FORMATS = {
     "zip": ("application/zip", ".zip"),
     "tar": ("application/x-tar", ".tar"),
-    "tar.gz": ("application/x-gzip", ".tar.gz"),
+    "tar.gz": ("application/x-gtar", ".tar.gz"),  # Restlet's GNU tar type
 }
 _LISTING_FORMATS = ("json", "csv", *ARCHIVE_FORMATS)
 _NOT_TYPE_CHARS = re.compile(r"\W")
