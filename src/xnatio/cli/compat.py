@@ -11,7 +11,7 @@ xnatio 0.2               xio
 ``--dicom-batches N``    ``--num-batches N`` with ``--transport dicom-store`` (ignored for REST)
 ``--no-direct-archive``  the default now (note)
 ``--ignore-unparsable``  what xio always does: files that are not DICOM are never sent (note)
-``--dicom-cleanup``      nothing to clean: xio writes no copies of the files (note)
+``--dicom-cleanup``      nothing to clean: xio keeps no temporary workspace (note)
 ``--zip-name NAME``      (upload-resource) no effect: XNAT unpacks the zip and keeps no archive
                          (note)
 ``--env PATH``           reads that file, as ``--env NAME`` reads ``.env.NAME``
@@ -74,7 +74,7 @@ _UPLOAD_OPTIONS = (
         "--dicom-cleanup",
         "xnatio02_dicom_cleanup",
         is_flag=True,
-        help="xnatio 0.2's flag; xio keeps no copies of the files, so there is nothing to clean.",
+        help="xnatio 0.2's flag; xio keeps no temporary workspace, so there is nothing to clean.",
     ),
 )
 
@@ -123,7 +123,8 @@ def upload_options(func: F) -> F:
             )
         if cleanup:
             note(
-                f"--dicom-cleanup has no effect: xio writes no copies of the files; {_SEE}",
+                "--dicom-cleanup has no effect: xio keeps no temporary workspace (0.2 kept its "
+                f"per-batch logs there); {_SEE}",
                 quiet=quiet,
             )
         return func(*args, **kwargs)
