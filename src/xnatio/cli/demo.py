@@ -111,7 +111,7 @@ def _demo_rest(sandbox: Sandbox, source: Path, quiet: bool) -> bool:
     ok = rest.success and rest.verification is not None and rest.verification.ok
     click.echo(
         f"REST:     {'OK' if ok else 'FAILED'}  {rest.files_sent}/{rest.total_files} "
-        f"files in {rest.duration:.2f} s ({rest.throughput_mb_s:.1f} MB/s), "
+        f"files in {rest.send_duration:.2f} s ({rest.send_rate / 1e6:.1f} MB/s), "
         f"{rest.batches_succeeded} batches, verified "
         f"{rest.verification.matched if rest.verification else 0}/{rest.total_files}"
     )
@@ -140,11 +140,10 @@ def _demo_dicom(sandbox: Sandbox, source: Path, quiet: bool) -> bool:
     report = dicom.verification
     check = report.comparison if report is not None else None
     ok = dicom.success and check is not None and check.ok
-    rate = dicom.bytes_sent / dicom.duration / 1e6 if dicom.duration > 0 else 0.0
     verified = f"{check.matched}/{check.expected}" if check is not None else "0"
     click.echo(
         f"C-STORE:  {'OK' if ok else 'FAILED'}  {dicom.sent}/{dicom.total_files} "
-        f"instances in {dicom.duration:.2f} s ({rate:.1f} MB/s), "
+        f"instances in {dicom.send_duration:.2f} s ({dicom.send_rate / 1e6:.1f} MB/s), "
         f"{dicom.associations} associations, verified {verified}"
     )
     for err in dicom.errors[:10]:
