@@ -242,7 +242,8 @@ def _cli(*args: str) -> subprocess.Popen[str]:
 
 
 def test_cli_option_turns_the_model_on() -> None:
-    proc = _cli("--ingest-profile", "xnat", "--ingest-time-scale", "0.5")
+    proc = _cli("--ingest-profile", "xnat", "--ingest-time-scale", "0.5",
+                "--ingest-proxy-timeout", "0")  # fmt: skip
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().split()[1].removeprefix("url=")
@@ -253,6 +254,7 @@ def test_cli_option_turns_the_model_on() -> None:
             0.5,
             200,
         )
+        assert profile["proxy_read_timeout"] is None
     finally:
         proc.terminate()
         proc.communicate(timeout=WAIT)
@@ -261,7 +263,8 @@ def test_cli_option_turns_the_model_on() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--ingest-time-scale", "0.5"), "--ingest-time-scale needs --ingest-profile"),
+        (("--ingest-time-scale", "0.5"), "need --ingest-profile"),
+        (("--ingest-proxy-timeout", "5"), "need --ingest-profile"),
         (("--ingest-profile", "xnat", "--ingest-time-scale", "nan"), "time_scale"),
         (("--ingest-profile", "tomcat"), "tomcat"),
     ],

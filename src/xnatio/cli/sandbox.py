@@ -15,11 +15,15 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from xnatio.cli.options import Seconds
 from xnatio.errors import InputError
+
+if TYPE_CHECKING:
+    from xnatio.sandbox.ingest import IngestProfile
 
 PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not a password
 
@@ -82,7 +86,13 @@ PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not 
     "--ingest-time-scale",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
-    help="Sandbox seconds per modelled XNAT second (default 0.1: ten times as fast).",
+    help="Sandbox seconds per modelled XNAT second (default 0.2: five times as fast).",
+)
+@click.option(
+    "--ingest-proxy-timeout",
+    type=Seconds(),
+    default=None,
+    help="The modelled proxy's read timeout in XNAT seconds (default 100; 0: no proxy).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv: every request).")
 def command(
@@ -97,13 +107,12 @@ def command(
     idle_interval: float,
     ingest_profile: str | None,
     ingest_time_scale: float | None,
+    ingest_proxy_timeout: float | None,
     verbose: int,
 ) -> None:
     """Run an XNAT-compatible server for tests and trials (stops on Ctrl-C or SIGTERM)."""
     from xnatio.cli.app import configure_logging
     from xnatio.sandbox import Sandbox, SandboxConfig
-    from xnatio.sandbox.ingest import IngestProfile
-    from xnatio.sandbox.ingest import ingest_profile as profile_named
     from xnatio.sandbox.store import ClientError
 
     configure_logging(verbose, quiet=False)
@@ -113,14 +122,7 @@ def command(
         raise InputError(f"--dicom-port must be between -1 and 65535 (got {dicom_port})")
     if ticker_interval <= 0 or idle_interval < 0:
         raise InputError("--ticker-interval must be positive and --idle-interval not negative")
-    profile: IngestProfile | None = None
-    if ingest_profile is not None:
-        try:
-            profile = profile_named(ingest_profile, time_scale=ingest_time_scale)
-        except ValueError as exc:
-            raise InputError(f"--ingest-time-scale: {exc}") from None
-    elif ingest_time_scale is not None:
-        raise InputError("--ingest-time-scale needs --ingest-profile")
+    profile = _ingest(ingest_profile, ingest_time_scale, ingest_proxy_timeout)
     password = os.environ.get(PASSWORD_ENV, "admin")
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="xio-sandbox-")) if data_dir is None else data_dir
@@ -167,3 +169,24 @@ def command(
             signal.signal(sig, handler)
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ingest(
+    name: str | None, scale: float | None, proxy_timeout: float | None
+) -> IngestProfile | None:
+    """The ingest profile the options ask for, or None."""
+    import dataclasses
+
+    from xnatio.sandbox.ingest import ingest_profile
+
+    if name is None:
+        if scale is not None or proxy_timeout is not None:
+            raise InputError("--ingest-time-scale and --ingest-proxy-timeout need --ingest-profile")
+        return None
+    try:
+        profile = ingest_profile(name, time_scale=scale)
+    except ValueError as exc:
+        raise InputError(f"--ingest-time-scale: {exc}") from None
+    if proxy_timeout is not None:
+        profile = dataclasses.replace(profile, proxy_read_timeout=proxy_timeout or None)
+    return profile
