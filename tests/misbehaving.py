@@ -84,6 +84,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         return sent
 
+    def _body(self) -> bytes:
+        """The request body, with a Content-Length or chunked (xio's compressed uploads)."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+        parts = []
+        while size := int(self.rfile.readline().split(b";", 1)[0], 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()  # the CRLF after the chunk
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(parts)
+
     def _forward(self) -> None:
         faults = self.server.faults
         path = self.path.split("?", 1)[0]
@@ -92,8 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
             sent = self._reply(forced, {"Content-Type": "text/plain"}, b"not offered here")
             faults.seen.append(Seen(self.command, path, forced, sent))
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
         headers = {
             k: v for k, v in self.headers.items() if k.lower() not in _HOP | {"host", "range"}
         }

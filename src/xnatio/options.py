@@ -9,12 +9,14 @@ arguments, so both spellings reach the same code.
 from __future__ import annotations
 
 import math
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from xnatio.errors import InputError
+
+if TYPE_CHECKING:  # ssl is loaded when a TLS context is made (start-up time)
+    import ssl
 
 __all__ = [
     "ArchiveFormat",
@@ -174,6 +176,8 @@ class DicomTls:
 
     def context(self) -> ssl.SSLContext:
         """An :class:`ssl.SSLContext` that verifies the receiver and presents our certificate."""
+        import ssl
+
         ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
         if self.cert is not None:
             ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,14 +160,20 @@ def read_profiles(path: Path | None = None) -> ProfileFile:
     """
     path = config_file_path() if path is None else path
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        f = path.open("rb")
     except FileNotFoundError:
         return ProfileFile(path=path, profiles={})
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid TOML: {exc}") from None
+    import tomllib  # only when there is a file to read: most runs have none (start-up time)
+
+    with f:
+        try:
+            data = tomllib.load(f)
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from None
     unknown = set(data) - {"default_profile", "profiles"}
     if unknown:
         raise InputError(

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xnatio.errors import XnatioError
 from xnatio.inventory import DicomFile, SkippedFile
 from xnatio.plan import Batch
-from xnatio.transport.dicom_store import REFUSED, InstanceOutcome, StoreRun
-from xnatio.transport.rest import BatchOutcome
-from xnatio.verify import Comparison, VerifyReport
+
+if TYPE_CHECKING:  # annotations only: a C-STORE run loads neither the HTTP stack nor the checks
+    from xnatio.transport.dicom_store import InstanceOutcome, StoreRun
+    from xnatio.transport.rest import BatchOutcome
+    from xnatio.verify import Comparison, VerifyReport
 
 __all__ = [
     "DicomStoreCancelled",
@@ -225,6 +228,8 @@ def dicom_store_result(files: Sequence[DicomFile], run: StoreRun) -> DicomStoreR
     run
         What :func:`~xnatio.transport.dicom_store.store_instances` returned.
     """
+    from xnatio.transport.dicom_store import REFUSED
+
     outcomes = run.outcomes
     duration = run.duration
     sent = sum(o.category != "failure" for o in outcomes)

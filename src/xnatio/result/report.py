@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, SkippedFile
-from xnatio.verify import Comparison
 from xnatio.xnat.naming import scan_id_for
 
 if TYPE_CHECKING:
     from xnatio.result.outcome import DicomStoreResult, UploadResult
+    from xnatio.verify import Comparison
 
 __all__ = [
     "ReportRow",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError
@@ -28,12 +29,12 @@ from xnatio.options import (
 from xnatio.plan import UploadPlan
 from xnatio.progress import ProgressCallback
 from xnatio.result.outcome import DicomStoreResult, UploadResult
-from xnatio.transport.dicom_store import InstanceOutcome
 from xnatio.transport.ratelimit import parse_rate
-from xnatio.upload.dicom_flow import run_dicom
-from xnatio.upload.rest_flow import run_rest
 from xnatio.upload.steps import Target
-from xnatio.verify import VerifyLevel
+from xnatio.verify.levels import VerifyLevel
+
+if TYPE_CHECKING:
+    from xnatio.transport.dicom_store import InstanceOutcome
 from xnatio.xnat.naming import validate_label
 
 __all__ = ["send_dicom_store", "upload_dicom_parallel_rest", "upload_session"]
@@ -102,7 +103,11 @@ def upload_session(
         Ctrl-C; carries the partial result.
     """
     target = Target(project, subject, session)
+    # Each transport's flow is loaded when it runs: a C-STORE upload never loads the HTTP stack
+    # unless it talks to XNAT.
     if isinstance(transport, RestOptions):
+        from xnatio.upload.rest_flow import run_rest
+
         if server is None:
             raise InputError("a REST upload needs the XNAT server (server=XnatConfig(...))")
         return run_rest(
@@ -117,6 +122,8 @@ def upload_session(
             progress_callback=progress_callback,
             skip_unreadable=skip_unreadable,
         )
+    from xnatio.upload.dicom_flow import run_dicom
+
     return run_dicom(
         source.inventory if isinstance(source, UploadPlan) else source,
         target,
@@ -267,6 +274,8 @@ def upload_dicom_parallel_rest(
     config = XnatConfig(
         server=normalise_server(server), username=username, password=password, verify_tls=verify_tls
     )
+    from xnatio.upload.rest_flow import run_rest
+
     return run_rest(
         plan if plan is not None else source_dir,
         Target(project, subject, session),
@@ -409,6 +418,8 @@ def send_dicom_store(
     else:
         assert source_dir is not None
         source = source_dir
+    from xnatio.upload.dicom_flow import run_dicom
+
     return run_dicom(
         source,
         target,

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xnatio.budget import ConnectionBudget
 from xnatio.config import XnatConfig
@@ -22,7 +23,6 @@ from xnatio.options import DicomOptions
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.result.journal import BatchedSent, Journal
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult, dicom_store_result
-from xnatio.result.resume import ServerHoldings, gather_holdings, refuse_rerun, resume_todo
 from xnatio.transport.dicom_store import (
     InstanceOutcome,
     StoreRun,
@@ -30,11 +30,12 @@ from xnatio.transport.dicom_store import (
     store_instances,
 )
 from xnatio.upload.steps import Target, open_journal, scan_source, server_session, verify
-from xnatio.verify import ContentCheck, VerifyLevel, VerifyReport, verify_level
-from xnatio.verify.session import wait_until_settled
-from xnatio.xnat.listings import list_session_files
+from xnatio.verify.levels import VerifyLevel, verify_level
 from xnatio.xnat.naming import routing_comment, validate_label
-from xnatio.xnat.session import XnatSession
+
+if TYPE_CHECKING:  # the checks and the HTTP client load only when XNAT is asked (start-up time)
+    from xnatio.verify import VerifyReport
+    from xnatio.xnat.session import XnatSession
 
 __all__ = ["run_dicom"]
 
@@ -150,6 +151,8 @@ class _DicomRun:
             todo, present = self.resume_todo()
         else:
             if self.journal is not None:
+                from xnatio.result.resume import refuse_rerun
+
                 refuse_rerun(
                     self.journal.state,
                     transport="dicom-store",
@@ -238,6 +241,10 @@ class _DicomRun:
         A prearchive session XNAT is still receiving, building or archiving is waited for first
         (up to ``options.wait``): data sent while it is archived would start a second session.
         """
+        from xnatio.result.resume import ServerHoldings, gather_holdings, resume_todo
+        from xnatio.verify.session import wait_until_settled
+        from xnatio.xnat.listings import list_session_files
+
         confirmed = self.journal.state.confirmed if self.journal is not None else set()
         holdings = ServerHoldings(prearchive=None)
         if self.xnat is not None and self.target is not None:
@@ -317,6 +324,8 @@ class _DicomRun:
         (its request went out and no answer came) and the server holds a file the check could
         not place, one more look, without waiting, counts those instances too.
         """
+        from xnatio.verify import ContentCheck
+
         xnat, target = self.xnat, self.target
         assert xnat is not None
         assert target is not None

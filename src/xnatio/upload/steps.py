@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xnatio.budget import ConnectionBudget
 from xnatio.config import XnatConfig
@@ -19,9 +20,11 @@ from xnatio.inventory import DicomFile, Inventory, build_inventory
 from xnatio.plan import UploadPlan, check_inventory, plan_upload
 from xnatio.progress import ProgressCallback, scan_reporter
 from xnatio.result.journal import Journal, JournalKey
-from xnatio.verify import ContentCheck, VerifyReport, await_session
-from xnatio.xnat.listings import ServerFile, list_session_files
-from xnatio.xnat.session import XnatSession
+
+if TYPE_CHECKING:  # the HTTP side is loaded when an upload talks to XNAT (start-up time)
+    from xnatio.verify import ContentCheck, VerifyReport
+    from xnatio.xnat.listings import ServerFile
+    from xnatio.xnat.session import XnatSession
 
 __all__ = [
     "Target",
@@ -65,6 +68,8 @@ def preflight(xnat: XnatSession, target: Target) -> list[ServerFile] | None:
             "file the data as Unassigned)"
         )
     xnat.check(response, f"checking project {target.project}")
+    from xnatio.xnat.listings import list_session_files
+
     return list_session_files(xnat, target.project, target.subject, target.session)
 
 
@@ -172,6 +177,8 @@ def verify(
 ) -> VerifyReport:
     """Compare the session with ``files``, waiting up to ``wait`` seconds for XNAT to settle,
     then check the stored files' content as ``content`` says."""
+    from xnatio.verify.session import await_session
+
     return await_session(
         xnat,
         files,
@@ -187,6 +194,8 @@ def verify(
 
 def xnat_session(config: XnatConfig, *, timeout: float, workers: int = 4) -> XnatSession:
     """An XNAT REST session with room for ``workers`` parallel requests plus the checks."""
+    from xnatio.xnat.session import XnatSession
+
     return XnatSession(config, timeout=timeout, max_connections=workers + 4)
 
 
@@ -204,5 +213,7 @@ def server_session(
     if client is not None:
         yield client
         return
+    from xnatio.xnat.session import XnatSession
+
     with XnatSession(config, timeout=timeout, max_connections=workers + 4, budget=budget) as xnat:
         yield xnat

@@ -8,10 +8,38 @@ the look at the server, waiting for XNAT to settle (:mod:`~xnatio.verify.session
 
 from __future__ import annotations
 
-from xnatio.verify.compare import Comparison, compare
-from xnatio.verify.content import VERIFY_LEVELS, ContentCheck, VerifyLevel, verify_level
-from xnatio.verify.deep import ExpectedEdits
-from xnatio.verify.session import VerifyReport, await_session, verify_session
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from xnatio.verify.levels import VERIFY_LEVELS, VerifyLevel, verify_level
+
+if TYPE_CHECKING:
+    from xnatio.verify.compare import Comparison, compare
+    from xnatio.verify.content import ContentCheck
+    from xnatio.verify.deep import ExpectedEdits
+    from xnatio.verify.session import VerifyReport, await_session, verify_session
+
+# Loaded on first use: the checks need the HTTP client, which an upload without a server (or one
+# that only parses its options) never loads.
+_LAZY = {
+    "Comparison": "xnatio.verify.compare",
+    "compare": "xnatio.verify.compare",
+    "ContentCheck": "xnatio.verify.content",
+    "ExpectedEdits": "xnatio.verify.deep",
+    "VerifyReport": "xnatio.verify.session",
+    "await_session": "xnatio.verify.session",
+    "verify_session": "xnatio.verify.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "VERIFY_LEVELS",

@@ -29,15 +29,14 @@ import concurrent.futures as cf
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from xnatio.dicom.reader import DicomFormatError, HeaderReader
 from xnatio.dicom.syntax import classify
-from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Source
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.verify.compare import Comparison
 from xnatio.verify.deep import CompareAgain, ExpectedEdits, compare_streams
+from xnatio.verify.levels import VERIFY_LEVELS, VerifyLevel, verify_level
 from xnatio.verify.remote import RemoteReadError, remote_header, remote_stream
 from xnatio.xnat.listings import ServerFile
 from xnatio.xnat.session import XnatSession
@@ -52,35 +51,11 @@ __all__ = [
     "verify_level",
 ]
 
-VerifyLevel = Literal["none", "listing", "deep"]
-"""How an upload checks what landed: ``none``; ``listing`` (identity, sizes and digests, the
-default); ``deep`` (also every data element of every stored file)."""
-VERIFY_LEVELS: tuple[VerifyLevel, ...] = ("none", "listing", "deep")
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _BEFORE_PIXELS = 0x7FE00007
 _UNDEFINED = 0xFFFFFFFF
 _READ = 1 << 20
-
-
-def verify_level(value: bool | str) -> VerifyLevel:
-    """A ``verify`` argument as a :data:`VerifyLevel` (True is ``listing``, False ``none``).
-
-    Raises
-    ------
-    InputError
-        Any other value.
-    """
-    if value is True:
-        return "listing"
-    if value is False:
-        return "none"
-    for level in VERIFY_LEVELS:
-        if value == level:
-            return level
-    raise InputError(
-        f"verify must be one of {', '.join(VERIFY_LEVELS)} (or True/False), not {value!r}"
-    )
 
 
 @dataclass(frozen=True)
