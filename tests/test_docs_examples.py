@@ -302,6 +302,9 @@ def check_xio_line(args: list[str]) -> str | None:
     command = app.get_command(ctx, args[0])
     if command is None:
         return f"xio has no command {args[0]!r}"
+    # A group's sub-command (xio config show, xio journal prune) is checked with its own options.
+    while isinstance(command, click.Group) and len(args) > 1 and args[1] in command.commands:
+        command, args = command.commands[args[1]], [f"{args[0]} {args[1]}", *args[2:]]
     help_text = command.get_help(click.Context(command, info_name=f"xio {args[0]}"))
     known = _option_names(command)
     for word in args[1:]:
@@ -354,6 +357,8 @@ def test_helpers_understand_the_conventions() -> None:
     assert check_xio_line(["verify", "P", "S", "E", "d", "--json"]) is None
     assert check_xio_line(["verify", "--no-such-flag"]) is not None
     assert check_xio_line(["no-such-command"]) is not None
+    assert check_xio_line(["journal", "prune", "--older-than", "30d"]) is None
+    assert check_xio_line(["journal", "prune", "--no-such-flag"]) is not None
     steps = parse_console("$ echo a \\\n  b\na b\n$ true\n")
     assert [s.command for s in steps] == ["echo a \n  b", "true"]
     assert steps[0].shown == ["a b"]
