@@ -243,19 +243,20 @@ class ProgressDisplay:
     def _uploading(self, event: ProgressEvent) -> None:
         assert self._progress is not None
         self._finish(["scanning"])
-        sending = self._row("sending", "sending", "bytes", event.bytes_total or None)
         elapsed = event.elapsed
-        note = ""
-        if event.bytes_sent and elapsed > 0 and event.bytes_sent < event.bytes_total:
-            left = (event.bytes_total - event.bytes_sent) * elapsed / event.bytes_sent
-            note = f"about {clock(left)} left" if left >= 1 else ""
-        self._progress.update(
-            sending,
-            completed=event.bytes_sent,
-            total=event.bytes_total or None,
-            rate=human_rate(event.bytes_sent, elapsed),
-            note=note,
-        )
+        if event.bytes_total:  # no bytes row for uploads that count files only (resources)
+            sending = self._row("sending", "sending", "bytes", event.bytes_total)
+            note = ""
+            if event.bytes_sent and elapsed > 0 and event.bytes_sent < event.bytes_total:
+                left = (event.bytes_total - event.bytes_sent) * elapsed / event.bytes_sent
+                note = f"about {clock(left)} left" if left >= 1 else ""
+            self._progress.update(
+                sending,
+                completed=event.bytes_sent,
+                total=event.bytes_total,
+                rate=human_rate(event.bytes_sent, elapsed),
+                note=note,
+            )
         label = "acknowledged" if self.unit == "batches" else "stored"
         acked = self._row("acked", label, self.unit, event.total or None)
         extra = []
