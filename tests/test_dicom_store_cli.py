@@ -142,9 +142,9 @@ def test_instances_the_receiver_refused_do_not_hold_the_verification(
 ) -> None:
     wait = 60.0
 
-    # Every instance answered 0xC000 on each of its 3 attempts: nothing to wait for.
+    # Every instance answered 0xC000 (permanent: one attempt each): nothing to wait for.
     source, uids = make_source(tmp_path / "all", 1, 2)
-    scp.faults.scp_status(0xC000, count=3 * len(uids))
+    scp.faults.scp_status(0xC000, count=len(uids))
     report = tmp_path / "all.jsonl"
     run = xio("C1", source, "--num-batches", "1", "--wait", str(wait), "--json",
               "--report", str(report))  # fmt: skip
@@ -159,7 +159,7 @@ def test_instances_the_receiver_refused_do_not_hold_the_verification(
 
     # One instance refused, the others stored: the check waits for those, not for it.
     source, uids = make_source(tmp_path / "some", 1, 3)
-    scp.faults.scp_status(0xC000, count=3)  # the first instance's 3 attempts
+    scp.faults.scp_status(0xC000, count=1)  # the first instance's one attempt
     report = tmp_path / "some.jsonl"
     args = ["--num-batches", "1", "--wait", str(wait), "--report", str(report)]
     run = xio("C2", source, *args, "--json")
@@ -187,10 +187,10 @@ def test_text_output_names_what_was_checked_and_what_failed(
     xio: Callable[..., Run], scp: Sandbox, tmp_path: Path
 ) -> None:
     source, _ = make_source(tmp_path / "src", 1, 3)
-    scp.faults.scp_status(0xC000, count=3)
+    scp.faults.scp_status(0xC000, count=1)  # permanent: not sent again
     run = xio("T1", source, "--num-batches", "1", "--wait", "60")
     assert run.code == 1
     assert "INCOMPLETE: 2 of 3 instances stored (0 with warnings, 1 failed)" in run.out
     assert "2 of 2 stored instances present exactly once" in run.out
     errors = [line for line in run.err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "0xC000 Error: Cannot understand after 3 attempt(s)" in errors[0]
+    assert len(errors) == 1 and "0xC000 Error: Cannot understand after 1 attempt(s)" in errors[0]

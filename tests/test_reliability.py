@@ -103,7 +103,8 @@ MATRIX: list[tuple[str, str, dict[str, str]]] = [
     ),
     (
         "status 0xC000 (cannot understand)",
-        "the SCP answers 0xC000 on every attempt for some instances, then stores",
+        "the SCP answers 0xC000 for some instances (a permanent status: each is sent once), "
+        "then stores",
         {SCP: LISTED, PYNET: LISTED},
     ),
     (
@@ -533,8 +534,8 @@ def test_scp_cannot_understand(
     xio: Callable[..., Run], scp_sandbox: Sandbox, source: Path, uids: dict[str, str],
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    # 0xC000 for the first 3 requests of one association run: more than the 3 attempts of the
-    # first instance when one association sends alone.
+    # 0xC000 for the first 3 requests of one association run: the first three instances, each
+    # refused once (a permanent status is not sent again).
     scp_sandbox.faults.scp_status(0xC000, count=3)
     outcome = scp_case(xio, scp_sandbox, "U1", source, uids, tmp_path, "--num-batches", "1")
     record("status 0xC000 (cannot understand)", SCP, outcome)
@@ -692,7 +693,7 @@ def test_pynetdicom_cannot_understand(
         pynet.behaviour = lambda uid, n: 0
 
     outcome = pynet_case(xio, pynet, "PC", source, uids, tmp_path, heal=heal)
-    assert all(pynet.requests[u] == 3 + 1 for u in bad)  # bounded attempts, then the resume
+    assert all(pynet.requests[u] == 1 + 1 for u in bad)  # permanent: once, then the resume
     record("status 0xC000 (cannot understand)", PYNET, outcome)
 
 

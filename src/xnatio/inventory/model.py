@@ -39,6 +39,12 @@ class DicomFile:
         names the native syntax the bytes show (:mod:`xnatio.dicom.reader`, rule 5).
     modality
         ``""`` when absent.
+    vr_mismatch
+        True when the data set's bytes are in the other VR style than ``transfer_syntax_uid``
+        says (implicit VR data labelled explicit, or the reverse: a writer's mistake, see
+        :mod:`xnatio.dicom.reader`, rule 4). The C-STORE sender then names the native syntax
+        the bytes are in, or leaves the file unsent when no transfer syntax can carry it (implicit
+        VR under a compressed syntax): a receiver would misread it.
     """
 
     path: str
@@ -51,6 +57,7 @@ class DicomFile:
     instance_number: str
     transfer_syntax_uid: str
     modality: str
+    vr_mismatch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from xnatio.dicom.reader import DicomFormatError, HeaderReader, text
+from xnatio.dicom.syntax import classify
 from xnatio.errors import InputError
 from xnatio.inventory.model import UNREADABLE, DicomFile, Inventory, ScanProgress, SkippedFile
 from xnatio.inventory.sources import MAX_EXTRACT_BYTES, DamagedMemberError, Lister, open_lister
@@ -50,7 +51,8 @@ def read_header(fp: BinaryIO, extra: Mapping[int, str] | None = None) -> dict[st
     -------
     dict or str
         The values found, keyed ``sop_class``, ``sop_instance``, ``study``, ``series``,
-        ``series_number``, ``instance_number``, ``modality``, ``ts``, ``meta_class``; or a skip
+        ``series_number``, ``instance_number``, ``modality``, ``ts``, ``meta_class``, and ``vr``
+        (``explicit`` or ``implicit``: what the data set's bytes show); or a skip
         reason (``"not DICOM"``, ``"DICOMDIR"``, ``"truncated or corrupt DICOM header"``, ...).
         A file without a preamble counts as DICOM only if it carries both SOP UIDs, so that
         stray binary files are not mistaken for it.
@@ -59,6 +61,7 @@ def read_header(fp: BinaryIO, extra: Mapping[int, str] | None = None) -> dict[st
     try:
         reader.read_meta()
         values = {name: text(reader.meta[tag]) for tag, name in _META.items() if tag in reader.meta}
+        values["vr"] = "explicit" if reader.encoding.explicit_vr else "implicit"
         if values.get("meta_class") == DICOMDIR_SOP_CLASS:
             return "DICOMDIR"
         wanted = {**_WANTED, **extra} if extra else _WANTED
@@ -125,6 +128,13 @@ def dicom_file(rel: str, size: int, result: Mapping[str, str], intern: dict[str,
         value = result.get(key, "")
         return intern.setdefault(value, value)
 
+    declared = classify(result.get("ts", ""))
+    mismatch = (
+        declared is not None
+        and not declared.deflated  # its VR style shows only once inflated
+        and result.get("vr", "") == ("implicit" if declared.explicit_vr else "explicit")
+    )
+
     return DicomFile(
         path=rel,
         size=size,
@@ -136,6 +146,7 @@ def dicom_file(rel: str, size: int, result: Mapping[str, str], intern: dict[str,
         instance_number=result.get("instance_number", ""),
         transfer_syntax_uid=shared("ts"),
         modality=shared("modality"),
+        vr_mismatch=mismatch,
     )
 
 
