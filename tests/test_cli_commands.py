@@ -193,6 +193,15 @@ def test_short_version_flag() -> None:
     assert proc.stdout.strip() == f"xio {xnatio.__version__}"
 
 
+@pytest.mark.parametrize("args", [[], ["journal"]])
+def test_no_command_prints_the_help_as_it_is(args: list[str]) -> None:
+    proc = xio(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("Usage: xio") and "Commands:" in lines
+    assert "xio: error" not in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("typed", "expected"),
     [

@@ -209,6 +209,9 @@ def _run(argv: list[str] | None, term: _Termination, *, debug: bool) -> int:
             traceback.print_exc()  # where the interruption stopped the command
         click.echo(term.line(), err=True)
         return EXIT_INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as exc:  # 'xio' or 'xio journal' alone: the help
+        click.echo(exc.format_message(), err=True)
+        return exc.exit_code
     except click.UsageError as exc:
         hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
         click.echo(f"xio: error: {_one_line(exc.format_message())}{hint}", err=True)
