@@ -7,7 +7,7 @@ REST strategies (against the sandbox, directly or through the shaping proxy):
     42 byte-balanced batches streamed by 42 workers as chunked zip bodies that are deflated only
     while the link limits the upload (``compress="auto"``), one commit, then the file-listing
     check.
-``xio-wN`` / ``xio-wN-bM`` / ``xio-auto`` / ``xio-auto-bM``
+``xio-wN`` / ``xio-wN-bM`` / ``xio-auto`` (also ``xio-wauto``) / ``xio-auto-bM``
     The same with N upload workers, or ``upload_workers="auto"`` (and M batches; default 42),
     for the sweep.
 ``xio-…-none`` / ``xio-…-deflate``
@@ -107,7 +107,7 @@ DICOM_STRATEGIES = ("xio", "storescu", "storescu-x10", "pynetdicom", "inventory"
 #: Strategies that send nothing: the runner starts no server for them and counts nothing.
 LOCAL_STRATEGIES = frozenset({"inventory"})
 
-_SWEEP = re.compile(r"^xio(?:-w(\d+)|-(auto))?(?:-b(\d+))?(?:-(none|deflate))?$")
+_SWEEP = re.compile(r"^xio(?:-w(\d+)|-w?(auto))?(?:-b(\d+))?(?:-(none|deflate))?$")
 _XNATCTL = re.compile(r"^xnatctl(?:-w(\d+))?$")
 
 #: Workers for ``xnatctl`` without ``-wN``: the seed's 42.
