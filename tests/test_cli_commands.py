@@ -173,6 +173,8 @@ def test_journal_prune_deletes_only_old_journals(tmp_path: Path) -> None:
     proc = xio("journal", "prune", "--older-than", "30d", "--dry-run", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "would delete 2 journals" in proc.stdout and old.exists()
+    quiet = xio("journal", "prune", "--older-than", "40d", "-q", env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "") and old.exists()
     proc = xio("journal", "prune", "--older-than", "30d", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)

@@ -64,8 +64,9 @@ def list_journals(as_json: bool) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors (for cron).")
 @click.pass_context
-def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> None:
+def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool, quiet: bool) -> None:
     """Delete the journals not written to for longer than --older-than.
 
     Exit 0 when every old journal was deleted, 1 when some could not be.
@@ -80,7 +81,7 @@ def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> 
             "errors": result.errors,
         }
         click.echo(json.dumps(data, indent=2))
-    else:
+    elif not quiet:
         verb = "would delete" if dry_run else "deleted"
         for j in result.removed if dry_run else ():
             click.echo(f"  {j.path}")
@@ -88,6 +89,7 @@ def prune(ctx: click.Context, older_than: str, dry_run: bool, as_json: bool) -> 
             f"{verb} {len(result.removed)} journals ({human_bytes(result.bytes)}) older than "
             f"{older_than}; {result.kept} kept"
         )
+    if not as_json:
         for err in result.errors:
             click.echo(f"error: cannot delete {err}", err=True)
     ctx.exit(1 if result.errors else 0)
