@@ -204,7 +204,7 @@ def test_cstore_bar_waits_in_words_and_summary_gives_both_times(
     assert amount(shown["verifying"]) == f"{FILES}/{FILES} instances"
     # What XNAT is doing, in words, and the time waited so far: no countdown to --wait.
     first = rows(waiting)["waiting"]
-    assert "XNAT: " in first and "-:--:--" not in first, first
+    assert "XNAT receiving" in first and "-:--:--" not in first, first
     clocks = [re.findall(r"\b\d:\d\d:\d\d\b", r["waiting"])[-1] for r in (rows(waiting), shown)]
     assert clocks == sorted(clocks), clocks
     assert_columns_stay(waiting, screen)

@@ -32,6 +32,15 @@ from xnatio.progress import ProgressEvent
 
 # Column widths (characters); fixed, so rows that appear later line up with the first ones.
 LABEL_WIDTH, BAR_WIDTH, AMOUNT_WIDTH, RATE_WIDTH, TIME_WIDTH = 12, 24, 19, 11, 7
+# Room kept for the last column (what XNAT is doing, time left): a narrow terminal gets a
+# shorter bar first.
+NOTE_WIDTH = 40
+
+
+def bar_width(terminal: int) -> int:
+    """The bar's width in a terminal ``terminal`` columns wide (8 to 24)."""
+    others = LABEL_WIDTH + AMOUNT_WIDTH + RATE_WIDTH + TIME_WIDTH + 5 + 3  # gaps, and 3 spare
+    return max(8, min(BAR_WIDTH, terminal - others - NOTE_WIDTH))
 
 
 def human_bytes(n: float) -> str:
@@ -92,15 +101,15 @@ class _ElapsedColumn(ProgressColumn):
 
 # What XNAT is doing, by the ``state`` of a waiting event, short enough for the row.
 _WAITING = {
-    "absent": "XNAT: nothing of the session yet",
-    "receiving": "XNAT: receiving (builds after 5 min idle)",
-    "building": "XNAT: building the session",
-    "archiving": "XNAT: archiving the session",
-    "moving": "XNAT: moving the session",
-    "ready": "XNAT: built; archiving it next",
-    "archived": "XNAT: archived; listing it",
-    "unreachable": "XNAT: not answering; trying again",
-    "elsewhere": "XNAT: the study is under another label",
+    "absent": "XNAT has nothing of it yet",
+    "receiving": "XNAT receiving (builds after 5 min idle)",
+    "building": "XNAT building the session",
+    "archiving": "XNAT archiving the session",
+    "moving": "XNAT moving the session",
+    "ready": "XNAT built it; archiving it next",
+    "archived": "XNAT archived it; listing it",
+    "unreachable": "XNAT not answering; trying again",
+    "elsewhere": "XNAT has the study under another label",
 }
 
 
@@ -149,9 +158,11 @@ class ProgressDisplay:
 
     def __enter__(self) -> ProgressDisplay:
         if self.mode == "bar":
+            console = Console(file=self.stream)
+            bar = bar_width(console.width)
             self._progress = _Rows(
                 TextColumn("[bold]{task.description}", table_column=_column(LABEL_WIDTH)),
-                BarColumn(bar_width=BAR_WIDTH, table_column=_column(BAR_WIDTH)),
+                BarColumn(bar_width=bar, table_column=_column(bar)),
                 _AmountColumn(table_column=_column(AMOUNT_WIDTH)),
                 TextColumn("{task.fields[rate]}", table_column=_column(RATE_WIDTH)),
                 _ElapsedColumn(table_column=_column(TIME_WIDTH)),
@@ -160,7 +171,7 @@ class ProgressDisplay:
                     markup=False,
                     table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
                 ),
-                console=Console(file=self.stream),
+                console=console,
                 transient=False,
                 expand=True,
             )
@@ -222,7 +233,7 @@ class ProgressDisplay:
         self._finish(k for k in self._tasks if k != phase)
         if phase == "waiting":
             known = event.total > 0
-            note = _WAITING.get(event.state, f"XNAT: {event.state or event.message}")
+            note = _WAITING.get(event.state, f"XNAT {event.state or event.message}")
             task = self._row(
                 "waiting", "waiting", "instances", event.total if known else None, note
             )
