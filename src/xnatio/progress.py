@@ -28,9 +28,7 @@ from typing import Literal
 
 logger = logging.getLogger(__name__)
 
-Phase = Literal[
-    "scanning", "archiving", "uploading", "committing", "waiting", "verifying", "done"
-]
+Phase = Literal["scanning", "archiving", "uploading", "committing", "waiting", "verifying", "done"]
 
 # Seconds between two events of one throttled stream (scanning, bytes): a display redraws about
 # ten times a second, so more events would only cost the upload time.
