@@ -97,6 +97,8 @@ def test_downloads_are_byte_identical(session: Any, site: Site, tmp_path: Path) 
     scan_zip = zip_members((tmp_path / "scan.zip").read_bytes())
     assert len(scan_zip) == 3
     assert all(n.startswith(f"{MR[2]}/scans/1-") for n in scan_zip)
+    in_scan = by_uid(list(scan_zip.values()))
+    assert in_scan == {uid: site.mr_files[uid] for uid in in_scan}
     scan.resources["DICOM"].download(str(tmp_path / "resource.zip"))
     assert zip_members((tmp_path / "resource.zip").read_bytes()) == scan_zip
     mr.download(str(tmp_path / "session.zip"))
@@ -125,7 +127,9 @@ def test_create_subject_and_experiments(session: Any) -> None:
         "XP_NEW_MR": "xnat:mrSessionData",
     }
     assert pet.id != mr.id
-    assert isinstance(listed["XP_NEW_PET"], session.classes.PetSessionData)
+    again = listed["XP_NEW_PET"]
+    assert isinstance(again, session.classes.PetSessionData)
+    assert (again.label, again.project, again.subject_id) == ("XP_NEW_PET", "P1", subject.id)
 
 
 def test_upload_a_resource_file(session: Any, tmp_path: Path) -> None:
