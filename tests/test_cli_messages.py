@@ -100,6 +100,24 @@ def test_a_verify_mismatch_is_said_once(sandbox: Sandbox, tmp_path: Path) -> Non
     assert out.count("P1/S1/NOT_THERE is neither archived nor in the prearchive") == 1, out
 
 
+def test_a_cstore_verify_mismatch_is_said_once(
+    make_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    """Without routing tags the sandbox files the study as Unassigned: the check fails once."""
+    sandbox = make_sandbox(dicom_port=0)
+    env = server_env(sandbox.url, XNAT_DICOM_HOST="127.0.0.1",
+                     XNAT_DICOM_PORT=str(sandbox.dicom_port))  # fmt: skip
+    assert xio("synth", "s", "--series", "1", "--instances", "2", "--rows", "16", "--columns",
+               "16", env=env, cwd=tmp_path).returncode == 0  # fmt: skip
+    proc = xio("upload-dicom", "P1", "S1", "E1", "s", "--transport", "dicom-store",
+               "--no-routing-tags", "--wait", "3", "--no-journal", "--progress", "none",
+               env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert out.count("P1/S1/E1 is") == 1, out
+    assert "verified: P1/S1/E1 is" in proc.stdout
+
+
 # -- a file that changes while it is sent ------------------------------------------------------
 
 

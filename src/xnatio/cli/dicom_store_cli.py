@@ -237,7 +237,8 @@ def _print_result(result: DicomStoreResult) -> None:
         which = "stored instances" if partial else "instances"
         counted = f"; {c.matched} of {c.expected} {which} present exactly once" if c else ""
         click.echo(f"verified: {report.where}{counted}")
-        for line in report.problems()[:100]:
+        # The line above says where the session is; problems() repeats it for result.errors.
+        for line in [p for p in report.problems() if p != report.where][:100]:
             click.echo(f"error: {line}", err=True)
         for line in report.remarks()[:100]:
             click.echo(f"note: {line}")
