@@ -143,7 +143,7 @@ def test_a_run_counts_only_its_own_work(sandbox: Sandbox, session: Path, tmp_pat
 def test_cstore_waits_in_words_and_gives_both_times(
     make_sandbox: Callable[..., Sandbox], session: Path, tmp_path: Path
 ) -> None:
-    sb = make_sandbox(dicom_port=0, idle_interval=1.0)
+    sb = make_sandbox(dicom_port=0, idle_interval=3.0)  # receiving for 3 s after the send
     sb.store.set_prearchive_code("P1", 4)
     code, events, out, err = xio(
         sb, "upload-dicom", "P1", "S1", "E3", str(session), "--transport", "dicom-store",

@@ -190,7 +190,7 @@ def test_rest_bar_phases_and_summary(
 def test_cstore_bar_waits_in_words_and_summary_gives_both_times(
     make_sandbox: Callable[..., Sandbox], session: Path, pane_for: Callable[..., Pane]
 ) -> None:
-    sb = make_sandbox(dicom_port=0, idle_interval=1.0)
+    sb = make_sandbox(dicom_port=0, idle_interval=3.0)  # receiving for 3 s after the send
     sb.store.set_prearchive_code("P1", 4)  # auto-archive, as the README's tour sets it
     pane = pane_for(sb, ["upload-dicom", "P1", "S2", "E2", str(session), "--transport",
                          "dicom-store", "--num-batches", "2"])  # fmt: skip
