@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from xnatio.transport.rest import BatchOutcome
     from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest, upload_session
     from xnatio.verify import Comparison, VerifyReport, verify_session
+    from xnatio.xnat.admin import (
+        ScanSummary,
+        ServerInfo,
+        create_project,
+        list_scans,
+        server_info,
+    )
 
 __version__ = "0.1.0"
 
@@ -54,13 +61,18 @@ _LAZY = {
     "RestOptions": "xnatio.options",
     "Sandbox": "xnatio.sandbox",
     "SandboxConfig": "xnatio.sandbox",
+    "ScanSummary": "xnatio.xnat.admin",
+    "ServerInfo": "xnatio.xnat.admin",
     "UploadCancelled": "xnatio.result.outcome",
     "UploadPlan": "xnatio.plan",
     "UploadResult": "xnatio.result.outcome",
     "VerifyReport": "xnatio.verify",
     "XnatConfig": "xnatio.config",
+    "create_project": "xnatio.xnat.admin",
+    "list_scans": "xnatio.xnat.admin",
     "plan_upload": "xnatio.plan",
     "send_dicom_store": "xnatio.upload",
+    "server_info": "xnatio.xnat.admin",
     "upload_dicom_parallel_rest": "xnatio.upload",
     "upload_resource": "xnatio.transport.resources",
     "upload_session": "xnatio.upload",
@@ -84,6 +96,8 @@ __all__ = [
     "RestOptions",
     "Sandbox",
     "SandboxConfig",
+    "ScanSummary",
+    "ServerInfo",
     "ServerResponseError",
     "UploadCancelled",
     "UploadPlan",
@@ -92,8 +106,11 @@ __all__ = [
     "XnatConfig",
     "XnatioError",
     "__version__",
+    "create_project",
+    "list_scans",
     "plan_upload",
     "send_dicom_store",
+    "server_info",
     "upload_dicom_parallel_rest",
     "upload_resource",
     "upload_session",

@@ -8,6 +8,7 @@ reached or refuses the login, 2 when no server is configured.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -41,7 +42,7 @@ def _run(creds: ServerOptions, timeout: float, as_json: bool, line: str) -> None
     """Ask the server; print ``line`` (a format over the info) or JSON; errors exit 3."""
     config = creds.required_config()  # no server or no username: input error, exit 2
     try:
-        info = server_info(config, timeout=timeout)
+        info = server_info(**asdict(config), timeout=timeout)
     except XnatioError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "server": config.server, "error": exc.message}))

@@ -60,7 +60,11 @@ def create_project_command(
     configure_logging(verbose, quiet=False)
     config = creds.required_config()
     created = create_project(
-        config, project, description=description, accessibility=accessibility, timeout=timeout
+        **asdict(config),
+        project=project,
+        description=description,
+        accessibility=accessibility,
+        timeout=timeout,
     )
     if as_json:
         click.echo(json.dumps({"project": project, "created": created, "server": config.server}))
@@ -109,7 +113,9 @@ def list_scans_command(
     configure_logging(verbose, quiet=False)
     as_json = as_json or output_format == "json"
     config = creds.required_config()
-    scans = list_scans(config, project, subject, session, timeout=timeout)
+    scans = list_scans(
+        **asdict(config), project=project, subject=subject, session=session, timeout=timeout
+    )
     if scans is None:
         raise InputError(
             f"no archived session {project}/{subject}/{session} on {config.server} (or it "

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from xnatio.config import XnatConfig
+from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.xnat.listings import experiment_path, list_session_files
 from xnatio.xnat.naming import validate_label
@@ -98,8 +98,31 @@ def _account(xnat: XnatSession) -> str | None:
     return match.group(1) if match else None
 
 
-def server_info(config: XnatConfig, *, timeout: float = 30.0) -> ServerInfo:
-    """Log in, ask the server who we are and which XNAT it is, and log out.
+def _config(server: str, username: str, password: str, verify_tls: bool | str) -> XnatConfig:
+    return XnatConfig(normalise_server(server), username, password, verify_tls)
+
+
+def server_info(
+    *,
+    server: str,
+    username: str,
+    password: str,
+    verify_tls: bool | str = True,
+    timeout: float = 30.0,
+) -> ServerInfo:
+    """Log in, ask the server who we are and which XNAT it is, and log out (``xio ping``).
+
+    Parameters
+    ----------
+    server, username, password, verify_tls
+        The XNAT server and account, as for the uploads.
+    timeout
+        Seconds allowed for each request.
+
+    Returns
+    -------
+    ServerInfo
+        The account, XNAT's version and the time taken.
 
     Raises
     ------
@@ -108,6 +131,7 @@ def server_info(config: XnatConfig, *, timeout: float = 30.0) -> ServerInfo:
     ConnectionFailedError
         The server could not be reached, or it is not an XNAT.
     """
+    config = _config(server, username, password, verify_tls)
     start = time.monotonic()
     with XnatSession(config, timeout=timeout, max_connections=2) as xnat:
         xnat.login()
@@ -123,9 +147,12 @@ def server_info(config: XnatConfig, *, timeout: float = 30.0) -> ServerInfo:
 
 
 def create_project(
-    config: XnatConfig,
-    project: str,
     *,
+    server: str,
+    username: str,
+    password: str,
+    project: str,
+    verify_tls: bool | str = True,
     description: str | None = None,
     accessibility: str | None = None,
     timeout: float = 60.0,
@@ -134,8 +161,8 @@ def create_project(
 
     Parameters
     ----------
-    config
-        Server and account (creating projects needs that right on the server).
+    server, username, password, verify_tls
+        The XNAT server and an account with the right to create projects.
     project
         The project ID (``[A-Za-z0-9_-]``); it is also the project's name and title.
     description
@@ -143,6 +170,13 @@ def create_project(
         its own.
     accessibility
         ``private``, ``protected`` or ``public`` (XNAT's default: private); only at creation.
+    timeout
+        Seconds allowed for each request.
+
+    Returns
+    -------
+    bool
+        True when the project was created, False when it existed already.
 
     Raises
     ------
@@ -157,6 +191,7 @@ def create_project(
     if accessibility is not None and accessibility not in ACCESSIBILITY:
         raise InputError(f"accessibility {accessibility!r}: give one of {', '.join(ACCESSIBILITY)}")
     path = f"/data/projects/{quote(project, safe='')}"
+    config = _config(server, username, password, verify_tls)
     with XnatSession(config, timeout=timeout, max_connections=2) as xnat:
         if xnat.request("GET", path, params={"format": "json"}).status_code == 200:
             return False
@@ -218,17 +253,40 @@ def _scan_order(scan_id: str) -> tuple[int, int, str]:
 
 
 def list_scans(
-    config: XnatConfig, project: str, subject: str, session: str, *, timeout: float = 60.0
+    *,
+    server: str,
+    username: str,
+    password: str,
+    project: str,
+    subject: str,
+    session: str,
+    verify_tls: bool | str = True,
+    timeout: float = 60.0,
 ) -> list[ScanSummary] | None:
-    """The scans of an archived session with their DICOM file counts, or None when the session
-    does not exist (or cannot be read).
+    """The scans of an archived session with their DICOM files (``xio list-scans``).
 
     Reads ``.../experiments/{E}/scans`` and the DICOM file listings (docs/xnat-behaviour.md
     §4.2). A session still in the prearchive is not listed here.
+
+    Parameters
+    ----------
+    server, username, password, verify_tls
+        The XNAT server and account.
+    project, subject, session
+        The session's labels (or accession IDs).
+    timeout
+        Seconds allowed for each request.
+
+    Returns
+    -------
+    list of ScanSummary or None
+        The scans in scan-number order, or None when the session does not exist or cannot be
+        read.
     """
     for kind, value in (("project", project), ("subject", subject), ("session", session)):
         validate_label(kind, value)
     base = experiment_path(project, subject, session)
+    config = _config(server, username, password, verify_tls)
     with XnatSession(config, timeout=timeout, max_connections=8) as xnat:
         response = xnat.request("GET", base + "/scans", params={"format": "json"})
         if response.status_code in (403, 404):
