@@ -21,14 +21,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
-from rich.table import Column, Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from xnatio.progress import ProgressEvent
+
+if TYPE_CHECKING:  # rich is loaded when a bar is drawn (start-up time; see cli/bar.py)
+    from rich.progress import Progress, TaskID
 
 # Column widths (characters); fixed, so rows that appear later line up with the first ones.
 LABEL_WIDTH, BAR_WIDTH, AMOUNT_WIDTH, RATE_WIDTH, TIME_WIDTH = 12, 24, 19, 11, 7
@@ -78,27 +76,6 @@ def _bytes_pair(done: float, total: float) -> str:
     return f"{done / scale:.1f}/{total / scale:.1f} {unit}"
 
 
-class _AmountColumn(ProgressColumn):
-    """``5.2/20.4 MB`` for the bytes row, ``15/42 batches`` for the others."""
-
-    def render(self, task: Task) -> Text:
-        unit = task.fields.get("unit", "")
-        if unit == "bytes":
-            return Text(_bytes_pair(task.completed, task.total or 0))
-        if task.total is None:
-            return Text("")
-        return Text(f"{int(task.completed)}/{int(task.total)} {unit}".rstrip())
-
-
-class _ElapsedColumn(ProgressColumn):
-    """Seconds the phase has run: the library's own figure once the phase is over."""
-
-    def render(self, task: Task) -> Text:
-        final = task.fields.get("final")
-        seconds = final if final is not None else task.elapsed
-        return Text(clock(seconds or 0.0))
-
-
 # What XNAT is doing, by the ``state`` of a waiting event, short enough for the row.
 _WAITING = {
     "absent": "XNAT has nothing of it yet",
@@ -111,23 +88,6 @@ _WAITING = {
     "unreachable": "XNAT not answering; trying again",
     "elsewhere": "XNAT has the study under another label",
 }
-
-
-class _Rows(Progress):
-    """rich's Progress, its rows a few columns short of the terminal's width: a full-width last
-    row leaves the cursor in the last column, and the terminal's echo of Ctrl-C (``^C``) would
-    wrap to a new line there, shifting the final redraw down by one row."""
-
-    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
-        table = super().make_tasks_table(tasks)
-        live = getattr(self, "live", None)  # None while rich builds the Progress
-        if live is not None:
-            table.width = max(60, live.console.width - 3)
-        return table
-
-
-def _column(width: int) -> Column:
-    return Column(width=width, no_wrap=True, overflow="crop")
 
 
 class ProgressDisplay:
@@ -158,23 +118,9 @@ class ProgressDisplay:
 
     def __enter__(self) -> ProgressDisplay:
         if self.mode == "bar":
-            console = Console(file=self.stream)
-            bar = bar_width(console.width)
-            self._progress = _Rows(
-                TextColumn("[bold]{task.description}", table_column=_column(LABEL_WIDTH)),
-                BarColumn(bar_width=bar, table_column=_column(bar)),
-                _AmountColumn(table_column=_column(AMOUNT_WIDTH)),
-                TextColumn("{task.fields[rate]}", table_column=_column(RATE_WIDTH)),
-                _ElapsedColumn(table_column=_column(TIME_WIDTH)),
-                TextColumn(
-                    "{task.fields[note]}",
-                    markup=False,
-                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
-                ),
-                console=console,
-                transient=False,
-                expand=True,
-            )
+            from xnatio.cli.bar import make_progress
+
+            self._progress = make_progress(self.stream)
             self._progress.start()
         return self
 
