@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 import xnatio
+from xnatio.cli.display import human_bytes
 from xnatio.progress import ProgressEvent, Throttle
 from xnatio.result.outcome import DicomStoreResult, UploadResult
 from xnatio.sandbox import Sandbox
@@ -226,3 +229,43 @@ def test_throttle_lets_the_last_event_through() -> None:
     assert throttle.ready()  # the first
     assert not throttle.ready()  # within the interval
     assert throttle.ready(final=True)  # the last always goes out
+
+
+def test_resume_after_ctrl_c_counts_only_the_rest(
+    sandbox: Sandbox, session: Path, tmp_path: Path
+) -> None:
+    sandbox.faults.file_delay = 0.05
+    env = {**os.environ, "XNAT_SERVER": sandbox.url, "XNAT_USERNAME": "admin",
+           "XNAT_PASSWORD": "admin"}  # fmt: skip
+    args = ["upload-dicom", "P1", "S1", "E5", str(session), "--num-batches", "10",
+            "--upload-workers", "2", "--json"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xnatio", *args, "--progress", "json"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("phase") == "uploading" and event["current"] >= 1:
+            proc.send_signal(signal.SIGINT)  # a batch acknowledged: Ctrl-C now
+            break
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    first = json.loads(out)
+    assert 0 < first["files_sent"] < FILES, first
+    sandbox.faults.file_delay = 0.0
+    code, events, out, err = xio(sandbox, *args[:-1], "--resume", cwd=tmp_path)
+    assert code == 0, err
+    # The summary counts this run's files and bytes, and its rate is theirs.
+    rest = source_bytes(session) - first["bytes_sent"]
+    todo = FILES - first["files_sent"]
+    line = out.splitlines()[0]
+    m = re.fullmatch(rf"OK: {todo} of {FILES} files sent \((.+?)\) in \S+ s, (\S+ \S+)/s; .*", line)
+    assert m and m.group(1) == human_bytes(rest), (line, human_bytes(rest))
+    assert f"{first['files_sent']} instances were already on the server and not re-sent" in out
+    last = of(events, "uploading")[-1]
+    assert last["bytes_sent"] == last["bytes_total"] == rest == events[-1]["bytes_total"]
+    number, unit = m.group(2).split()
+    shown = float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    # The line's rate is this run's bytes over its send time (the event's seconds are rounded).
+    assert shown == pytest.approx(rest / last["elapsed"], rel=0.01), (line, last)
