@@ -286,6 +286,24 @@ def test_https_proxy_is_honoured(
     assert proc.returncode == 0, proc.stderr
     assert len(targets) == before
     # Without the proxy variable nothing goes through it either; with a dead proxy, exit 3.
-    proc = xio("ping", env={**env, "HTTPS_PROXY": "http://127.0.0.1:9"})
+    proc = xio("ping", env={**env, "HTTPS_PROXY": "http://bob:proxypw@127.0.0.1:9"})
     assert proc.returncode == 3
-    assert "cannot connect" in proc.stderr
+    assert "cannot connect" in proc.stderr and "proxypw" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("proxy", "code", "message"),
+    [
+        ("socks5://bob:proxypw@127.0.0.1:1080", 2, "socks5://bob:***@127.0.0.1:1080 needs SOCKS"),
+        ("ftp://bob:proxypw@127.0.0.1:21", 2, "cannot use the proxy ftp://bob:***@127.0.0.1:21"),
+    ],
+)
+def test_a_proxy_that_cannot_be_used_is_named_without_its_password(
+    sandbox: Sandbox, proxy: str, code: int, message: str
+) -> None:
+    https = "https://" + sandbox.url.removeprefix("http://")
+    proc = xio("ping", env=server_env(https, HTTPS_PROXY=proxy))
+    if "socks5" in proxy and proc.returncode == 3:
+        pytest.skip("httpx's socks extra is installed here")
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr and "proxypw" not in proc.stderr

@@ -159,11 +159,21 @@ def _transport(
         )
     except ImportError:  # a socks5:// proxy without httpx's socks extra
         raise InputError(
-            f"the proxy {proxy} needs SOCKS support: pip install 'httpx[socks]', or use an "
-            "HTTP proxy"
+            f"the proxy {_shown(proxy)} needs SOCKS support: pip install 'httpx[socks]', or use "
+            "an HTTP proxy"
         ) from None
     except ValueError as exc:  # a scheme httpx does not know
-        raise InputError(f"cannot use the proxy {proxy}: {exc}") from None
+        raise InputError(f"cannot use the proxy {_shown(proxy)}: {exc}") from None
+
+
+def _shown(url: str | None) -> str:
+    """A proxy URL as it may be printed: without the password it may carry."""
+    parts = urlsplit(url or "")
+    if parts.password is None:
+        return url or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{parts.username}:***@{host}{port}").geturl()
 
 
 def _login_redirect(server: str, response: httpx.Response) -> str:
