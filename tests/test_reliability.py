@@ -871,7 +871,7 @@ def test_xnat_unreachable_while_checking_a_cstore_send(
         )  # fmt: skip
         assert proc.stderr is not None
         for line in proc.stderr:
-            if line.startswith("{") and json.loads(line)["phase"] == "verifying":
+            if line.startswith("{") and json.loads(line)["phase"] in ("waiting", "verifying"):
                 server.kill()  # all instances were stored; the check has begun
                 break
         out, err = proc.communicate(timeout=120)
