@@ -4,11 +4,11 @@ Uploaders call a user-supplied ``progress_callback`` with :class:`ProgressEvent`
 
 Threads: an event arrives on the thread that made the progress. Scanning, committing, waiting,
 verifying and ``done`` arrive on the calling thread; ``uploading`` events arrive on the upload's
-worker threads (REST batches, C-STORE associations) and, for the last one of the phase, on the
-calling thread. xnatio never runs two callbacks at once (one lock is held around every call), so
-events arrive one after another, in the order they were made, and a callback need not guard its
-own state against itself. It must still be quick: the thread that emits waits for it. Exceptions
-it raises are logged and ignored so that a faulty display never breaks an upload
+worker threads (REST batches, C-STORE associations) and, for the first and the last of the
+phase, on the calling thread. xnatio never runs two callbacks at once (one lock is held around
+every call), so events arrive one after another, in the order they were made, and a callback need
+not guard its own state against itself. It must still be quick: the thread that emits waits for
+it. Exceptions it raises are logged and ignored so that a faulty display never breaks an upload
 (``KeyboardInterrupt`` is not an exception here: Ctrl-C in the calling thread stops the upload).
 
 Amounts: bytes are the DICOM files' own bytes (not the archive framing, not the compressed body),
