@@ -244,3 +244,24 @@ def test_env_path_works_as_in_xnatio_02(sandbox: Sandbox, tmp_path: Path) -> Non
     assert proc.stdout.startswith("admin on ")
     proc = xio("whoami", "--env", "secrets/xnat.env", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_config_file_with_a_password_that_others_can_read_warns(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    env = clean_env(tmp_path)
+    folder = tmp_path / "xdg" / "xnatio"
+    folder.mkdir(parents=True)
+    path = write_config(
+        folder,
+        f'default_profile = "sb"\n[profiles.sb]\nserver = "{sandbox.url}"\n'
+        'username = "admin"\npassword = "admin"\n',
+    )
+    path.chmod(0o644)
+    warning = f"{path} holds a password and is readable by other users; run: chmod 600 {path}"
+    for args in (["config", "list"], ["whoami"]):
+        proc = xio(*args, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert warning in proc.stderr, args
+    path.chmod(0o600)
+    assert xio("whoami", env=env, cwd=tmp_path).stderr == ""

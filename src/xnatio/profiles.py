@@ -34,7 +34,8 @@ from xnatio.errors import InputError
 
 __all__ = ["PROFILE_KEYS", "Profile", "ProfileFile", "config_file_path", "read_profiles"]
 
-logger = logging.getLogger(__name__)
+# The config module's logger: xio shows its security warnings even with -q.
+logger = logging.getLogger("xnatio.config")
 
 # key -> the Python type(s) its value may have in the file
 PROFILE_KEYS: dict[str, tuple[type, ...]] = {

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from xnatio.cli.app import configure_logging
 from xnatio.cli.options import ServerOptions, server_options
 from xnatio.config import DICOM_ENV_KEYS, Resolution
 from xnatio.profiles import PROFILE_KEYS, Profile, config_file_path, read_profiles
@@ -42,6 +43,7 @@ def command(ctx: click.Context) -> None:
     Profiles live in $XDG_CONFIG_HOME/xnatio/config.toml (~/.config/xnatio/config.toml);
     without a sub-command, 'xio config' lists them.
     """
+    configure_logging(0, quiet=False)  # the warning about a password file others can read
     if ctx.invoked_subcommand is None:
         ctx.invoke(list_profiles)
 
