@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from bench.dcmsend_orthanc import pydicom_folder
 from pydicom.data import get_testdata_file
 
 from xnatio.uploaders import send_dicom_store
@@ -326,3 +327,57 @@ def test_orthanc_gets_everything_dcmsend_delivers(
         assert {uid: d for uid, d in diffs.items() if d} == {}
         delivered += len(stored)
     assert delivered >= 60
+
+
+@pytest.mark.orthanc
+@pytest.mark.dcmtk
+def test_pydicom_test_folder_to_orthanc_delivers_what_dcmsend_delivers(
+    orthanc: Orthanc, tmp_path: Path
+) -> None:
+    """Issue 11, finding 7: the whole folder, odd files included, to a default Orthanc.
+
+    Everything dcmsend gets Orthanc to store, xio does too, and what Orthanc stored from xio
+    equals the source files element by element outside the file meta group. The time of the
+    same comparison is a benchmark (``python -m bench.dcmsend_orthanc``), not asserted here.
+    """
+    if shutil.which("dcmsend") is None:
+        pytest.skip("DCMTK dcmsend is not installed")
+    folder = pydicom_folder(tmp_path / "pydicom")
+    subprocess.run(
+        [
+            *("dcmsend", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port)),
+            *("+sd", "-nh", str(folder)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+        timeout=120,
+    )
+    by_dcmsend = orthanc.instances()
+    orthanc.clear()
+    assert len(by_dcmsend) >= 30
+    result = send_dicom_store(
+        source_dir=folder,
+        host="127.0.0.1",
+        port=orthanc.dicom_port,
+        called_aet="ORTHANC",
+        project="P1",
+        subject="S1",
+        session="E1",
+        routing_tags=False,
+        allow_multiple_studies=True,
+    )
+    by_xio = orthanc.instances()
+    failed = {o.path: o.meaning for o in result.outcomes if o.category == "failure"}
+    assert set(by_dcmsend) <= set(by_xio), failed
+    # xio's copy equals the file it came from; where it does not, it equals dcmsend's copy
+    # (what the receiver rewrites). dcmsend itself decompresses some files (JPEG Lossless to
+    # Explicit VR Little Endian): its copy is no reference for the bytes of those.
+    sources = _by_uid([folder / o.path for o in result.outcomes if o.category != "failure"])
+    diffs = {
+        uid: _differences(ds, sources[uid], False, by_dcmsend.get(uid))
+        for uid, ds in by_xio.items()
+    }
+    assert {uid: d for uid, d in diffs.items() if d} == {}
+    # Nothing took long: no attempt waited for an answer that never came.
+    assert all("within the timeout" not in meaning for meaning in failed.values()), failed

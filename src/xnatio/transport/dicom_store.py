@@ -296,7 +296,7 @@ def store_instances(
             continue
         jobs.append(Job(i, f, pairs[i], group_of[pairs[i]]))
     workers = max(1, min(options.associations, len(jobs)))
-    state = SendState(jobs, groups, workers, on_instance)
+    state = SendState(jobs, groups, on_instance)
     state.outcomes.update(pre_failed)
     state.done = len(pre_failed)
     state.report(list(pre_failed.values()))

@@ -116,7 +116,6 @@ class SendState:
         self,
         jobs: list[Job],
         groups: list[list[tuple[str, str]]],
-        workers: int,
         on_instance: Callable[[InstanceOutcome], None] | None = None,
     ) -> None:
         self.cond = threading.Condition()
@@ -126,7 +125,8 @@ class SendState:
         self.waiting: list[tuple[float, int, Job]] = []  # heap of (due, index, job)
         self.groups = groups
         self.in_flight = 0
-        self.alive = workers
+        self.alive = 0  # worker threads started and not yet finished
+        self.opening = 0  # of those, the ones that have not associated (or failed to) yet
         self.stop = threading.Event()
         self.outcomes: dict[int, InstanceOutcome] = {}
         self.refused: dict[tuple[str, str], str] = {}
@@ -172,7 +172,14 @@ class SendState:
         return self.waiting[0][0] - now if self.waiting else None
 
     def next_group(self, prefer: int | None) -> int | None:
-        """A group with queued work (``prefer`` if it has some); None when all work is done."""
+        """A group with queued work (``prefer`` if it has some); None when this worker is done.
+
+        A worker is done when all work is, and also when nothing is queued now and the other
+        workers are enough for what may still come back (instances in flight, retries waiting
+        for their time): it then leaves, and its association with it. An idle association
+        holds one of the receiver's threads (Orthanc has four by default), which the others
+        may need.
+        """
         with self.cond:
             while not self.stop.is_set():
                 until_due = self._release_due()
@@ -183,9 +190,39 @@ class SendState:
                     return busiest
                 if self.in_flight == 0 and until_due is None:
                     return None
+                idle_others = self.alive - self.in_flight - 1
+                if idle_others >= len(self.waiting):
+                    self.alive -= 1  # counted out now, so that the next idle one sees it
+                    return RETIRED
                 # Something in flight may fail and come back, or a retry falls due.
                 self.cond.wait(until_due)
             return None
+
+    def thread_starts(self) -> None:
+        """A worker thread is about to start."""
+        with self.cond:
+            self.alive += 1
+            self.opening += 1
+
+    def opened(self) -> None:
+        """A worker's first association attempt ended (either way), or it never made one."""
+        with self.cond:
+            self.opening -= 1
+            self.cond.notify_all()
+
+    def wants_another(self) -> bool:
+        """Whether one more association could help now.
+
+        Associations open like TCP's slow start: at most as many attempts at once as are
+        open already (one at first). A receiver that serves a few associations at a time
+        (Orthanc: 4 threads) answers the others only once one of those ends, which is at the
+        end of the work: an association opened then would cost it and us a round trip for
+        nothing, so few wait.
+        """
+        with self.cond:
+            if self.stop.is_set() or not any(self.queues):
+                return False
+            return self.opening < max(1, len(self.live))
 
     def take(self, group: int) -> Job | None:
         with self.cond:
@@ -221,11 +258,15 @@ class SendState:
         self.report([outcome])
         return done
 
-    def worker_exit(self) -> None:
-        """Called by each worker on its way out; the last one fails whatever is left."""
+    def worker_exit(self, *, retired: bool = False) -> None:
+        """Called by each worker on its way out; the last one fails whatever is left.
+
+        ``retired``: :meth:`next_group` counted the worker out already.
+        """
         left: list[InstanceOutcome] = []
         with self.cond:
-            self.alive -= 1
+            if not retired:
+                self.alive -= 1
             if self.alive == 0:
                 reason = self.last_connect_error or "the upload stopped"
                 leftover = [job for queue in self.queues for job in queue]
@@ -293,6 +334,9 @@ def _dataset_chunks(inventory: Inventory, f: DicomFile, comment: str | None) -> 
     with inventory.source.open(f.path) as stream:
         yield from dataset_chunks(stream, comment)
 
+
+# What next_group says to a worker that the others can do without.
+RETIRED = -1
 
 # The start of the meaning of an instance whose presentation context the receiver refused.
 REFUSED = "not sent: the receiver refused"
@@ -363,13 +407,16 @@ class _Worker:
         self.index = 0  # of the association, from 1
         self.connect_failures = 0
         self.holding = False  # a slot of the connection budget, from associating to release
+        self.first_attempt = True  # counted in SendState.opening until it ends
 
     def run(self) -> None:
         state = self.state
+        retired = False
         try:
             while not state.stop.is_set():
                 wanted = state.next_group(self.group if self.assoc is not None else None)
-                if wanted is None:
+                retired = wanted == RETIRED
+                if wanted is None or retired:
                     break
                 if self.assoc is None or wanted != self.group:
                     opened = self.associate(wanted)
@@ -382,7 +429,14 @@ class _Worker:
                     self.send(job)
         finally:
             self.drop(abort=state.stop.is_set())
-            state.worker_exit()
+            self.attempted()
+            state.worker_exit(retired=retired)
+
+    def attempted(self) -> None:
+        """Tell the ramp-up (:meth:`SendState.wants_another`) that the first attempt ended."""
+        if self.first_attempt:
+            self.first_attempt = False
+            self.state.opened()
 
     def associate(self, group: int) -> bool | None:
         """Open an association for ``group``: True when open, False to look for work again,
@@ -398,6 +452,7 @@ class _Worker:
             # keeps us waiting here, and no job is held hostage meanwhile.
             assoc = cfg.associate(state.groups[group])
         except (OSError, DimseError) as exc:
+            self.attempted()
             self.connect_failures += 1
             with state.cond:
                 state.last_connect_error = f"cannot associate: {describe(exc)}"
@@ -412,6 +467,7 @@ class _Worker:
         self.connect_failures = 0
         self.assoc, self.group = assoc, group
         self.index = state.register(assoc)
+        self.attempted()
         with state.cond:
             for pair, res in assoc.contexts.items():
                 if not res.accepted:
@@ -519,19 +575,29 @@ def report_progress(state: SendState, cfg: StoreConfig, index: int | None) -> No
 
 
 def run_workers(state: SendState, cfg: StoreConfig, inventory: Inventory, workers: int) -> bool:
-    """Run the association threads to the end; True when Ctrl-C stopped them."""
-    threads = [
-        threading.Thread(
-            target=_worker, args=(state, cfg, inventory), name=f"xnatio-cstore-{n}", daemon=True
-        )
-        for n in range(workers)
-    ]
+    """Run up to ``workers`` association threads to the end; True when Ctrl-C stopped them.
+
+    Threads start one after the other as :meth:`SendState.wants_another` allows.
+    """
+    threads: list[threading.Thread] = []
+
+    def start() -> None:
+        name = f"xnatio-cstore-{len(threads)}"
+        thread = threading.Thread(target=_worker, args=(state, cfg, inventory), name=name)
+        thread.daemon = True
+        state.thread_starts()
+        threads.append(thread)
+        thread.start()
+
     try:  # Ctrl-C (or SIGTERM) while threads start stops the ones already running
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.25)
+        if workers:
+            start()
+        while any(t.is_alive() for t in threads):
+            if len(threads) < workers and state.wants_another():
+                start()
+                continue
+            with state.cond:  # woken by every association opened and instance finished
+                state.cond.wait(0.25)
     except KeyboardInterrupt:
         state.stop.set()
         with state.cond:
@@ -543,4 +609,6 @@ def run_workers(state: SendState, cfg: StoreConfig, inventory: Inventory, worker
             if t.is_alive():
                 t.join(5.0)
         return True
+    for t in threads:
+        t.join()
     return False
