@@ -260,6 +260,33 @@ def test_rising_answer_time_backs_off() -> None:
     assert "after the body" in c.decisions[-1].detail
 
 
+def test_a_server_that_holds_the_requests_is_paced_by_its_answers() -> None:
+    # Behind a buffering proxy whole bodies go at once and the server's answers take seconds:
+    # bytes say nothing, answers clock the capacity (one more per fast answer, x0.85 when slow).
+    budget = LocalBudget(42)
+    c = WorkerController(budget, ceiling=42, clock=Clock())
+    c.begin()
+
+    def held(cap: int, *answers: float) -> Window:
+        return window(0, active=cap, answering=cap, waiting=20, capacity=cap, latencies=answers)
+
+    c.observe(held(4))  # no answer yet: nothing to go by
+    c.observe(held(4))
+    assert budget.capacity == 4
+    c.observe(held(4, 12.0, 12.1, 12.3))
+    assert budget.capacity == 7  # three fast answers: three more requests
+    c.observe(held(7, 12.2, 12.4, 12.5, 12.6, 13.0, 14.0, 14.5))
+    assert budget.capacity == 14  # at most doubling
+    c.observe(held(14, 16.0, 16.5))
+    assert budget.capacity == 14  # slower, but not queueing yet: hold
+    c.observe(held(14, 19.0, 19.5))
+    assert budget.capacity == 11  # 1.5x the fastest: the server queues work
+    assert "fastest 12.1 s" in c.decisions[-1].detail
+    for _ in range(7):  # held for six windows, then one at a time
+        c.observe(held(11, 12.5, 12.6))
+    assert budget.capacity == 12
+
+
 # -- rate limit and parsers -------------------------------------------------------------------
 
 

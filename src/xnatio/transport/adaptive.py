@@ -20,6 +20,13 @@ measured windows (:class:`~xnatio.transport.window.Window`, about half a second 
 - A window right after a change is skipped (new connections are still starting), and so is a
   window without waiting batches: with nothing beyond the capacity to send, more connections
   could not show what they would bring.
+- **When the server holds the requests** (at least half of them have sent their body and wait for
+  the answer: a busy server, or a proxy that buffers whole bodies before passing them on), bytes
+  say nothing about what more connections would bring. The answers then clock the capacity, as
+  acknowledgements clock TCP's window: each answer that came within 1.25x the fastest answer time
+  seen (plus a quarter second) lets one more request in (at most doubling per window; one per
+  window after the first back-off), and answers slower than 1.5x the fastest mean the server queues
+  work: capacity x 0.85, then hold for six windows.
 
 The user's ``--upload-workers N`` (42 by default) is the ceiling; the capacity never drops
 below 1. Every change is recorded with its numbers (:attr:`WorkerController.decisions`).
@@ -46,6 +53,9 @@ _OVERLOAD_CUT = 0.7
 _LATENCY_CUT = 0.85
 _LATENCY_FACTOR = 2.0
 _LATENCY_SLACK = 1.0
+_QUEUE_FACTOR = 1.5
+_CLEAR_FACTOR = 1.25
+_QUEUE_SLACK = 0.25
 
 
 class Adjustable(Protocol):
@@ -103,7 +113,12 @@ class WorkerController:
                 parts += [f"{w.failed} requests without an answer"] if w.failed else []
                 self._cut(cap, _OVERLOAD_CUT, " and ".join(parts))
                 return
-            if self._latency_rose(w, cap):
+            typical = self._answer_time(w)
+            if w.answering * 2 >= max(1, w.active):
+                # Most requests wait for answers: the server, not the link, sets the pace.
+                self._server_step(w, cap, typical)
+                return
+            if self._latency_rose(cap, typical):
                 return
             if self._settle:
                 self._settle -= 1
@@ -148,17 +163,51 @@ class WorkerController:
         new = cap * 2 if self._slow_start else cap + max(1, cap // 4)
         self._set(min(self.ceiling, new), why)
 
-    def _latency_rose(self, w: Window, cap: int) -> bool:
+    def _answer_time(self, w: Window) -> float | None:
+        """The window's typical time from a body's last byte to its answer; keeps the lowest."""
         if not w.latencies:
-            return False
+            return None
         typical = statistics.median(w.latencies)
         floor = self._latency_floor
         self._latency_floor = typical if floor is None else min(floor, typical)
-        if floor is None or typical <= _LATENCY_FACTOR * floor + _LATENCY_SLACK:
+        return typical
+
+    def _latency_rose(self, cap: int, typical: float | None) -> bool:
+        floor = self._latency_floor
+        if typical is None or floor is None:
+            return False
+        if typical <= _LATENCY_FACTOR * floor + _LATENCY_SLACK:
             return False
         why = f"answers took {typical:.1f} s after the body (lowest {floor:.1f} s)"
         self._cut(cap, _LATENCY_CUT, why)
         return True
+
+    def _server_step(self, w: Window, cap: int, typical: float | None) -> None:
+        """Pace by answers while the server holds most requests (its queue, not the link's).
+
+        Bytes say nothing here (a buffering proxy takes whole bodies at once), so the answers
+        clock the changes, as acknowledgements clock TCP's window: each answer that came about as
+        fast as the fastest ever lets one more request in (at most doubling, and one per window
+        once an increase or a queue has been seen); answers slower than 1.5x the fastest mean the
+        server queues work: x0.85.
+        """
+        floor = self._latency_floor
+        if typical is None or floor is None:
+            return
+        if typical > _QUEUE_FACTOR * floor + _QUEUE_SLACK:
+            why = f"answers took {typical:.1f} s after the body (fastest {floor:.1f} s)"
+            self._cut(cap, _LATENCY_CUT, why)
+            return
+        if self._hold:
+            self._hold -= 1
+            return
+        if typical > _CLEAR_FACTOR * floor + _QUEUE_SLACK or w.waiting == 0 or cap >= self.ceiling:
+            return
+        grow = min(len(w.latencies), cap) if self._slow_start else 1
+        self._set(
+            min(self.ceiling, cap + grow),
+            f"{len(w.latencies)} answers in {typical:.1f} s (fastest {floor:.1f} s)",
+        )
 
     def _cut(self, cap: int, factor: float, why: str) -> None:
         self._slow_start = False

@@ -262,6 +262,7 @@ class Link:
             payload=_payload_of(wire_d, int(delta[1]), int(delta[2])),
             full=tuple(full),
             active=len(self._streams),
+            answering=sum(1 for s in self._streams.values() if s.body_done is not None),
             waiting=self._waiting,
             capacity=self._capacity() if self._capacity is not None else None,
             deflate_cpu=float(delta[3]),

@@ -47,7 +47,10 @@ class Window:
     full
         Bodies that were being sent for the whole window.
     active
-        Bodies being sent at the end of the window.
+        Requests under way at the end of the window: bodies being sent, and bodies sent whose
+        answer has not come yet.
+    answering
+        Of :attr:`active`, the requests whose body is sent and that wait for the answer.
     waiting
         Batches waiting for a connection at the end of the window (work beyond the capacity).
     capacity
@@ -69,6 +72,7 @@ class Window:
     payload: int = 0
     full: tuple[StreamSample, ...] = ()
     active: int = 0
+    answering: int = 0
     waiting: int = 0
     capacity: int | None = None
     deflate_cpu: float = 0.0
