@@ -330,17 +330,26 @@ def test_batch_rebuild_move_and_delete(client: httpx.Client) -> None:
 
 
 def test_archive_service_redirects_for_an_auto_archiving_session(client: httpx.Client) -> None:
+    """XNAT's rule (``PrearcSession.isAutoArchive``): the row's own code, else a parameter named
+    like ``AA``/``auto-archive``, else the project's code decides; 303 when it auto-archives."""
     manual = _prearchive_upload(client, "E1")
-    assert client.put("/data/projects/P1/prearchive_code/4").status_code == 200
-    # The row takes the project's code; the background pass must not archive it first.
-    auto = _prearchive_upload(client, "E2", prevent_auto_commit="true")
     plain = client.post("/data/services/archive", params={"src": manual})
     assert plain.status_code == 200
     assert plain.text == "/data/archive/projects/P1/subjects/S1/experiments/E1\r\n"
+    # A row made while the project was manual, then the project turned to auto-archive.
+    before = _prearchive_upload(client, "E3", prevent_auto_commit="true")
+    also_before = _prearchive_upload(client, "E4", prevent_auto_commit="true")
+    assert client.put("/data/projects/P1/prearchive_code/4").status_code == 200
+    # A row that takes the project's code; the background pass must not archive it first.
+    auto = _prearchive_upload(client, "E2", prevent_auto_commit="true")
     redirected = client.post("/data/services/archive", params={"src": auto})
     assert redirected.status_code == 303
     location = redirected.headers["Location"]
     assert location == f"{client.base_url}/data/archive/projects/P1/subjects/S1/experiments/E2"
+    # xnatpy's archive() sends auto-archive=false: a plain 200 with the URI.
+    told = client.post("/data/services/archive", params={"src": before, "auto-archive": "false"})
+    assert told.status_code == 200, told.text
+    assert client.post("/data/services/archive", params={"src": also_before}).status_code == 303
 
 
 def test_prearchive_file_honours_a_byte_range(client: httpx.Client) -> None:

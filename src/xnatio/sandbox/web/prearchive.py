@@ -140,8 +140,7 @@ def archive_service(app: App, req: Request) -> Response:
     auto = False
     for src in sources:
         clean = src[len("/data") :] if src.startswith("/data/") else src
-        row = app.store.prearchive_session(*_triple(clean))
-        auto = row is not None and row["autoarchive"] != "Manual"
+        auto = _auto_archives(app, req, *_triple(clean))
         uris.append(
             app.store.archive_service(
                 clean,
@@ -154,6 +153,28 @@ def archive_service(app: App, req: Request) -> Response:
         site = f"http://{req.headers.get('Host', 'localhost')}"
         return Response(303, b"", "text/plain", {"Location": site + data_uri(uris[0])})
     return uri_list(uris)
+
+
+_YES = frozenset({"true", "on", "yes", "y", "t"})
+_NO = frozenset({"false", "off", "no", "n", "f"})
+
+
+def _auto_archives(app: App, req: Request, project: str, ts: str, folder: str) -> bool:
+    """Whether XNAT counts a session as auto-archiving (``PrearcSession.isAutoArchive``, §14.7):
+    its own code says so; else a parameter whose name holds ``AA`` or ``auto-archive`` (xnatpy
+    sends ``auto-archive=false``); else the project's code is 4 or 5."""
+    row = app.store.prearchive_session(project, ts, folder)
+    if row is None or project == "Unassigned":
+        return False
+    if row["autoarchive"] != "Manual":
+        return True
+    for name, values in req.query.items():
+        if ("AA" in name or "auto-archive" in name) and values:
+            word = values[0].strip().lower()
+            if word in _YES or word in _NO:
+                return word in _YES
+    code = app.store.catalog.project_code(project)
+    return code is not None and code >= 4
 
 
 def _triple(src: str) -> tuple[str, str, str]:
