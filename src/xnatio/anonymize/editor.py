@@ -28,8 +28,8 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from xnatio.anonymize.encode import Pieces, element_header, encode_region
@@ -38,12 +38,16 @@ from xnatio.anonymize.tree import CHANGED, DELETED, NEW, ORIGINAL, DataSet, Elem
 from xnatio.anonymize.values import decode, dictionary_vr
 from xnatio.dicom.reader import DicomFormatError, HeaderReader, Walker, dataset_encoding
 
-__all__ = ["Change", "Edit", "EditedFile", "changes_of", "read_plan_input"]
+__all__ = ["IDENTITY_TAGS", "Change", "Edit", "EditedFile", "changes_of", "read_plan_input"]
 
 _FIRST_READ = 64 * 1024
 _COPY = 1 << 20
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _MEDIA_CLASS, _MEDIA_INSTANCE = 0x00020002, 0x00020003
+
+#: What names and files an instance on an XNAT server: SOP Class and Instance UID, Modality,
+#: Study and Series Instance UID, Series Number (the scan folder) and Instance Number.
+IDENTITY_TAGS = (0x00080016, 0x00080018, 0x00080060, 0x0020000D, 0x0020000E, 0x00200011, 0x00200013)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,9 @@ class Edit:
         What was edited.
     new_sop_instance_uid, new_study_instance_uid, new_series_instance_uid
         The UIDs after editing (``""`` when absent), for identity checks after upload.
+    identity
+        The top-level elements of :data:`IDENTITY_TAGS` the scripts changed, with their new
+        values as text (``""``: deleted); an element not listed keeps the source's value.
     """
 
     pieces: tuple[bytes | tuple[int, int], ...]
@@ -94,6 +101,7 @@ class Edit:
     new_sop_instance_uid: str
     new_study_instance_uid: str
     new_series_instance_uid: str
+    identity: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -287,7 +295,22 @@ def build_edit(pin: PlanInput, stream: BinaryIO, size: int | None) -> Edit:
         _uid(ds, _SOP_INSTANCE) or _text_meta(reader, _MEDIA_INSTANCE),
         _uid(ds, 0x0020000D),
         _uid(ds, 0x0020000E),
+        _identity(ds),
     )
+
+
+def _identity(ds: DataSet) -> dict[int, str]:
+    """New values of the identity elements the scripts changed at the top level."""
+    found: dict[int, str] = {}
+    charset = ds.charset()
+    for el in ds.root.elements:
+        if el.tag not in IDENTITY_TAGS or el.state == ORIGINAL:
+            continue
+        if el.state == DELETED:
+            found.setdefault(el.tag, "")  # a live element of the same tag (re-created) wins
+        elif el.raw is not None:
+            found[el.tag] = decode(el.raw, el.vr, ds.little_endian, charset).strip(" \x00")
+    return found
 
 
 def _deflate(region: Pieces, inflated: bytes, stop: int) -> bytes:
