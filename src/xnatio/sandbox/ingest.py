@@ -147,8 +147,8 @@ class IngestModel:
     Attributes
     ----------
     session_lock
-        The global lock around finding or creating a session. A test may hold it to stop every
-        import at that point, then count who waits (:attr:`lock_waiting`).
+        Guards the global session lock's bookings (:meth:`file`). A test may hold it to stop
+        every import at that point, then count who waits (:attr:`lock_waiting`).
     threads, queued, db_connections, db_waiting, lock_waiting
         Gauges: requests holding a thread, requests waiting for one, files holding a database
         connection, files waiting for one, files (holding a connection) waiting for the session
@@ -171,6 +171,7 @@ class IngestModel:
         self._files = self._refused = self._timeouts = self._late = 0
         self._deadlines = _Deadlines()
         self._closed = threading.Event()
+        self._lock_free = 0.0  # when the session lock's last booked turn ends
 
     def __repr__(self) -> str:
         return f"IngestModel({self.profile!r})"
@@ -282,26 +283,34 @@ class IngestModel:
         self.db_connections.up()
         try:
             with self.lock_waiting.held():
-                self.session_lock.acquire()
-            try:
-                self._pause(profile.lock_seconds)
-            finally:
-                self.session_lock.release()
+                turn = self._lock_turn(profile.seconds(profile.lock_seconds))
+                self._wait_until(turn)
+            self._wait_until(turn + profile.seconds(profile.lock_seconds))
             began = time.monotonic()
             yield
-            self._pause(profile.file_seconds, since=began)
+            self._wait_until(began + profile.seconds(profile.file_seconds))
         finally:
             self.db_connections.down()
             self._pool.release()
             with self._counts:
                 self._files += 1
 
-    def _pause(self, xnat_seconds: float, since: float | None = None) -> None:
-        seconds = self.profile.seconds(xnat_seconds)
-        if since is not None:
-            seconds -= time.monotonic() - since
-        if seconds > 0:
-            self._closed.wait(seconds)
+    def _lock_turn(self, seconds: float) -> float:
+        """Book the session lock for ``seconds``: when this file's turn starts.
+
+        Turns are booked back to back on the clock rather than by sleeping while holding a
+        lock, so the lock passes exactly ``1 / lock_seconds`` files a second however late
+        Python wakes each thread; the real lock is held only to book.
+        """
+        with self.session_lock:
+            turn = max(time.monotonic(), self._lock_free)
+            self._lock_free = turn + seconds
+            return turn
+
+    def _wait_until(self, moment: float) -> None:
+        left = moment - time.monotonic()
+        if left > 0:
+            self._closed.wait(left)
 
     # -- statistics -----------------------------------------------------------------------------
 
