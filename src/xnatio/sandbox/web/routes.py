@@ -14,6 +14,7 @@ from typing import Any
 from xnatio.sandbox.bodies import UploadError
 from xnatio.sandbox.store import StoreError
 from xnatio.sandbox.web import (
+    anonymize,
     archive,
     auth,
     config,
@@ -156,6 +157,8 @@ _ROUTES: list[_Route] = [
     (_methods("GET"), ("xapi", "schemas", "{*}"), site.schema),
     (_methods("GET"), ("data", "search", "elements"), site.search_elements),
     (_methods("GET"), ("data", "search", "elements", "{}"), site.search_element_fields),
+    # anonymisation scripts: XNAT's API and the config service (docs/anonymisation.md)
+    *anonymize.ROUTES,
 ]  # fmt: skip
 
 
