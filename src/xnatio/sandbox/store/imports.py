@@ -22,6 +22,7 @@ from xnatio.sandbox.dicom_header import (
     template_file_name,
 )
 from xnatio.sandbox.routing import RoutingRules, clean_label, route
+from xnatio.sandbox.store.anonymize import anonymize_received
 from xnatio.sandbox.store.catalog import Catalog
 from xnatio.sandbox.store.config import RoutingConfig
 from xnatio.sandbox.store.core import Part
@@ -116,6 +117,7 @@ class Importer(Part):
         try:
             final = self._files.path(slot.session_dir, "SCANS", scan, "DICOM", name)
             size, md5 = self._files.write(final, prefix, stream)
+            size, md5, hdr = anonymize_received(self.core, sn, final, size, md5, hdr)  # step 12
             with self._index.lock:
                 self._index.execute(
                     "INSERT OR REPLACE INTO session_files VALUES(?,?,?,?,?,?,?,?,?,?)",
