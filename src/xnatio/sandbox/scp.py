@@ -103,8 +103,9 @@ class DicomReceiver:
             )
         )
         sop_uid = request.sop_instance_uid or "instance"
+        # prevent_anon off: XNAT's default receiver anonymises (docs/xnat-behaviour.md §6.1).
         params = ImportParams(
-            project=None, prevent_anon=True, sender_aet=request.calling_aet, user="admin"
+            project=None, prevent_anon=False, sender_aet=request.calling_aet, user="admin"
         )
         try:
             with self._sandbox.store.begin_import(params) as batch:
