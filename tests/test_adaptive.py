@@ -35,14 +35,14 @@ def halves(
     """``n`` connections per half, each carrying ``rate`` file bytes per second."""
     out = []
     for group, rate in ((0, rate0), (1, rate1)):
-        out += [StreamSample(group, int(rate * duration), int(rate * duration))] * n
+        out += [StreamSample(group, int(rate * duration), int(rate * duration), duration)] * n
     return tuple(out)
 
 
 def window(
     payload_rate: float,
     *,
-    full: tuple[StreamSample, ...] = (),
+    samples: tuple[StreamSample, ...] = (),
     active: int = 8,
     waiting: int = 0,
     capacity: int | None = None,
@@ -56,7 +56,7 @@ def window(
         duration=d,
         wire=int(wire * d),
         payload=int(payload_rate * d),
-        full=full,
+        samples=samples,
         active=active,
         waiting=waiting,
         capacity=capacity,
@@ -75,20 +75,20 @@ def policy(speed: float = 64 * MB, ratio: float = 2.2, cpus: int = 2) -> Compres
 def test_no_trial_when_the_link_outruns_the_compressor() -> None:
     p = policy()
     for _ in range(20):  # loopback: 150 MB/s against 64 MB/s on one of two cores
-        p.observe(window(150 * MB, full=halves(18 * MB, 18 * MB)))
+        p.observe(window(150 * MB, samples=halves(18 * MB, 18 * MB)))
     assert not p.deflating and not p.decisions
     assert all(not p.deflate(g) for g in (0, 1))
 
 
 def test_slow_link_trial_keeps_deflate_when_the_deflating_half_carries_more() -> None:
     p = policy()
-    p.observe(window(12 * MB, full=halves(1.5 * MB, 1.5 * MB)))
+    p.observe(window(12 * MB, samples=halves(1.5 * MB, 1.5 * MB)))
     assert [d.action for d in p.decisions] == ["trial"]
     assert p.deflate(1) and not p.deflate(0)  # half the connections deflate
-    p.observe(window(20 * MB, full=halves(1.5 * MB, 1.5 * MB)))  # settling: not judged
-    p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
+    p.observe(window(20 * MB, samples=halves(1.5 * MB, 1.5 * MB)))  # settling: not judged
+    p.observe(window(20 * MB, samples=halves(1.5 * MB, 3.3 * MB)))
     assert p.decisions[-1].action == "trial"  # one window is not enough
-    p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
+    p.observe(window(20 * MB, samples=halves(1.5 * MB, 3.3 * MB)))
     assert p.decisions[-1].action == "deflate"
     assert "2.20x" in p.decisions[-1].detail
     assert p.deflate(0) and p.deflate(1)
@@ -98,77 +98,77 @@ def test_a_gain_well_below_the_ratio_is_not_enough() -> None:
     # Loopback to a busy server: the deflating half carried 1.23x (its bytes cost the server
     # less to read), far from the 2.2x a limiting link would show.
     p = policy()
-    p.observe(window(20 * MB, full=halves(1.1 * MB, 1.1 * MB)))
+    p.observe(window(20 * MB, samples=halves(1.1 * MB, 1.1 * MB)))
     for _ in range(3):
-        p.observe(window(20 * MB, full=halves(1.12 * MB, 1.38 * MB)))
+        p.observe(window(20 * MB, samples=halves(1.12 * MB, 1.38 * MB)))
     assert p.decisions[-1].action == "none"
     assert "needed 1.60x" in p.decisions[-1].detail
 
 
 def test_deflate_stops_when_all_connections_together_carry_less() -> None:
     p = policy()
-    p.observe(window(16 * MB, full=halves(2 * MB, 2 * MB)))
+    p.observe(window(16 * MB, samples=halves(2 * MB, 2 * MB)))
     for _ in range(3):
-        p.observe(window(24 * MB, full=halves(2 * MB, 4 * MB)))
+        p.observe(window(24 * MB, samples=halves(2 * MB, 4 * MB)))
     assert p.deflate(0)
     for _ in range(3):  # the CPU cannot deflate for all 8 at once: 14 MB/s against ~16 stored
-        p.observe(window(14 * MB, full=halves(1.75 * MB, 1.75 * MB)))
+        p.observe(window(14 * MB, samples=halves(1.75 * MB, 1.75 * MB)))
     assert not p.deflate(0)
     assert p.decisions[-1].action == "none"
-    assert "stored they would carry about 16.0" in p.decisions[-1].detail
+    assert "stored ones carried 2.00 in the trial" in p.decisions[-1].detail
 
 
 def test_trial_drops_deflate_when_it_does_not_pay() -> None:
     # A server that is the bottleneck: the deflating half carries no more file bytes.
     p = policy()
-    p.observe(window(30 * MB, full=halves(3 * MB, 3 * MB)))
-    p.observe(window(30 * MB, full=halves(3 * MB, 3 * MB)))
+    p.observe(window(30 * MB, samples=halves(3 * MB, 3 * MB)))
+    p.observe(window(30 * MB, samples=halves(3 * MB, 3 * MB)))
     for _ in range(4):
-        p.observe(window(30 * MB, full=halves(3 * MB, 3.2 * MB)))
+        p.observe(window(30 * MB, samples=halves(3 * MB, 3.2 * MB)))
     assert p.decisions[-1].action == "none"
     assert not p.deflate(0) and not p.deflate(1)
     # No second trial before 20 s have passed.
     for _ in range(10):
-        p.observe(window(30 * MB, full=halves(3 * MB, 3 * MB)))
+        p.observe(window(30 * MB, samples=halves(3 * MB, 3 * MB)))
     assert [d.action for d in p.decisions] == ["trial", "none"]
 
 
 def test_single_connection_trial_compares_with_the_window_before() -> None:
     p = policy()
-    one = (StreamSample(0, int(0.45 * MB), int(0.45 * MB)),)
+    one = (StreamSample(0, int(0.45 * MB), int(0.45 * MB), 0.5),)
     p.observe(window(0.9 * MB, active=1))  # the body started during this window: not full yet
     assert not p.decisions
-    p.observe(window(0.9 * MB, full=one, active=1))
+    p.observe(window(0.9 * MB, samples=one, active=1))
     assert p.deflate(0)  # the only connection deflates
-    faster = (StreamSample(0, int(0.45 * MB), int(0.95 * MB)),)
+    faster = (StreamSample(0, int(0.45 * MB), int(0.95 * MB), 0.5),)
     for _ in range(4):
-        p.observe(window(1.9 * MB, full=faster, active=1))
+        p.observe(window(1.9 * MB, samples=faster, active=1))
     assert p.decisions[-1].action == "deflate"
 
 
 def test_watchdog_reverse_trial_when_the_compressor_fills_the_cores() -> None:
     clock = Clock()
     p = CompressionPolicy(cpus=2, speed=64 * MB, ratio=2.2, clock=clock)
-    p.observe(window(12 * MB, full=halves(1.5 * MB, 1.5 * MB)))
-    p.observe(window(12 * MB, full=halves(1.5 * MB, 1.5 * MB)))
+    p.observe(window(12 * MB, samples=halves(1.5 * MB, 1.5 * MB)))
+    p.observe(window(12 * MB, samples=halves(1.5 * MB, 1.5 * MB)))
     for _ in range(4):
-        p.observe(window(20 * MB, full=halves(1.5 * MB, 3.3 * MB)))
+        p.observe(window(20 * MB, samples=halves(1.5 * MB, 3.3 * MB)))
     for _ in range(3):  # every connection deflates: confirmed
-        p.observe(window(26 * MB, full=halves(3.3 * MB, 3.3 * MB)))
+        p.observe(window(26 * MB, samples=halves(3.3 * MB, 3.3 * MB)))
     assert p.deflating and p.decisions[-1].action == "confirmed"
     clock.now += 30
-    p.observe(window(90 * MB, full=halves(10 * MB, 10 * MB), deflate_cpu=0.8))  # 1.6 cores
+    p.observe(window(90 * MB, samples=halves(10 * MB, 10 * MB), deflate_cpu=0.8))  # 1.6 cores
     assert p.decisions[-1].action == "trial"
     assert not p.deflate(1) and p.deflate(0)  # reverse: half the connections stored
     for _ in range(4):  # stored connections now do better: the CPU was the limit
-        p.observe(window(100 * MB, full=halves(10 * MB, 14 * MB), deflate_cpu=0.4))
+        p.observe(window(100 * MB, samples=halves(10 * MB, 14 * MB), deflate_cpu=0.4))
     assert p.decisions[-1].action == "none" and not p.deflating
 
 
 def test_data_that_does_not_shrink_is_never_tried() -> None:
     p = policy(ratio=1.02)
     for _ in range(10):
-        p.observe(window(1 * MB, full=halves(0.1 * MB, 0.1 * MB)))
+        p.observe(window(1 * MB, samples=halves(0.1 * MB, 0.1 * MB)))
     assert not p.decisions
 
 
@@ -176,8 +176,8 @@ def test_fixed_modes_never_change() -> None:
     on = CompressionPolicy(cpus=2, mode="deflate")
     off = CompressionPolicy(cpus=2, mode="none", speed=1e9, ratio=5.0)
     for _ in range(10):
-        on.observe(window(200 * MB, full=halves(20 * MB, 1 * MB), deflate_cpu=1.0))
-        off.observe(window(1 * MB, full=halves(0.1 * MB, 0.1 * MB)))
+        on.observe(window(200 * MB, samples=halves(20 * MB, 1 * MB), deflate_cpu=1.0))
+        off.observe(window(1 * MB, samples=halves(0.1 * MB, 0.1 * MB)))
     assert on.deflate(0) and not off.deflate(1)
     assert on.summary() == "deflate" and off.summary() == "none"
 
@@ -344,7 +344,11 @@ def test_link_turns_body_counters_into_windows() -> None:
     b.stats.payload, b.stats.produced = 110_000, 50_000  # b deflates at 2.2x
     clock.now += 0.5
     first = link.tick()
-    assert first is not None and first.wire == 150_000 and first.full == ()  # nothing was full yet
+    assert first is not None and first.wire == 150_000
+    assert first.samples == (
+        StreamSample(0, 100_000, 100_000, 0.5),
+        StreamSample(1, 50_000, 110_000, 0.5),  # 2.2x: its own ratio of files to body bytes
+    )
     a.wire += 200_000
     b.wire += 100_000
     b.stats.payload, b.stats.produced = 330_000, 150_000
@@ -352,7 +356,10 @@ def test_link_turns_body_counters_into_windows() -> None:
     clock.now += 0.5
     second = link.tick()
     assert second is not None
-    assert second.full == (StreamSample(0, 200_000, 200_000), StreamSample(1, 100_000, 220_000))
+    assert second.samples == (
+        StreamSample(0, 200_000, 200_000, 0.5),
+        StreamSample(1, 100_000, 220_000, 0.5),
+    )
     assert second.wire == 300_000 and second.active == 2 and second.waiting == 1
     b.body_done = clock.now
     clock.now += 0.25
@@ -365,3 +372,4 @@ def test_link_turns_body_counters_into_windows() -> None:
     assert third is not None
     assert third.latencies == (0.25,) and third.overloaded == 1 and third.failed == 1
     assert third.active == 1 and third.wire == 0
+    assert third.samples == (StreamSample(0, 0, 0, 0.5),)  # b's body ended before: no sample

@@ -22,9 +22,10 @@ kind of link:
    Deflate is kept only if the deflating half carried at least ``1 + (ratio - 1) / 2`` times
    (and at least 1.15x) the data of the stored half. With a single connection the trial deflates
    it and compares with the window before.
-5. **Confirm.** Once every connection deflates, two windows (after a settling one) must carry at
-   least 1.1x the files that all connections would carry stored, as the trial measured it;
-   otherwise compression stops (when everyone compresses, the CPU may be what limits).
+5. **Confirm.** Once every connection deflates, each must carry at least 1.1x the files a stored
+   connection carried in the trial (two windows after a settling one, with about as many
+   connections sending as in the trial); otherwise compression stops (when everyone compresses,
+   the CPU may be what limits).
 6. **Watchdog.** While deflating, if the compressor uses 70% or more of all cores, the CPU may
    have become the limit: a reverse trial (half the connections stored) decides again, and deflate
    stays only while it carries at least 1.05x.
@@ -76,7 +77,8 @@ class Decision:
 
 @dataclass
 class _Confirm:
-    stored: float  # the payload rate of all connections stored, estimated during the trial
+    stored: float  # file bytes per second per connection of the stored half during the trial
+    connections: int  # connections sending during the trial
     windows: int = 0
     rates: list[float] = field(default_factory=list)
 
@@ -92,10 +94,10 @@ class _Trial:
     other: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
     def add(self, w: Window) -> None:
-        for s in w.full:
+        for s in w.samples:
             acc = self.flipped if self.group is None or s.group == self.group else self.other
             acc[0] += s.payload
-            acc[1] += w.duration
+            acc[1] += s.seconds
 
 
 @dataclass
@@ -246,22 +248,26 @@ class CompressionPolicy:
         self.deflating = gain >= need
         self._end("deflate" if self.deflating else "none", detail)
         if switched_on:
-            # What all connections would carry stored, as the trial measured it.
-            self._confirm = _Confirm(stored * (trial.active if trial.group is not None else 1))
+            self._confirm = _Confirm(stored, trial.active)
 
     def _check(self, w: Window, confirm: _Confirm) -> None:
-        """Once every connection deflates, the total must beat the stored estimate."""
+        """Once every connection deflates, each must carry more than a stored one did."""
         confirm.windows += 1
         if confirm.windows <= _SETTLE_WINDOWS:
             return
-        confirm.rates.append(w.payload_rate)
+        rate, n = w.group_rate(None)
+        # As many connections as in the trial (not the end of the upload, when few remain).
+        if n and n >= 0.75 * confirm.connections:
+            confirm.rates.append(rate)
         if len(confirm.rates) < _JUDGE_WINDOWS:
+            if confirm.windows > _SETTLE_WINDOWS + 4 * _JUDGE_WINDOWS:
+                self._confirm = None  # no comparable window: keep what the trial showed
             return
         self._confirm = None
         now = sum(confirm.rates) / len(confirm.rates)
         detail = (
-            f"all connections deflating carried {now / 1e6:.1f} MB/s of files, stored they "
-            f"would carry about {confirm.stored / 1e6:.1f}"
+            f"with every connection deflating, each carried {now / 1e6:.2f} MB/s of files; "
+            f"stored ones carried {confirm.stored / 1e6:.2f} in the trial"
         )
         if now >= _CONFIRM_GAIN * confirm.stored:
             self.decisions.append(Decision(self._now(), "confirmed", detail))

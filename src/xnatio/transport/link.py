@@ -69,11 +69,12 @@ class Stream:
         When the connection took the body's last byte (``time.monotonic``), or None.
     """
 
-    __slots__ = ("body_done", "group", "seq", "stats", "wire")
+    __slots__ = ("body_done", "group", "opened", "seq", "stats", "wire")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, opened: float) -> None:
         self.seq = seq
         self.group = seq % 2
+        self.opened = opened
         self.stats = StreamStats()
         self.wire = 0
         self.body_done: float | None = None
@@ -141,7 +142,9 @@ class Link:
         self._overloaded = 0
         self._failed = 0
         self._start = clock()
-        self._marks: dict[int, tuple[int, int, int, float, int, int]] = {}
+        # Per body: its counters and the time when the current window began for it.
+        self._marks: dict[int, tuple[tuple[int, int, int, float, int, int], float]] = {}
+        self._ended: list[StreamSample] = []  # bodies closed during the current window
         self._totals = self._sum()
         self.windows = 0
 
@@ -169,9 +172,10 @@ class Link:
     def open(self) -> Stream:
         """A body starts sending."""
         with self._lock:
-            stream = Stream(self._seq)
+            stream = Stream(self._seq, self._clock())
             self._seq += 1
             self._streams[stream.seq] = stream
+            self._marks[stream.seq] = ((0, 0, 0, 0.0, 0, 0), stream.opened)
             return stream
 
     def close(self, stream: Stream) -> None:
@@ -181,6 +185,9 @@ class Link:
                 return
             for i, v in enumerate(stream.counters()):
                 self._closed[i] += v
+            sample = self._sample(stream, self._clock())
+            if sample is not None:
+                self._ended.append(sample)
             self._marks.pop(stream.seq, None)
 
     def waiting(self, delta: int) -> None:
@@ -245,22 +252,20 @@ class Link:
     def _close_window(self, duration: float) -> Window:
         totals = self._sum()
         delta = [a - b for a, b in zip(totals, self._totals, strict=True)]
-        full = []
-        for seq, s in self._streams.items():
-            before = self._marks.get(seq)
-            now_c = s.counters()
-            # A body that has ended waits for its answer: it says nothing about the link.
-            if before is not None and s.body_done is None:
-                wire = now_c[0] - before[0]
-                payload = _payload_of(wire, now_c[1] - before[1], now_c[2] - before[2])
-                full.append(StreamSample(s.group, wire, payload))
-            self._marks[seq] = now_c
+        now = self._start + duration
+        samples = self._ended
+        self._ended = []
+        for s in self._streams.values():
+            sample = self._sample(s, now)
+            if sample is not None:
+                samples.append(sample)
+            self._marks[s.seq] = (s.counters(), now)
         wire_d = int(delta[0])
         window = Window(
             duration=duration,
             wire=wire_d,
             payload=_payload_of(wire_d, int(delta[1]), int(delta[2])),
-            full=tuple(full),
+            samples=tuple(samples),
             active=len(self._streams),
             answering=sum(1 for s in self._streams.values() if s.body_done is not None),
             waiting=self._waiting,
@@ -277,6 +282,17 @@ class Link:
         self._latencies = []
         self._overloaded = self._failed = 0
         return window
+
+    def _sample(self, s: Stream, now: float) -> StreamSample | None:
+        """What ``s`` sent since its mark, and for how long (up to its last byte)."""
+        before, since = self._marks.get(s.seq, ((0, 0, 0, 0.0, 0, 0), s.opened))
+        until = now if s.body_done is None else min(now, s.body_done)
+        if until <= since:
+            return None  # its body ended before this window: it only waits for an answer
+        c = s.counters()
+        wire = c[0] - before[0]
+        payload = _payload_of(wire, c[1] - before[1], c[2] - before[2])
+        return StreamSample(s.group, wire, payload, until - since)
 
     def summary(self) -> dict[str, str]:
         """What the adaptive parts decided, for reports."""

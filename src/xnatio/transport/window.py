@@ -15,7 +15,7 @@ __all__ = ["StreamSample", "Window"]
 
 @dataclass(frozen=True, slots=True)
 class StreamSample:
-    """One request body that was being sent for the whole window.
+    """What one request body sent during the window.
 
     Attributes
     ----------
@@ -26,11 +26,15 @@ class StreamSample:
         Body bytes the connection took during the window.
     payload
         File bytes those body bytes carried.
+    seconds
+        How long, within the window, the body was being sent (from its start or the window's,
+        to its last byte or the window's end): rates per connection divide by these.
     """
 
     group: int
     wire: int
     payload: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +48,8 @@ class Window:
     wire, payload
         Body bytes sent by all connections (those that started or ended in the window too), and
         the file bytes they carried.
-    full
-        Bodies that were being sent for the whole window.
+    samples
+        Every body that sent during the window, with how long it sent.
     active
         Requests under way at the end of the window: bodies being sent, and bodies sent whose
         answer has not come yet.
@@ -70,7 +74,7 @@ class Window:
     duration: float
     wire: int = 0
     payload: int = 0
-    full: tuple[StreamSample, ...] = ()
+    samples: tuple[StreamSample, ...] = ()
     active: int = 0
     answering: int = 0
     waiting: int = 0
@@ -93,9 +97,10 @@ class Window:
         return self.payload / self.duration if self.duration > 0 else 0.0
 
     def group_rate(self, group: int | None) -> tuple[float, int]:
-        """Mean payload bytes per second per connection, over the full bodies of ``group``
-        (all groups when None), and how many bodies that mean is over."""
-        chosen = [s for s in self.full if group is None or s.group == group]
-        if not chosen or self.duration <= 0:
+        """Payload bytes per second per connection while sending, over the bodies of ``group``
+        (all groups when None), and how many bodies that is over."""
+        chosen = [s for s in self.samples if group is None or s.group == group]
+        seconds = sum(s.seconds for s in chosen)
+        if not chosen or seconds <= 0:
             return 0.0, 0
-        return sum(s.payload for s in chosen) / (len(chosen) * self.duration), len(chosen)
+        return sum(s.payload for s in chosen) / seconds, len(chosen)
