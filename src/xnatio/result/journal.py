@@ -144,6 +144,9 @@ class JournalState:
         Runs started.
     complete
         True when the last run ended with every instance verified on the server.
+    anonymize, salt
+        The last run's de-identification: the digest of its scripts (``""``: none) and the
+        salt of their ``newUID``/``mapUID`` (docs/anonymisation.md).
     torn
         True when a torn last line was ignored.
     """
@@ -154,6 +157,8 @@ class JournalState:
     committed: list[str] = field(default_factory=list)
     runs: int = 0
     complete: bool = False
+    anonymize: str = ""
+    salt: str = ""
     torn: bool = False
 
     @property
@@ -203,6 +208,7 @@ def _apply(state: JournalState, record: dict[str, Any]) -> None:
     elif kind == "run":
         state.runs += 1
         state.complete = False
+        state.anonymize, state.salt = str(record.get("anonymize", "")), str(record.get("salt", ""))
     elif kind == "sent":
         state.confirmed.update(str(u) for u in record.get("sop", []))
         for uri in record.get("uris", []):
@@ -257,6 +263,8 @@ class Journal:
     def __init__(self, path: Path, key: JournalKey) -> None:
         self.path = path
         self.key = key
+        # (digest, salt) of the scripts this run applies, written into its run record.
+        self.anonymization: tuple[str, str] | None = None
         self._lock = threading.Lock()
         _refuse_other_files(path)
         self.state, good = read_journal(path)
@@ -296,7 +304,11 @@ class Journal:
 
     def start_run(self, *, resume: bool, total: int) -> None:
         """Record the start of a run."""
-        self._write({"type": "run", "resume": resume, "files": total, "pid": os.getpid()})
+        record: dict[str, Any] = {"type": "run", "resume": resume, "files": total}
+        record["pid"] = os.getpid()
+        if self.anonymization is not None:
+            record["anonymize"], record["salt"] = self.anonymization
+        self._write(record)
 
     def record_sent(
         self,
