@@ -14,13 +14,15 @@ What XNAT itself changes does not count as a difference (docs/xnat-behaviour.md 
 
 Anything else an uploader expects to change (anonymisation) is described by an
 :data:`ExpectedEdits` callable: for an instance, the top-level elements and the values the
-stored file should hold instead (``None``: the element is removed).
+stored file should hold instead (``None``: the element is removed; ``...``: any value or none,
+such as the record XNAT keeps of the scripts it applied).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import BinaryIO, cast
 
 from xnatio.dicom.reader import (
@@ -37,9 +39,11 @@ from xnatio.inventory import DicomFile
 
 __all__ = ["CompareAgain", "DeepResult", "ExpectedEdits", "compare_streams"]
 
-ExpectedEdits = Callable[[DicomFile], Mapping[int, bytes | None]]
+ExpectedValue = bytes | None | EllipsisType
+ExpectedEdits = Callable[[DicomFile], Mapping[int, ExpectedValue]]
 """For a local instance: top-level tag -> the raw value the stored file should hold (None:
-removed). Differences in those elements are then checked against this, not the local file."""
+removed; ``...``: anything, or nothing). Differences in those elements are then checked against
+this, not the local file."""
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _PADDING = 0xFFFCFFFC
@@ -183,7 +187,7 @@ def _stripped(value: bytes) -> bytes:
 class _Context:
     local: _Side
     remote: _Side
-    expected: Mapping[int, bytes | None]
+    expected: Mapping[int, ExpectedValue]
     routing: bytes | None
     result: DeepResult
 
@@ -259,7 +263,7 @@ def compare_streams(
     local: BinaryIO,
     remote: BinaryIO,
     *,
-    expected: Mapping[int, bytes | None] | None = None,
+    expected: Mapping[int, ExpectedValue] | None = None,
     routing: str | None = None,
     fast: bool = True,
 ) -> DeepResult:
@@ -318,7 +322,8 @@ def _compare_level(ctx: _Context, la: _Level, lb: _Level, path: str, depth: int)
         ha, hb = la.head, lb.head
         if hb is None or (ha is not None and ha.tag < hb.tag):
             assert ha is not None
-            if not _ignored(ha.tag) and not (top and ctx.expected.get(ha.tag, b"") is None):
+            gone = ctx.expected.get(ha.tag, b"")
+            if not _ignored(ha.tag) and not (top and (gone is None or gone is ...)):
                 ctx.result.add(f"{path}{_name(ha.tag)} is not in the stored file")
             la.skip()
         elif ha is None or hb.tag < ha.tag:
@@ -356,6 +361,8 @@ def _expected_value(ctx: _Context, lb: _Level, hb: _Head) -> bool:
         want = ctx.routing
     else:
         want = None
+    if want is ...:
+        return True
     if want is None or hb.length == UNDEFINED_LENGTH or hb.length > _SMALL:
         return False
     return _stripped(lb.side.value(hb.start, hb.length)) == _stripped(want)
