@@ -185,7 +185,13 @@ def _backoff(attempt: int, retry_after: str | None = None) -> float:
 
 
 def _import_params(
-    project: str, subject: str, session: str, *, handler: str, direct_archive: bool
+    project: str,
+    subject: str,
+    session: str,
+    *,
+    handler: str,
+    direct_archive: bool,
+    prevent_anon: bool = False,
 ) -> dict[str, str]:
     params = {
         "import-handler": handler,
@@ -201,6 +207,10 @@ def _import_params(
     else:
         # Keep XNAT's idle-time rebuilder away until the single explicit commit.
         params["prevent_auto_commit"] = "true"
+    if prevent_anon:
+        # The files were de-identified with the server's own scripts here: XNAT must not apply
+        # them again (docs/xnat-behaviour.md §3.4 step 12; docs/anonymisation.md).
+        params["prevent_anon"] = "true"
     return params
 
 
@@ -276,6 +286,7 @@ def send_batches(
     session: str,
     progress_callback: ProgressCallback | None = None,
     on_batch: Callable[[Batch, BatchOutcome], None] | None = None,
+    prevent_anon: bool = False,
 ) -> BatchRun:
     """Send ``batches`` in parallel, each into the import service.
 
@@ -299,6 +310,9 @@ def send_batches(
     on_batch
         Called from the worker thread with each batch the server confirmed (the journal records
         its instances here).
+    prevent_anon
+        Ask XNAT not to apply its anonymisation scripts (the files were de-identified with them
+        already).
 
     Returns
     -------
@@ -320,6 +334,7 @@ def send_batches(
         session,
         handler=options.import_handler,
         direct_archive=options.direct_archive,
+        prevent_anon=prevent_anon,
     )
     send: Callable[[Batch], BatchOutcome] = functools.partial(
         _send_batch,
