@@ -29,6 +29,8 @@ from xnatio.transport.dicom_store import (
     echo_receiver,
     store_instances,
 )
+from xnatio.upload.anonymize import Anonymization, resolve
+from xnatio.upload.anonymized import Applied, apply_scripts, content_check
 from xnatio.upload.steps import Target, open_journal, scan_source, server_session, verify
 from xnatio.verify.levels import VerifyLevel, verify_level
 from xnatio.xnat.naming import routing_comment, validate_label
@@ -59,11 +61,13 @@ def run_dicom(
     client: XnatSession | None = None,
     budget: ConnectionBudget | None = None,
     skip_unreadable: bool = False,
+    anonymize: Anonymization | None = None,
 ) -> DicomStoreResult:
     """Send ``source`` over C-STORE; see :func:`xnatio.send_dicom_store`.
 
     ``client`` is an XNAT session shared with other uploads (left open). Each association (and
-    the C-ECHO) holds one slot of ``budget`` while it is open.
+    the C-ECHO) holds one slot of ``budget`` while it is open. ``anonymize`` de-identifies
+    every data set on the way out (:mod:`xnatio.upload.anonymize`).
     """
     options.check()
     started = time.monotonic()
@@ -85,14 +89,20 @@ def run_dicom(
         ):
             validate_label(kind, value)
     xnat: XnatSession | None = None
+    checks = level != "none" or resume
     with contextlib.ExitStack() as stack:
-        if config is not None and (level != "none" or resume):
+        if config is not None and (checks or (anonymize is not None and anonymize.from_server)):
             xnat = stack.enter_context(
                 server_session(config, client, timeout=_REST_TIMEOUT, budget=budget)
             )
             # The credentials serve the check after sending and the resume's listings: a wrong
             # password or server URL must stop us before anything is sent, not after.
             xnat.ensure_login()
+        resolved = None
+        if anonymize is not None:  # compiled (and fetched) before a file is read
+            resolved = resolve(
+                anonymize, target=target, xnat=xnat, transport="dicom-store", server_side=checks
+            )
         inventory, own = scan_source(
             source,
             allow_multiple_studies=allow_multiple_studies,
@@ -111,9 +121,13 @@ def run_dicom(
                 transport="dicom-store",
             )
         )
+        inventory, applied = apply_scripts(
+            inventory, resolved, log, resume=resume, progress_callback=progress_callback
+        )
         flow = _DicomRun(
             xnat, inventory, target, options, log, progress_callback, on_instance, budget, started
         )
+        flow.applied = applied
         return flow.run(resume=resume, level=level, echo=echo)
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns or raises
 
@@ -143,6 +157,7 @@ class _DicomRun:
         self.on_instance = on_instance
         self.budget = budget
         self.started = time.monotonic() if started is None else started
+        self.applied: Applied | None = None
 
     def run(self, *, resume: bool, level: VerifyLevel, echo: bool) -> DicomStoreResult:
         files = self.files
@@ -324,8 +339,6 @@ class _DicomRun:
         (its request went out and no answer came) and the server holds a file the check could
         not place, one more look, without waiting, counts those instances too.
         """
-        from xnatio.verify import ContentCheck
-
         xnat, target = self.xnat, self.target
         assert xnat is not None
         assert target is not None
@@ -342,7 +355,7 @@ class _DicomRun:
                 wait=seconds,
                 poll_interval=2.0,
                 progress_callback=self.progress_callback,
-                content=ContentCheck(self.inventory.source, deep=deep),
+                content=content_check(self.inventory.source, self.applied, deep=deep),
             )
 
         if not stored:

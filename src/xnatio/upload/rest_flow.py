@@ -17,7 +17,7 @@ from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.inventory import DicomFile
 from xnatio.options import Overwrite, RestOptions
-from xnatio.plan import Batch, UploadPlan, plan_batches
+from xnatio.plan import Batch, UploadPlan, plan_batches, plan_inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.result.journal import Journal, JournalState
 from xnatio.result.outcome import UploadCancelled, UploadResult
@@ -29,6 +29,8 @@ from xnatio.result.resume import (
     resume_todo,
 )
 from xnatio.transport.rest import BatchOutcome, BatchRun, commit, send_batches
+from xnatio.upload.anonymize import Anonymization, resolve
+from xnatio.upload.anonymized import Applied, apply_scripts, content_check
 from xnatio.upload.steps import (
     Target,
     open_journal,
@@ -36,7 +38,7 @@ from xnatio.upload.steps import (
     server_session,
     verify,
 )
-from xnatio.verify import ContentCheck, VerifyLevel, compare, verify_level
+from xnatio.verify import VerifyLevel, compare, verify_level
 from xnatio.xnat.listings import PrearchiveSession, ServerFile
 from xnatio.xnat.session import XnatSession
 
@@ -64,11 +66,13 @@ def run_rest(
     client: XnatSession | None = None,
     budget: ConnectionBudget | None = None,
     skip_unreadable: bool = False,
+    anonymize: Anonymization | None = None,
 ) -> UploadResult:
     """Upload ``source`` to ``target`` over REST; see :func:`xnatio.upload_dicom_parallel_rest`.
 
     ``client`` is a session shared with other uploads (left open); without it the upload logs in
     on a session of its own, whose requests hold slots of ``budget`` when one is given.
+    ``anonymize`` de-identifies every file on the way out (:mod:`xnatio.upload.anonymize`).
     """
     options.check()
     level = verify_level(verify_after)
@@ -84,6 +88,13 @@ def run_rest(
     with server_session(
         config, client, timeout=options.timeout, workers=options.upload_workers, budget=budget
     ) as xnat:
+        # Scripts are compiled (and the server's fetched) before a file is read.
+        checks = level != "none" or resume
+        resolved = (
+            resolve(anonymize, target=target, xnat=xnat, transport="rest", server_side=checks)
+            if anonymize is not None
+            else None
+        )
         plan, existing = plan_with_preflight(
             xnat,
             source,
@@ -103,7 +114,16 @@ def run_rest(
                 transport="rest",
             ) as log,
         ):
-            run = _RestRun(xnat, plan, target, options, log, progress_callback, started)
+            view, applied = apply_scripts(
+                plan.inventory, resolved, log, resume=resume, progress_callback=progress_callback
+            )
+            if applied is not None:
+                plan = plan_inventory(
+                    view,
+                    num_batches=options.num_batches,
+                    allow_multiple_studies=allow_multiple_studies,
+                )
+            run = _RestRun(xnat, plan, target, options, log, progress_callback, started, applied)
             return run.run(existing, resume=resume, level=level)
 
 
@@ -119,8 +139,10 @@ class _RestRun:
         journal: Journal | None,
         progress_callback: ProgressCallback | None,
         started: float,
+        applied: Applied | None = None,
     ) -> None:
         self.xnat = xnat
+        self.applied = applied
         self.plan = plan
         self.files = plan.inventory.files
         self.target = target
@@ -298,6 +320,7 @@ class _RestRun:
             session=self.target.session,
             progress_callback=self.progress_callback,
             on_batch=confirmed,
+            prevent_anon=self.applied is not None and self.applied.prevent_anon,
         )
 
     def commit(self, result: UploadResult, uris: list[str], overwrite: Overwrite) -> None:
@@ -333,7 +356,7 @@ class _RestRun:
             wait=_VERIFY_WAIT,
             poll_interval=_VERIFY_POLL,
             progress_callback=self.progress_callback if deep else None,
-            content=ContentCheck(self.plan.inventory.source, deep=deep),
+            content=content_check(self.plan.inventory.source, self.applied, deep=deep),
         )
         result.verify_report = report
         comp = report.comparison if report.comparison is not None else compare(files, [])
