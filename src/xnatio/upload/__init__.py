@@ -30,6 +30,7 @@ from xnatio.plan import UploadPlan
 from xnatio.progress import ProgressCallback
 from xnatio.result.outcome import DicomStoreResult, UploadResult
 from xnatio.transport.ratelimit import parse_rate
+from xnatio.upload.anonymize import AnonymizeSpec, as_anonymization
 from xnatio.upload.steps import Target
 from xnatio.verify.levels import VerifyLevel
 
@@ -54,6 +55,7 @@ def upload_session(
     allow_multiple_studies: bool = False,
     progress_callback: ProgressCallback | None = None,
     skip_unreadable: bool = False,
+    anonymize: AnonymizeSpec = None,
 ) -> UploadResult | DicomStoreResult:
     """Upload one DICOM session to XNAT over the transport ``transport`` describes.
 
@@ -87,6 +89,13 @@ def upload_session(
     skip_unreadable
         Leave out files and folders of the source that cannot be read (no permission, an I/O
         error), listed as skipped, instead of refusing the source (:class:`InputError`).
+    anonymize
+        De-identify every file on this machine before it is sent (docs/anonymisation.md):
+        ``"server"`` (the XNAT server's site and project scripts, applied as the XNAT Desktop
+        Client does; over REST XNAT is then told not to apply them again), a DicomEdit 6 script
+        file, compiled :class:`~xnatio.anonymize.Script` objects, or an
+        :class:`~xnatio.Anonymization` (with the Basic Profile and its options). ``None`` or
+        ``"none"`` (default): files are sent as they are. The files on disk are never changed.
 
     Returns
     -------
@@ -103,6 +112,7 @@ def upload_session(
         Ctrl-C; carries the partial result.
     """
     target = Target(project, subject, session)
+    anon = as_anonymization(anonymize)
     # Each transport's flow is loaded when it runs: a C-STORE upload never loads the HTTP stack
     # unless it talks to XNAT.
     if isinstance(transport, RestOptions):
@@ -121,6 +131,7 @@ def upload_session(
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=progress_callback,
             skip_unreadable=skip_unreadable,
+            anonymize=anon,
         )
     from xnatio.upload.dicom_flow import run_dicom
 
@@ -136,6 +147,7 @@ def upload_session(
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=progress_callback,
         skip_unreadable=skip_unreadable,
+        anonymize=anon,
     )
 
 
@@ -198,6 +210,7 @@ def upload_dicom_parallel_rest(
     resume: bool = False,
     options: RestOptions | None = None,
     skip_unreadable: bool = False,
+    anonymize: AnonymizeSpec = None,
 ) -> UploadResult:
     """Upload a DICOM session to XNAT through the import service, in parallel batches.
 
@@ -238,6 +251,8 @@ def upload_dicom_parallel_rest(
     skip_unreadable
         Leave out files and folders of the source that cannot be read (no permission, an I/O
         error), listed as skipped, instead of refusing the source (:class:`InputError`).
+    anonymize
+        De-identify every file before it is sent, as for :func:`upload_session`.
 
     Returns
     -------
@@ -287,6 +302,7 @@ def upload_dicom_parallel_rest(
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=progress_callback,
         skip_unreadable=skip_unreadable,
+        anonymize=as_anonymization(anonymize),
     )
 
 
@@ -318,6 +334,7 @@ def send_dicom_store(
     resume: bool = False,
     options: DicomOptions | None = None,
     skip_unreadable: bool = False,
+    anonymize: AnonymizeSpec = None,
 ) -> DicomStoreResult:
     """Send a DICOM session to a Storage SCP (XNAT's DICOM receiver) with C-STORE.
 
@@ -368,6 +385,10 @@ def send_dicom_store(
     skip_unreadable
         Leave out files and folders of ``source_dir`` that cannot be read (no permission, an
         I/O error), listed as skipped, instead of refusing the source (:class:`InputError`).
+    anonymize
+        De-identify every data set before it is sent, as for :func:`upload_session`
+        (``"server"`` needs ``server`` and the labels). XNAT's receiver still applies the
+        server's scripts after receipt unless its anonymisation is switched off.
 
     Returns
     -------
@@ -433,4 +454,5 @@ def send_dicom_store(
         progress_callback=progress_callback,
         on_instance=on_instance,
         skip_unreadable=skip_unreadable,
+        anonymize=as_anonymization(anonymize),
     )
