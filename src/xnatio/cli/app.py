@@ -29,6 +29,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "xnatio.cli.upload_dicom:command",
         "Upload a DICOM session (REST or C-STORE).",
     ),
+    "anonymize": (
+        "xnatio.cli.anonymize:command",
+        "Write de-identified copies of DICOM files (to check a script first).",
+    ),
     "sandbox": (
         "xnatio.cli.sandbox:command",
         "Run an XNAT-compatible server for tests and trials.",
