@@ -73,6 +73,7 @@ def run_dicom_store(
     as_json: bool,
     progress_mode: str,
     quiet: bool,
+    anonymize: Any = None,
 ) -> int:
     """Run a C-STORE upload from parsed options; return the exit code."""
     settings = creds.settings()
@@ -128,6 +129,7 @@ def run_dicom_store(
                 allow_multiple_studies=allow_multiple_studies,
                 progress_callback=display,
                 skip_unreadable=skip_unreadable,
+                anonymize=anonymize,
             )
         except DicomStoreCancelled as exc:
             result, cancelled = exc.result, exc

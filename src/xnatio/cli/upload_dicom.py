@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from xnatio.cli.anonymize import anonymize_options
 from xnatio.cli.app import configure_logging
 from xnatio.cli.compat import upload_options
 from xnatio.cli.options import (
@@ -165,6 +166,7 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
     "instead of stopping with exit code 2.",
 )
 @server_options
+@anonymize_options
 @dicom_options
 @click.option(
     "--no-routing-tags", is_flag=True, help="C-STORE: do not add Project/Subject/Session."
@@ -246,6 +248,7 @@ def command(
     allow_multiple_studies: bool,
     skip_unreadable: bool,
     creds: ServerOptions,
+    anonymize: Any,
     dicom_host: str | None,
     dicom_port: int | None,
     dicom_called_aet: str | None,
@@ -288,6 +291,9 @@ def command(
     if no_verify and verify_mode not in (None, "none"):
         raise InputError(f"--no-verify cannot be combined with --verify {verify_mode}")
     verify = verify_level("none" if no_verify else verify_mode or "listing")
+    if dry_run and anonymize is not None:  # the scripts' edits, element by element
+        ctx.exit(anonymize_dry_run(source, project, subject, session, anonymize, creds, transport,
+                                   allow_multiple_studies, skip_unreadable, as_json))  # fmt: skip
     if transport == "dicom-store":
         from xnatio.cli.dicom_store_cli import run_dicom_store
 
@@ -320,6 +326,7 @@ def command(
             as_json=as_json,
             progress_mode=progress_mode,
             quiet=quiet,
+            anonymize=anonymize,
         )
         ctx.exit(code)
 
@@ -380,12 +387,42 @@ def command(
                 journal=journal,
                 resume=resume,
                 skip_unreadable=skip_unreadable,
+                anonymize=anonymize,
             )
         except UploadCancelled as exc:
             display.__exit__(None, None, None)
             rest_cancelled(exc, report_path=report_path, as_json=as_json)
             raise  # xio's main() prints the one line and exits 130 (143 after SIGTERM)
     ctx.exit(rest_output(result, report_path=report_path, as_json=as_json, quiet=quiet))
+
+
+def anonymize_dry_run(
+    source: Path,
+    project: str,
+    subject: str,
+    session: str,
+    anonymize: Any,
+    creds: ServerOptions,
+    transport: str,
+    allow_multiple_studies: bool,
+    skip_unreadable: bool,
+    as_json: bool,
+) -> int:
+    """``--dry-run`` with ``--anonymize``: see :func:`xnatio.cli.anonymize.dry_run`."""
+    from xnatio.cli.anonymize import dry_run
+
+    return dry_run(
+        source,
+        project=project,
+        subject=subject,
+        session=session,
+        anonymize=anonymize,
+        creds=creds,
+        transport=transport,
+        allow_multiple_studies=allow_multiple_studies,
+        skip_unreadable=skip_unreadable,
+        as_json=as_json,
+    )
 
 
 def default_dicom_host(config: XnatConfig | None) -> str | None:
