@@ -20,6 +20,7 @@ from xnatio.errors import (
 )
 
 if TYPE_CHECKING:
+    from xnatio.anonymize.profile import BasicProfileOptions
     from xnatio.config import XnatConfig
     from xnatio.options import DicomOptions, DicomTls, RestOptions
     from xnatio.plan import UploadPlan, plan_upload
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from xnatio.transport.resources import ResourceUploadResult, upload_resource
     from xnatio.transport.rest import BatchOutcome
     from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest, upload_session
+    from xnatio.upload.anonymize import Anonymization
     from xnatio.verify import Comparison, VerifyReport, verify_session
     from xnatio.xnat.admin import (
         ScanSummary,
@@ -48,6 +50,8 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; loaded by __getattr__ on first use.
 _LAZY = {
+    "Anonymization": "xnatio.upload.anonymize",
+    "BasicProfileOptions": "xnatio.anonymize.profile",
     "BatchOutcome": "xnatio.transport.rest",
     "Comparison": "xnatio.verify",
     "DicomOptions": "xnatio.options",
@@ -80,7 +84,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "Anonymization",
     "AuthenticationError",
+    "BasicProfileOptions",
     "BatchOutcome",
     "Comparison",
     "ConnectionFailedError",
