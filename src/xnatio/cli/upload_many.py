@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from xnatio.cli.anonymize import anonymize_options
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import human_bytes
 from xnatio.cli.many_progress import ManyProgress
@@ -233,6 +234,7 @@ _HELP = {
 @click.option("--allow-multiple-studies", is_flag=True,
               help="Accept several studies in one session's source.")  # fmt: skip
 @server_options
+@anonymize_options
 @click.option("--dicom-host", help="C-STORE host (default: the XNAT server's host).")
 @click.option("--dicom-port", type=click.IntRange(1, 65535), default=8104, show_default=True,
               help="C-STORE: the DICOM receiver's port.")  # fmt: skip
@@ -308,6 +310,7 @@ def _build_options(config: XnatConfig | None, kw: dict[str, Any]) -> ManyOptions
         "resume": kw["resume"],
         "fail_fast": kw["fail_fast"],
         "allow_multiple_studies": kw["allow_multiple_studies"],
+        "anonymize": kw["anonymize"],
     }
     return _options(config, kw["transport"], counts, rest, dicom, flags)
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from xnatio.budget import BudgetClosed, ConnectionBudget
 from xnatio.config import XnatConfig
@@ -32,6 +33,7 @@ from xnatio.result.outcome import (
     UploadResult,
 )
 from xnatio.transport.dicom_store import InstanceOutcome
+from xnatio.upload.anonymize import Anonymization
 from xnatio.upload.dicom_flow import run_dicom
 from xnatio.upload.rest_flow import run_rest
 from xnatio.upload.steps import Target
@@ -71,6 +73,9 @@ class ManyOptions:
         Stop at the first failed session (the sessions in flight are interrupted).
     allow_multiple_studies
         Accept sources holding several studies.
+    anonymize
+        De-identify every session's files before they are sent (a manifest row's
+        ``anonymize`` column replaces its scripts, keeping its profile and variables).
     """
 
     transport: Transport = "rest"
@@ -84,6 +89,7 @@ class ManyOptions:
     resume: bool = False
     fail_fast: bool = False
     allow_multiple_studies: bool = False
+    anonymize: Anonymization | None = None
 
     def check(self) -> None:
         """Raise :class:`~xnatio.errors.InputError` for settings that cannot work."""
@@ -104,6 +110,15 @@ class ManyOptions:
         if spec.allow_multiple_studies is not None:
             return spec.allow_multiple_studies
         return self.allow_multiple_studies
+
+    def anonymize_for(self, spec: SessionSpec) -> Anonymization | None:
+        """The session's de-identification: the run's, or the manifest row's scripts."""
+        if spec.anonymize is None:
+            return self.anonymize
+        named = spec.anonymize in ("server", "none")
+        scripts = spec.anonymize if named else Path(spec.anonymize)
+        anon = dataclasses.replace(self.anonymize or Anonymization(), scripts=scripts)
+        return anon if anon.active else None
 
     def rest_for(self, spec: SessionSpec, action: str) -> RestOptions:
         """The session's REST settings: the run's, with the manifest row's on top."""
@@ -294,6 +309,7 @@ def _upload(
             progress_callback=progress,
             client=run.client,
             budget=run.budget,
+            anonymize=options.anonymize_for(spec),
         )
         _from_rest(outcome, result)
         return
@@ -316,5 +332,6 @@ def _upload(
         on_instance=stop_check,
         client=run.client,
         budget=run.budget,
+        anonymize=options.anonymize_for(spec),
     )
     _from_dicom(outcome, dicom)

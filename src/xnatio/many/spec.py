@@ -44,6 +44,7 @@ OPTIONAL_COLUMNS = (
     "archive_format",
     "import_handler",
     "allow_multiple_studies",
+    "anonymize",
 )
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
@@ -87,6 +88,9 @@ class SessionSpec:
     transport, overwrite, direct_archive, num_batches, upload_workers, archive_format,
     import_handler, allow_multiple_studies
         Per-session settings; None means the run's setting.
+    anonymize
+        ``server``, ``none`` or a script file (relative paths from the manifest's folder): the
+        session's scripts instead of the run's ``--anonymize`` (None: the run's).
     notes
         Remarks from discovery (for example an attribute whose value differs between files).
     """
@@ -105,6 +109,7 @@ class SessionSpec:
     archive_format: Literal["tar", "zip"] | None = None
     import_handler: Literal["DICOM-zip", "gradual-DICOM"] | None = None
     allow_multiple_studies: bool | None = None
+    anonymize: str | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -276,7 +281,16 @@ def _spec(path: Path, line: int, row: dict[str, str]) -> SessionSpec:
         allow_multiple_studies=_flag(
             where, "allow_multiple_studies", get("allow_multiple_studies", "")
         ),
+        anonymize=_script(path, get("anonymize", "")),
     )
+
+
+def _script(path: Path, value: str) -> str | None:
+    """An ``anonymize`` cell: server, none, or a script file taken from the manifest's folder."""
+    if not value or value in ("server", "none"):
+        return value or None
+    script = Path(value).expanduser()
+    return str(script if script.is_absolute() else path.parent / script)
 
 
 def _refuse_repeats(path: Path, specs: list[SessionSpec]) -> None:
