@@ -66,6 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward()
 
     def _reply(self, status: int, headers: dict[str, str], body: Iterator[bytes] | bytes) -> int:
+        if status in (204, 304):  # answers without a body (RFC 9110 §15.3.5, §15.4.5)
+            body = b""
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
