@@ -261,6 +261,7 @@ def _as_nobody(sb: Sandbox, shared: Path, *args: str) -> subprocess.CompletedPro
         "XNAT_USERNAME": "admin",
         "XNAT_PASSWORD": "admin",
         "XDG_CACHE_HOME": str(shared / "cache"),
+        "XDG_CONFIG_HOME": str(shared / "config"),
         "HOME": str(shared),
     }
     return subprocess.run(
