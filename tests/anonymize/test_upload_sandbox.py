@@ -10,16 +10,13 @@ source.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
-
 from tests.anonymize.uploads import (
     LOCAL_SCRIPT,
     PROJECT_SCRIPT,
@@ -28,18 +25,15 @@ from tests.anonymize.uploads import (
     put_scripts,
     same_except,
     write_session,
+    xnat_hash,
 )
+
 from xnatio import XnatConfig
 from xnatio.errors import InputError
 from xnatio.sandbox import Sandbox
 from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest
 
 RECORD = "00120064"  # De-identification Method Code Sequence: XNAT's record of its scripts
-
-
-def xnat_hash(value: str) -> str:
-    """DicomEdit's hashUID, from its definition: a name-based (SHA-1) UUID as a 2.25 UID."""
-    return "2.25." + str(uuid.UUID(bytes=hashlib.sha1(value.encode()).digest()[:16], version=5).int)
 
 
 @pytest.fixture
@@ -72,7 +66,7 @@ def rest(sb: Sandbox, source: Path, session: str = "E1", **kw: object) -> object
 
 def sources(folder: Path) -> dict[str, pydicom.Dataset]:
     """The source files by their original SOP Instance UID."""
-    found = {}
+    found: dict[str, pydicom.Dataset] = {}
     for p in sorted(folder.rglob("*.dcm")):
         ds = pydicom.dcmread(p)
         found[str(ds.SOPInstanceUID)] = ds
@@ -183,7 +177,7 @@ def test_dicom_store_with_the_servers_scripts(sb: Sandbox, session: Path) -> Non
     result = send_dicom_store(
         source_dir=session,
         host="127.0.0.1",
-        port=sb.dicom_port,
+        port=sb.dicom_port or 0,
         project="P1",
         subject="S1",
         session="E1",
@@ -225,6 +219,6 @@ def test_resume_never_mixes_scripts(sb: Sandbox, session: Path) -> None:
     again = rest(sb, session, verify="listing", anonymize="server", resume=True)
     assert again.success and again.nothing_to_send, again.errors  # type: ignore[attr-defined]
     # A changed server script is another de-identification too.
-    put_scripts(sb, project=PROJECT_SCRIPT + "(0008,1090) := \"\"\n")
+    put_scripts(sb, project=PROJECT_SCRIPT + '(0008,1090) := ""\n')
     with pytest.raises(InputError, match="with other de-identification"):
         rest(sb, session, verify="listing", anonymize="server", resume=True)

@@ -9,6 +9,7 @@ and the referring physician's details, remove a vendor's private block by its cr
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import httpx
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
 from tests.anonymize.helpers import dataset, encode, flat
+
 from xnatio.sandbox import Sandbox
 
 #: XNAT's default site script (web/src/main/resources/META-INF/xnat/defaults/id.das in XNAT).
@@ -60,11 +61,18 @@ removeAllPrivateTags
 """
 
 
+def xnat_hash(value: str) -> str:
+    """DicomEdit's hashUID from its definition (independent of the engine): a name-based SHA-1
+    UUID, no namespace, as a 2.25 UID."""
+    digest = hashlib.sha1(value.encode()).digest()[:16]
+    return "2.25." + str(uuid.UUID(bytes=digest, version=5).int)
+
+
 def write_session(folder: Path, series: int = 2, instances: int = 3) -> list[Path]:
     """A session with a patient's details, private tags and nested references, in two series;
     the last file is implicit VR little endian, the others explicit."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[Path] = []
     total = series * instances
     for s in range(1, series + 1):
         for i in range(1, instances + 1):
