@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xnatio.anonymize._basic_table import ROWS
 from xnatio.anonymize.engine import Script
 from xnatio.anonymize.values import dictionary_vr
 
@@ -136,6 +135,9 @@ def _basic(prefix: str, tag: str, action: str, vr: str) -> str:
 
 def basic_profile_script(options: BasicProfileOptions | None = None) -> str:
     """The Basic Profile with ``options`` as DicomEdit 6 text."""
+    # The table is loaded when a profile is built, not with every upload (start-up time).
+    from xnatio.anonymize._basic_table import ROWS
+
     options = options or BasicProfileOptions()
     chosen = options.chosen()
     lines = [
