@@ -40,6 +40,10 @@ Both kinds:
     :func:`xnatio.inventory.build_inventory` alone (its defaults): the header scan every upload
     starts with, measured on its own. Sends nothing, so no server is started for it.
 
+``xio…-anon`` (both kinds)
+    Any ``xio`` strategy de-identifying every file on the way out with XNAT's default site script
+    (``anonymize=`` a script file): ``xio-anon``, ``xio-none-anon``, ``xio-a10-anon``.
+
 ``xio`` also reports when each phase of its run began (from its progress events), as
 ``phases``: seconds spent scanning, setting up (login, checks, planning the archive bodies),
 uploading, committing and verifying.
@@ -76,7 +80,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +149,7 @@ class Context:
     port: int = 0
     aet: str = "ANY-SCP"
     workdir: Path = Path(tempfile.gettempdir())
+    anonymize: bool = False
 
 
 # A strategy returns (prepare, run): prepare does untimed set-up work (only the floor has any);
@@ -215,6 +220,8 @@ def run_strategy(kind: str, name: str, ctx: Context) -> tuple[Runner, Runner | N
     """
     if name == "inventory" and kind in ("rest", "dicom"):
         return (lambda: _inventory(ctx)), None
+    if name.startswith("xio") and name.endswith("-anon"):
+        return run_strategy(kind, name.removesuffix("-anon"), replace(ctx, anonymize=True))
     if (m := _XNATCTL.match(name)) and kind in ("rest", "dicom"):
         workers = int(m.group(1) or XNATCTL_WORKERS)
         if kind == "dicom":
@@ -426,6 +433,7 @@ def _xio_rest(
         import_handler="gradual-DICOM" if handler == "gradual-DICOM" else "DICOM-zip",
         compress="none" if compress == "none" else "deflate" if compress == "deflate" else "auto",
         progress_callback=clock,
+        anonymize=_site_script(ctx),
     )
     return {
         "success": result.success,
@@ -439,6 +447,17 @@ def _xio_rest(
         "phases": clock.phases(),
         "phase_rss_mb": clock.rss_by_phase(),
     }
+
+
+def _site_script(ctx: Context) -> Path | None:
+    """XNAT's default site script in a file, for the ``-anon`` strategies (else None)."""
+    if not ctx.anonymize:
+        return None
+    from xnatio.sandbox.store.anonymize import DEFAULT_SCRIPT
+
+    path = ctx.workdir / "site.das"
+    path.write_text(DEFAULT_SCRIPT, encoding="utf-8")
+    return path
 
 
 def _client(ctx: Context, connections: int) -> httpx.Client:
@@ -649,6 +668,7 @@ def _xio_dicom(ctx: Context, associations: int = 45) -> dict[str, Any]:
         session=ctx.session,
         num_batches=associations,
         progress_callback=clock,
+        anonymize=_site_script(ctx),
     )
     return {
         "success": result.success,
