@@ -89,7 +89,11 @@ def describe_skipped(skipped: list[SkippedFile]) -> str:
     >>> describe_skipped([SkippedFile("a/", "unreadable: permission denied"),
     ...                   SkippedFile("b.txt", "not DICOM")])
     '2 files skipped: 1 unreadable, 1 not DICOM or not wanted'
+    >>> describe_skipped([])
+    '0 files skipped'
     """
+    if not skipped:
+        return "0 files skipped"
     unreadable = sum(1 for s in skipped if s.unreadable)
     return (
         f"{len(skipped)} files skipped: {unreadable} unreadable, "

@@ -246,7 +246,8 @@ def dicom_store_result(files: Sequence[DicomFile], run: StoreRun) -> DicomStoreR
                 continue
             status = f"0x{o.status:04X} {o.meaning}" if o.status is not None else o.meaning
             extra = f" ({o.comment})" if o.comment else ""
-            errors.append(f"{o.path}: {status}{extra} after {o.attempts} attempt(s)")
+            tries = f" after {o.attempts} attempt(s)" if o.attempts else ""  # 0: never sent
+            errors.append(f"{o.path}: {status}{extra}{tries}")
     for reason, paths in refused.items():
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
         errors.append(f"{len(paths)} file(s) {reason.removeprefix('not sent: ')}: {shown}")
