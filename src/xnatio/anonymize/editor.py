@@ -260,8 +260,9 @@ def _inflate(raw: bytes) -> bytes:
         raise DicomFormatError(f"cannot inflate the deflated data set: {exc}") from None
 
 
-def build_edit(pin: PlanInput, stream: BinaryIO, size: int | None) -> Edit:
-    """The edit of a file whose tree the scripts have already changed."""
+def build_edit(pin: PlanInput, stream: BinaryIO, size: int | None, *, changes: bool = True) -> Edit:
+    """The edit of a file whose tree the scripts have already changed (``changes`` False:
+    without the list of changes, which only a preview needs)."""
     reader, ds = pin.reader, pin.ds
     _check_identity(ds)
     out = Pieces()
@@ -291,7 +292,7 @@ def build_edit(pin: PlanInput, stream: BinaryIO, size: int | None) -> Edit:
         out.length,
         dataset_offset,
         pin.inflated is not None,
-        tuple(changes_of(ds)),
+        tuple(changes_of(ds)) if changes else (),
         _uid(ds, _SOP_INSTANCE) or _text_meta(reader, _MEDIA_INSTANCE),
         _uid(ds, 0x0020000D),
         _uid(ds, 0x0020000E),

@@ -126,7 +126,9 @@ class Anonymizer:
             h.update(s.sha256.encode("ascii") + b"\n")
         return h.hexdigest()
 
-    def plan(self, stream: BinaryIO, *, key: str = "", size: int | None = None) -> Edit:
+    def plan(
+        self, stream: BinaryIO, *, key: str = "", size: int | None = None, changes: bool = True
+    ) -> Edit:
         """Read a file's header, apply the scripts and return the edit (exact length known).
 
         Parameters
@@ -137,6 +139,8 @@ class Anonymizer:
             Names the file for ``newUID`` (the same key gives the same UIDs in one run).
         size
             The file's size, when known (otherwise taken from the stream).
+        changes
+            List the changes (:attr:`Edit.changes`); False saves the time when nobody shows them.
 
         Raises
         ------
@@ -150,7 +154,7 @@ class Anonymizer:
         for script, guards in zip(self.scripts, self._guards, strict=True):
             run = Run(pin.ds, script.source, dict(self.variables), self.salt, key, self.echo)
             run_statements(run, script.statements, guards)
-        return build_edit(pin, stream, size)
+        return build_edit(pin, stream, size, changes=changes)
 
     def plan_file(self, path: str | Path) -> Edit:
         """:meth:`plan` for a file on disk (its path is the ``newUID`` key)."""
