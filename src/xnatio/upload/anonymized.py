@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import io
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,17 @@ __all__ = [
 _SOP_CLASS, _SOP_INSTANCE, _MODALITY = 0x00080016, 0x00080018, 0x00080060
 _STUDY, _SERIES, _SERIES_NUMBER, _INSTANCE_NUMBER = 0x0020000D, 0x0020000E, 0x00200011, 0x00200013
 _RECORD = 0x00120064  # De-identification Method Code Sequence: XNAT records its scripts there
-_PLAN_WORKERS = 4
+_PLAN_WORKERS = 2  # the plan is Python: more threads only contend for the GIL
+# An edit this small (pieces, new bytes) is kept from the first plan, within a budget for the
+# whole upload, and used again when its file is opened unchanged: the common case (scripts that
+# set a few elements) then plans each file once. Other files are planned again when opened.
+_KEEP_PIECES = 32
+_KEEP_NEW_BYTES = 4096
+_KEEP_BUDGET = 64 << 20
+_PIECE_COST = 120  # bytes of memory a kept piece costs, about (object headers, tuple slots)
+
+#: What identifies a file on disk: device, inode, size, modification time (ns).
+Signature = tuple[int, int, int, int]
 
 
 class SourceChanged(OSError):
@@ -71,6 +82,9 @@ class AnonymizedSource:
     lengths
         Each path's edited length from the first plan: a file whose new plan differs has
         changed, and raises :class:`SourceChanged`. None: not checked.
+    kept
+        Edits from the first plan, with the signature of the file they were made from: opened
+        again with the same signature, the file is not planned again.
     """
 
     def __init__(
@@ -79,17 +93,25 @@ class AnonymizedSource:
         anonymizer: Anonymizer,
         sizes: Mapping[str, int],
         lengths: Mapping[str, int] | None = None,
+        kept: Mapping[str, tuple[Signature, Edit]] | None = None,
     ) -> None:
         self.root: Path = source.root
         self.source = source
         self.anonymizer = anonymizer
         self._sizes = sizes
         self._lengths = lengths
+        self._kept = kept or {}
 
-    def plan(self, path: str) -> Edit:
+    def plan(self, path: str, *, changes: bool = True) -> Edit:
         """Plan ``path`` (raises :class:`AnonymizeError` or :class:`InstanceRejected`)."""
+        return self.plan_signed(path, changes=changes)[0]
+
+    def plan_signed(self, path: str, *, changes: bool = True) -> tuple[Edit, Signature | None]:
+        """:meth:`plan`, with the signature of the file planned (None if it has none)."""
         with self.source.open(path) as raw:
-            return self.anonymizer.plan(raw, key=path, size=self._sizes.get(path))
+            sig = _signature(raw)
+            edit = self.anonymizer.plan(raw, key=path, size=self._sizes.get(path), changes=changes)
+            return edit, sig
 
     def open(self, path: str) -> BinaryIO:
         """Open ``path`` edited, from its first byte.
@@ -100,8 +122,11 @@ class AnonymizedSource:
             The file changed since it was planned, or the scripts cannot be applied any more.
         """
         raw = self.source.open(path)
+        kept = self._kept.get(path)
+        if kept is not None and kept[0] == _signature(raw):  # the same file: its plan holds
+            return cast(BinaryIO, _EditedStream(kept[1], raw))
         try:
-            edit = self.anonymizer.plan(raw, key=path, size=self._sizes.get(path))
+            edit = self.anonymizer.plan(raw, key=path, size=self._sizes.get(path), changes=False)
             want = self._lengths.get(path) if self._lengths is not None else None
             if want is not None and edit.length != want:
                 raise SourceChanged(f"{path}: changed since it was planned for anonymisation")
@@ -120,6 +145,22 @@ class AnonymizedSource:
     def close(self) -> None:
         """Close the underlying source."""
         self.source.close()
+
+
+def _signature(raw: BinaryIO) -> Signature | None:
+    try:
+        st = os.fstat(raw.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None  # an archive member: no file of its own to tell a change by
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _cost(edit: Edit) -> int | None:
+    """Memory a kept edit costs (about); None when it is too big to keep."""
+    new = sum(len(p) for p in edit.pieces if isinstance(p, bytes))
+    if len(edit.pieces) > _KEEP_PIECES or new > _KEEP_NEW_BYTES:
+        return None
+    return new + _PIECE_COST * (len(edit.pieces) + len(edit.identity) + 4)
 
 
 def _rewind(raw: BinaryIO) -> bool:
@@ -196,9 +237,9 @@ def anonymize_inventory(
     source = AnonymizedSource(inventory.source, anonymizer, sizes)
     throttle = Throttle()
 
-    def plan(f: DicomFile) -> Edit | str:
+    def plan(f: DicomFile) -> tuple[Edit, Signature | None] | str:
         try:
-            return source.plan(f.path)
+            return source.plan_signed(f.path, changes=False)
         except InstanceRejected as exc:
             return f"rejected by the anonymisation script ({exc.message})"
         except AnonymizeError as exc:
@@ -206,19 +247,26 @@ def anonymize_inventory(
         except OSError as exc:
             raise InputError(f"{f.path}: cannot read it to anonymise it: {exc}") from None
 
-    kept: list[DicomFile] = []
+    sent: list[DicomFile] = []
+    kept: dict[str, tuple[Signature, Edit]] = {}
+    budget = _KEEP_BUDGET
     skipped = list(inventory.skipped)
     with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="xio-anon") as pool:
-        for i, (f, edit) in enumerate(zip(files, pool.map(plan, files), strict=True), 1):
-            if isinstance(edit, str):
-                skipped.append(SkippedFile(f.path, edit))
+        for i, (f, planned) in enumerate(zip(files, pool.map(plan, files), strict=True), 1):
+            if isinstance(planned, str):
+                skipped.append(SkippedFile(f.path, planned))
             else:
-                kept.append(_anonymized_file(f, edit))
+                edit, sig = planned
+                sent.append(_anonymized_file(f, edit))
+                cost = _cost(edit)
+                if sig is not None and cost is not None and cost <= budget:
+                    kept[f.path] = (sig, edit)
+                    budget -= cost
             if progress_callback is not None and (i == len(files) or throttle.ready()):
                 emit(progress_callback, ProgressEvent("scanning", i, len(files), "anonymising"))
-    lengths = {f.path: f.size for f in kept}
-    view = AnonymizedSource(inventory.source, anonymizer, sizes, lengths)
-    return Inventory(source=view, files=kept, skipped=skipped)
+    lengths = {f.path: f.size for f in sent}
+    view = AnonymizedSource(inventory.source, anonymizer, sizes, lengths, kept)
+    return Inventory(source=view, files=sent, skipped=skipped)
 
 
 @dataclass(frozen=True)
