@@ -152,6 +152,41 @@ _VERIFICATION = [
     "with one line |",
     "",
 ]
+# Damaged and unreadable sources, and C-STORE failure statuses (tests/test_strict_source.py,
+# tests/test_inventory.py, tests/test_dicom_store_scp.py, tests/test_dicom_store_receivers.py).
+_SOURCES = [
+    "## Bad sources and C-STORE refusals",
+    "",
+    "Tested end to end against the sandbox (both transports) in `tests/test_strict_source.py`,",
+    "the archive cases one by one in `tests/test_inventory.py`, the statuses against a pynetdicom",
+    "SCP in `tests/test_dicom_store_scp.py` and against a default Orthanc in",
+    "`tests/test_dicom_store_receivers.py`.",
+    "",
+    "| Case | Fault injected | Outcome |",
+    "|---|---|---|",
+    "| damaged `.tar.gz` | 16 bytes overwritten in the middle of a 400-file session; a bad gzip "
+    "CRC or length; a truncated file | exit 2 before anything is sent, one line naming the "
+    "archive and the offset; nothing on the server |",
+    "| damaged `.tar` | a bad checksum in the header of the member halfway; cut at a header, "
+    "inside a header or inside data; two archives joined | exit 2 before anything is sent, one "
+    "line naming the archive, the byte offset and the member before it |",
+    "| damaged `.zip` | a bad CRC in the member halfway | exit 2 before anything is sent, one line "
+    "naming the member; `--resume` completes once the archive is fixed |",
+    "| zip member damaged while sending | the archive changes after the inventory checked it | "
+    "its batch fails naming the member (exit 1), the others land; `--resume` completes once the "
+    "archive is fixed |",
+    "| unreadable folder | `chmod 000` on a series folder, read by an unprivileged user | exit 2 "
+    "listing the folder, for `xio upload-dicom` and `xio verify`; with `--skip-unreadable` the "
+    "rest is sent and the summary counts the folder as unreadable, apart from not DICOM |",
+    "| permanent C-STORE status | 0xC000, 0xA900, 0x0122, 0x0124 for an instance | one attempt, "
+    "exit 1 listing it; the other associations are not disturbed |",
+    "| transient C-STORE status | 0xA700 for some instances | retried after a backoff while the "
+    "association goes on with the next instance; at most `max_attempts` attempts |",
+    "| data set the receiver would misread | implicit VR data under an explicit VR or JPEG "
+    "transfer syntax (pydicom's test files) | sent in the native syntax its bytes are in; not "
+    "sent when none can carry it (no 60 s wait for an answer that never comes) |",
+    "",
+]
 _TRANSPORTS = (REST, SCP, PYNET)
 
 
@@ -208,6 +243,7 @@ def _render() -> str:
         "",
     ]
     lines += _VERIFICATION
+    lines += _SOURCES
     return "\n".join(lines)
 
 
