@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile
 from xnatio.result.journal import JournalState
-from xnatio.verify.compare import held_keys
+from xnatio.verify.comparison import held_keys
 from xnatio.verify.identify import identify
 from xnatio.xnat.listings import (
     PrearchiveSession,

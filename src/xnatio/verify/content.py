@@ -34,7 +34,7 @@ from xnatio.dicom.reader import DicomFormatError, HeaderReader
 from xnatio.dicom.syntax import classify
 from xnatio.inventory import DicomFile, Source
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.verify.compare import Comparison
+from xnatio.verify.comparison import Comparison
 from xnatio.verify.deep import CompareAgain, ExpectedEdits, compare_streams
 from xnatio.verify.levels import VERIFY_LEVELS, VerifyLevel, verify_level
 from xnatio.verify.remote import RemoteReadError, remote_header, remote_stream
@@ -244,7 +244,7 @@ def check_content(
     files
         The local instances compared.
     comparison
-        The result of :func:`xnatio.verify.compare`, updated here.
+        The result of :func:`xnatio.verify.comparison`, updated here.
     check
         The local source and how far to look.
     routing

@@ -22,7 +22,7 @@ from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.inventory import DicomFile, Inventory, Source, build_inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.verify.compare import Comparison, compare, comparison_dict
+from xnatio.verify.comparison import Comparison, compare, comparison_dict
 from xnatio.verify.content import ContentCheck, check_content
 from xnatio.verify.deep import ExpectedEdits
 from xnatio.verify.identify import identify
