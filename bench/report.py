@@ -39,6 +39,13 @@ def link_summary(report: dict[str, Any]) -> str:
     return "loopback"
 
 
+def _repo_relative(command: str) -> str:
+    """The command with paths inside the repository written relative to it (a reader's checkout
+    is elsewhere; older results recorded absolute paths)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return command.replace(root + "/", "").replace(root, ".")
+
+
 def markdown(report: dict[str, Any], stem: str | None = None) -> str:
     """One results file as a Markdown section body: set-up line, table, plot link.
 
@@ -63,7 +70,7 @@ def markdown(report: dict[str, Any], stem: str | None = None) -> str:
     if m.get("dirty"):
         commit += "` **+ uncommitted changes" + (" (--allow-dirty)" if m.get("allow_dirty") else "")
         commit += "** `"
-    command = report.get("command") or "python -m bench " + report["scenario"]
+    command = _repo_relative(report.get("command") or "python -m bench " + report["scenario"])
     if report.get("sizes"):
         sets = ", ".join(
             f"{k} {v['files']:,} files / {v['bytes'] / 1e6:.0f} MB"
