@@ -218,26 +218,7 @@ def _find_all(data: bytes | bytearray, needle: bytes) -> list[int]:
     return found
 
 
-def _template(
-    *,
-    base: str,
-    k: int,
-    modality: str,
-    rows: int,
-    columns: int,
-    syntax: str,
-    pixel_element: bytes,
-    patient_id: str,
-    patient_name: str,
-    study_description: str,
-    study_id: str,
-) -> _Template:
-    sop_class = SOP_CLASSES[modality]
-    uid0 = f"{base}.3.{k}.{_FIRST_INSTANCE}"
-    number_sentinel = "+" + "9" * (_NUMBER_WIDTH - 1)  # "+" never occurs in a UID
-    pos_sentinel = "-99999.999"  # _POS_WIDTH characters, never a real position here
-    assert len(pos_sentinel) == _POS_WIDTH
-
+def _file_meta(sop_class: str, uid0: str, syntax: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(uid0)
@@ -245,6 +226,26 @@ def _template(
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"XNATIO_{__version__}"[:16]
 
+    return meta
+
+
+def _header(
+    *,
+    base: str,
+    k: int,
+    modality: str,
+    rows: int,
+    columns: int,
+    sop_class: str,
+    uid0: str,
+    number_sentinel: str,
+    pos_sentinel: str,
+    patient_id: str,
+    patient_name: str,
+    study_description: str,
+    study_id: str,
+) -> Dataset:
+    """The data set of series ``k``'s first image, with sentinels where per-image values go."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -303,6 +304,45 @@ def _template(
         ds.RescaleIntercept = "-1024"
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
+    return ds
+
+
+def _template(
+    *,
+    base: str,
+    k: int,
+    modality: str,
+    rows: int,
+    columns: int,
+    syntax: str,
+    pixel_element: bytes,
+    patient_id: str,
+    patient_name: str,
+    study_description: str,
+    study_id: str,
+) -> _Template:
+    sop_class = SOP_CLASSES[modality]
+    uid0 = f"{base}.3.{k}.{_FIRST_INSTANCE}"
+    number_sentinel = "+" + "9" * (_NUMBER_WIDTH - 1)  # "+" never occurs in a UID
+    pos_sentinel = "-99999.999"  # _POS_WIDTH characters, never a real position here
+    assert len(pos_sentinel) == _POS_WIDTH
+
+    meta = _file_meta(sop_class, uid0, syntax)
+    ds = _header(
+        base=base,
+        k=k,
+        modality=modality,
+        rows=rows,
+        columns=columns,
+        sop_class=sop_class,
+        uid0=uid0,
+        number_sentinel=number_sentinel,
+        pos_sentinel=pos_sentinel,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_description=study_description,
+        study_id=study_id,
+    )
 
     meta_io = DicomBytesIO()
     meta_io.write(b"\x00" * 128 + b"DICM")
@@ -427,6 +467,39 @@ def _write_broken(out: Path, sample: bytes, study_uid: str) -> list[Path]:
     return [truncated, fake]
 
 
+def _check_arguments(
+    *,
+    series: int,
+    instances: int,
+    modality: str,
+    transfer_syntax: str,
+    content: str,
+    rows: int,
+    columns: int,
+    labels: tuple[str, str, str],
+) -> type[HeadPhantom] | None:
+    """Refuse arguments :func:`write_session` cannot honour; return the phantom class to use."""
+    if series < 1 or instances < 1:
+        raise InputError(f"--series and --instances must be at least 1 (got {series}, {instances})")
+    if instances > 899_999:
+        raise InputError("at most 899,999 instances per series; use more series")
+    if modality not in SOP_CLASSES:
+        raise InputError(f"modality {modality!r} is not supported; use MR or CT")
+    if transfer_syntax not in SYNTAXES and transfer_syntax != "mixed":
+        raise InputError(
+            f"transfer syntax {transfer_syntax!r} is not supported; use one of "
+            f"{', '.join([*SYNTAXES, 'mixed'])}"
+        )
+    phantom_class = _phantom_class(content)
+    if not (1 <= rows <= 4096 and 1 <= columns <= 4096):
+        raise InputError(f"rows and columns must be between 1 and 4096 (got {rows}x{columns})")
+    for what, value in zip(
+        ("patient ID", "patient name", "study description"), labels, strict=True
+    ):
+        _check_label(what, value, 64)
+    return phantom_class
+
+
 def write_session(
     out: Path,
     *,
@@ -484,23 +557,16 @@ def write_session(
         For counts below 1, an unknown modality, syntax or content, unusable labels, or
         realistic content without numpy.
     """
-    if series < 1 or instances < 1:
-        raise InputError(f"--series and --instances must be at least 1 (got {series}, {instances})")
-    if instances > 899_999:
-        raise InputError("at most 899,999 instances per series; use more series")
-    if modality not in SOP_CLASSES:
-        raise InputError(f"modality {modality!r} is not supported; use MR or CT")
-    if transfer_syntax not in SYNTAXES and transfer_syntax != "mixed":
-        raise InputError(
-            f"transfer syntax {transfer_syntax!r} is not supported; use one of "
-            f"{', '.join([*SYNTAXES, 'mixed'])}"
-        )
-    phantom_class = _phantom_class(content)
-    if not (1 <= rows <= 4096 and 1 <= columns <= 4096):
-        raise InputError(f"rows and columns must be between 1 and 4096 (got {rows}x{columns})")
-    _check_label("patient ID", patient_id, 64)
-    _check_label("patient name", patient_name, 64)
-    _check_label("study description", study_description, 64)
+    phantom_class = _check_arguments(
+        series=series,
+        instances=instances,
+        modality=modality,
+        transfer_syntax=transfer_syntax,
+        content=content,
+        rows=rows,
+        columns=columns,
+        labels=(patient_id, patient_name, study_description),
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
