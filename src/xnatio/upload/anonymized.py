@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import io
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ __all__ = [
     "content_check",
     "expectation",
 ]
+
+logger = logging.getLogger(__name__)
 
 _SOP_CLASS, _SOP_INSTANCE, _MODALITY = 0x00080016, 0x00080018, 0x00080060
 _STUDY, _SERIES, _SERIES_NUMBER, _INSTANCE_NUMBER = 0x0020000D, 0x0020000E, 0x00200011, 0x00200013
@@ -383,6 +386,7 @@ def apply_scripts(
     salt = check_journal(journal, resolved, resume=resume)
     if resolved is None:
         return inventory, None
+    logger.info("de-identifying %d files with %s", len(inventory.files), resolved.describe())
     view = anonymize_inventory(
         inventory, resolved.anonymizer(salt), progress_callback=progress_callback
     )
