@@ -592,12 +592,17 @@ def run_workers(state: SendState, cfg: StoreConfig, inventory: Inventory, worker
     try:  # Ctrl-C (or SIGTERM) while threads start stops the ones already running
         if workers:
             start()
-        while any(t.is_alive() for t in threads):
+        while True:
             if len(threads) < workers and state.wants_another():
                 start()
                 continue
             with state.cond:  # woken by every association opened and instance finished
+                if state.alive == 0:
+                    break  # every worker has left its loop
                 state.cond.wait(0.25)
+        for t in threads:  # releasing their associations
+            while t.is_alive():
+                t.join(0.25)
     except KeyboardInterrupt:
         state.stop.set()
         with state.cond:
@@ -609,6 +614,4 @@ def run_workers(state: SendState, cfg: StoreConfig, inventory: Inventory, worker
             if t.is_alive():
                 t.join(5.0)
         return True
-    for t in threads:
-        t.join()
     return False
