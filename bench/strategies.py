@@ -453,10 +453,10 @@ def _site_script(ctx: Context) -> Path | None:
     """XNAT's default site script in a file, for the ``-anon`` strategies (else None)."""
     if not ctx.anonymize:
         return None
-    from xnatio.sandbox.store.anonymize import DEFAULT_SCRIPT
+    from xnatio.anonymize import XNAT_DEFAULT_SCRIPT
 
     path = ctx.workdir / "site.das"
-    path.write_text(DEFAULT_SCRIPT, encoding="utf-8")
+    path.write_text(XNAT_DEFAULT_SCRIPT, encoding="utf-8")
     return path
 
 

@@ -8,11 +8,12 @@ holding its pixel data. See ``docs/anonymisation.md``.
 """
 
 from xnatio.anonymize.editor import Change, Edit, EditedFile
-from xnatio.anonymize.engine import XNAT_VARIABLES, Anonymizer, Script
+from xnatio.anonymize.engine import XNAT_DEFAULT_SCRIPT, XNAT_VARIABLES, Anonymizer, Script
 from xnatio.anonymize.errors import AnonymizeError, InstanceRejected, ScriptError
 from xnatio.anonymize.functions import hash_uid
 
 __all__ = [
+    "XNAT_DEFAULT_SCRIPT",
     "XNAT_VARIABLES",
     "AnonymizeError",
     "Anonymizer",

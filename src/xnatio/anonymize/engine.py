@@ -23,10 +23,20 @@ from xnatio.anonymize.nodes import Statement
 from xnatio.anonymize.parser import parse
 from xnatio.dicom.reader import DicomFormatError
 
-__all__ = ["XNAT_VARIABLES", "Anonymizer", "Script"]
+__all__ = ["XNAT_DEFAULT_SCRIPT", "XNAT_VARIABLES", "Anonymizer", "Script"]
 
 # The variables XNAT gives every script (mizer's BaseMizerService.createContext).
 XNAT_VARIABLES = ("project", "subject", "session")
+
+#: XNAT's built-in default site-wide script (what ``GET /xapi/anonymize/default`` answers, and
+#: what a fresh XNAT enables): the project as Study Description, unless Unassigned; the subject
+#: and session labels as Patient's Name and Patient ID.
+XNAT_DEFAULT_SCRIPT = (
+    'version "6.1"\n'
+    'project != "Unassigned" ? (0008,1030) := project\n'
+    "(0010,0010) := subject\n"
+    "(0010,0020) := session\n"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 import pydicom
 
-from xnatio.anonymize import AnonymizeError, Anonymizer, Script
+from xnatio.anonymize import XNAT_DEFAULT_SCRIPT, AnonymizeError, Anonymizer, Script
 from xnatio.sandbox.dicom_header import DicomHeader, read_header
 from xnatio.sandbox.store.core import Core
 from xnatio.sandbox.store.index import Index
@@ -40,12 +40,7 @@ from xnatio.sandbox.store.model import ClientError, now_str
 __all__ = ["DEFAULT_SCRIPT", "AnonScripts", "anon_scripts", "anonymize_received"]
 
 #: XNAT's built-in default site script (``GET /xapi/anonymize/default``).
-DEFAULT_SCRIPT = (
-    'version "6.1"\n'
-    'project != "Unassigned" ? (0008,1030) := project\n'
-    "(0010,0010) := subject\n"
-    "(0010,0020) := session\n"
-)
+DEFAULT_SCRIPT = XNAT_DEFAULT_SCRIPT
 _SITE = "anon/script"
 _RECORD = (
     ("(0008,0100)", "{id}"),
