@@ -12,7 +12,6 @@ held; the files on disk are never written.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import io
 import logging
@@ -50,7 +49,6 @@ logger = logging.getLogger(__name__)
 _SOP_CLASS, _SOP_INSTANCE, _MODALITY = 0x00080016, 0x00080018, 0x00080060
 _STUDY, _SERIES, _SERIES_NUMBER, _INSTANCE_NUMBER = 0x0020000D, 0x0020000E, 0x00200011, 0x00200013
 _RECORD = 0x00120064  # De-identification Method Code Sequence: XNAT records its scripts there
-_PLAN_WORKERS = 2  # the plan is Python: more threads only contend for the GIL
 # An edit this small (pieces, new bytes) is kept from the first plan, within a budget for the
 # whole upload, and used again when its file is opened unchanged: the common case (scripts that
 # set a few elements) then plans each file once. Other files are planned again when opened.
@@ -221,7 +219,6 @@ def anonymize_inventory(
     anonymizer: Anonymizer,
     *,
     progress_callback: ProgressCallback | None = None,
-    workers: int = _PLAN_WORKERS,
 ) -> Inventory:
     """Plan every file of ``inventory``; return the de-identified view.
 
@@ -254,19 +251,21 @@ def anonymize_inventory(
     kept: dict[str, tuple[Signature, Edit]] = {}
     budget = _KEEP_BUDGET
     skipped = list(inventory.skipped)
-    with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="xio-anon") as pool:
-        for i, (f, planned) in enumerate(zip(files, pool.map(plan, files), strict=True), 1):
-            if isinstance(planned, str):
-                skipped.append(SkippedFile(f.path, planned))
-            else:
-                edit, sig = planned
-                sent.append(_anonymized_file(f, edit))
-                cost = _cost(edit)
-                if sig is not None and cost is not None and cost <= budget:
-                    kept[f.path] = (sig, edit)
-                    budget -= cost
-            if progress_callback is not None and (i == len(files) or throttle.ready()):
-                emit(progress_callback, ProgressEvent("scanning", i, len(files), "anonymising"))
+    # In this thread: the plan is Python, and a pool's hand-overs cost more than they save
+    # (3,000 files, page-cached: 0.45 s here, 0.9 s on two threads, 1.3 s on one pool thread).
+    for i, f in enumerate(files, 1):
+        planned = plan(f)
+        if isinstance(planned, str):
+            skipped.append(SkippedFile(f.path, planned))
+        else:
+            edit, sig = planned
+            sent.append(_anonymized_file(f, edit))
+            cost = _cost(edit)
+            if sig is not None and cost is not None and cost <= budget:
+                kept[f.path] = (sig, edit)
+                budget -= cost
+        if progress_callback is not None and (i == len(files) or throttle.ready()):
+            emit(progress_callback, ProgressEvent("scanning", i, len(files), "anonymising"))
     lengths = {f.path: f.size for f in sent}
     view = AnonymizedSource(inventory.source, anonymizer, sizes, lengths, kept)
     return Inventory(source=view, files=sent, skipped=skipped)
