@@ -18,9 +18,9 @@ gives each one and its source. In XNAT's own terms (docs/xnat-behaviour.md §3.9
   finding or creating its session, then ``file_seconds`` outside it (reading, writing,
   bookkeeping), while holding its request thread and database connection.
 
-Times are given in XNAT seconds and run ``time_scale`` times as fast in the sandbox, so that
-benchmarks finish quickly while every ratio between them (and so the shape of a worker sweep)
-stays that of the real server.
+Times are given in XNAT seconds and multiplied by ``time_scale`` on the sandbox's clock (0.2:
+five times as fast), so that benchmarks finish quickly while every ratio between them, and so
+the shape of a worker sweep, stays that of the modelled server.
 """
 
 from __future__ import annotations
