@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +285,10 @@ def run_dask(
             )  # fmt: skip
     finally:
         client.unsubscribe_topic(topic)
-        semaphore.close()
+        with warnings.catch_warnings():
+            # A worker that died held leases until their timeout: nothing to warn about now.
+            warnings.filterwarnings("ignore", "Closing semaphore", RuntimeWarning)
+            semaphore.close()
     return driver.outcomes, driver.cancelled, driver.fatal
 
 
