@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.many.helpers import CountingProxy
 
 from bench.proxy import PROFILES
+from bench.relay import CountingProxy
 from bench.runner import DEFAULT_DATA, DEFAULT_RESULTS, DirtyTree, check_tree, machine_info
 from bench.servers import ProxyProcess, SandboxProcess
 
