@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     )
     from xnatio.sandbox import Faults, Sandbox, SandboxConfig
     from xnatio.transport.dicom_store import InstanceOutcome
+    from xnatio.many import upload_many
     from xnatio.transport.resources import ResourceUploadResult, upload_resource
     from xnatio.transport.rest import BatchOutcome
     from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest, upload_session
@@ -78,6 +79,7 @@ _LAZY = {
     "send_dicom_store": "xnatio.upload",
     "server_info": "xnatio.xnat.admin",
     "upload_dicom_parallel_rest": "xnatio.upload",
+    "upload_many": "xnatio.many",
     "upload_resource": "xnatio.transport.resources",
     "upload_session": "xnatio.upload",
     "verify_session": "xnatio.verify",
@@ -118,6 +120,7 @@ __all__ = [
     "send_dicom_store",
     "server_info",
     "upload_dicom_parallel_rest",
+    "upload_many",
     "upload_resource",
     "upload_session",
     "verify_session",
