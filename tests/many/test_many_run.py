@@ -239,3 +239,28 @@ def test_c_store_sessions_share_the_cap_with_the_rest_requests(
     assert associations >= 4  # every session sent over its own associations
     for i in range(4):
         assert len(stored(sb, "P1", f"SUB{i}", f"E{i}")) == 8
+
+
+def test_a_grown_manifest_sends_only_its_new_sessions(
+    sandbox: Sandbox,
+    sources: Path,
+    tmp_path: Path,
+    env: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env(sandbox.url)
+    m = tmp_path / "nightly.csv"
+    manifest(m, rows(sources, 2))
+    assert run_cli([str(m), "--progress", "none"]) == 0
+    manifest(m, rows(sources, 3))  # tonight's visit appended
+    report = tmp_path / "r.jsonl"
+    assert run_cli([str(m), "--progress", "none", "--report", str(report)]) == 0
+    statuses = [json.loads(x)["status"] for x in report.read_text().splitlines()]
+    assert statuses == ["done-earlier", "done-earlier", "landed"]
+    capsys.readouterr()
+    # A landed session whose row now names other files is not taken as done: the plan stops.
+    changed = rows(sources, 3)
+    changed[0] = ("P1", "SUB0", "E0", str(sources / "s05"))
+    manifest(m, changed)
+    assert run_cli([str(m), "--progress", "none"]) == 2
+    assert "session E0 exists in P1" in capsys.readouterr().err

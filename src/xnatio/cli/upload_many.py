@@ -50,7 +50,7 @@ def _specs(
     if (root is None) == (len(spec) != 1):
         raise InputError("give one MANIFEST, or --discover ROOT (not both)")
     if root is None:
-        return read_manifest(spec[0]), spec[0].stem
+        return read_manifest(spec[0]), str(spec[0].resolve())
     project, subject, session, project_map = templates
     found = discover(
         root,
@@ -63,7 +63,7 @@ def _specs(
         click.echo(
             f"discover: {len(found.skipped)} files skipped (not DICOM or unreadable)", err=True
         )
-    return found.sessions, "discover"
+    return found.sessions, f"discover {root.resolve()}"
 
 
 def _options(

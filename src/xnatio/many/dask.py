@@ -242,7 +242,6 @@ def run_dask(
     rows: list[PlannedSession],
     sink: Sink,
     *,
-    run_key: str,
     on_outcome: Callable[[SessionOutcome], None],
     on_start: Callable[[str], None],
     journal: RunJournal | None,
@@ -268,7 +267,7 @@ def run_dask(
     def payload(row: PlannedSession) -> TaskPayload:
         spec = row.spec
         return TaskPayload(
-            run_key, spec, row.action, options, run.config, semaphore, topic,
+            token, spec, row.action, options, run.config, semaphore, topic,
             _journal_for(journal, spec.key),
         )  # fmt: skip
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import Any
 
 from xnatio.errors import InputError
 from xnatio.many.outcome import SessionOutcome
-from xnatio.many.spec import SessionSpec
 from xnatio.result.journal import default_journal_dir
 
 __all__ = ["RunJournal", "default_run_journal", "run_id"]
@@ -29,18 +29,22 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def run_id(server: str, specs: list[SessionSpec]) -> str:
-    """A digest of the server and the sessions' targets and sources (order ignored)."""
-    h = hashlib.sha256(server.encode())
-    for key in sorted(f"{s.key}\0{s.source}\0{s.origin}" for s in specs):
-        h.update(key.encode("utf-8", "surrogateescape") + b"\n")
-    return h.hexdigest()[:16]
+def run_id(server: str, name: str) -> str:
+    """A digest of the server and the run's name (a manifest's path, or the discovery root).
+
+    It does not depend on the sessions, so a manifest that grows (tonight's visits appended)
+    keeps its run journal, and the sessions landed earlier are not sent again.
+    """
+    text = f"{server}\0{name}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def default_run_journal(name: str, rid: str, shard: tuple[int, int] | None) -> Path:
-    """``<cache>/xnatio/runs/<name>-<id>[-shard-K-of-N].jsonl``."""
+    """``<cache>/xnatio/runs/<stem>-<id>[-shard-K-of-N].jsonl`` (the stem of the run's name:
+    the manifest's, or the discovery root's)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem)[:40] or "run"
     suffix = f"-shard-{shard[0]}-of-{shard[1]}" if shard else ""
-    return default_journal_dir().parent / "runs" / f"{name}-{rid}{suffix}.jsonl"
+    return default_journal_dir().parent / "runs" / f"{stem}-{rid}{suffix}.jsonl"
 
 
 class RunJournal:
@@ -113,10 +117,10 @@ class RunJournal:
             if record.get("type") == "session":
                 self.last[record["key"]] = record
 
-    def done_earlier(self) -> set[str]:
-        """Sessions an earlier run recorded as landed and verified."""
+    def done_earlier(self) -> dict[str, str]:
+        """Sessions an earlier run recorded as landed and verified, with their source."""
         return {
-            k
+            k: str(r.get("source", ""))
             for k, r in self.last.items()
             if r.get("status") in ("landed", "done-earlier") and r.get("verified") is not False
         }
@@ -142,11 +146,11 @@ class RunJournal:
         """Record that a session began."""
         self._write({"type": "session", "key": key, "status": "started", "worker": worker})
 
-    def outcome(self, outcome: SessionOutcome) -> None:
-        """Record how a session ended."""
+    def outcome(self, outcome: SessionOutcome, source: str = "") -> None:
+        """Record how a session ended, and what its source was (``SessionSpec.source_id``)."""
         row = outcome.to_dict()
         row["errors"] = row["errors"][:5]
-        self._write({"type": "session", **row})
+        self._write({"type": "session", **row, "source": source})
 
     def end_run(self, counts: dict[str, int], *, cancelled: bool) -> None:
         """Record the end of the run with the sessions per status."""

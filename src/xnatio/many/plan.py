@@ -8,7 +8,7 @@ changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -164,7 +164,7 @@ def plan_run(
     resume: bool,
     allow_multiple_studies: bool,
     scan_sources: bool,
-    done_earlier: set[str] | None = None,
+    done_earlier: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunPlan:
     """Check every session before anything is sent.
@@ -181,7 +181,8 @@ def plan_run(
         Read the headers of manifest sources now (a dry run shows their numbers; a real run
         reads them later, while earlier sessions upload).
     done_earlier
-        Keys the run journal records as landed and verified in an earlier run.
+        Sessions the run journal records as landed and verified in an earlier run, with their
+        ``source_id``; only a session with the same source counts as done.
     progress
         Called as ``progress(done, total)`` per session.
     """
@@ -215,7 +216,7 @@ def plan_run(
             _server_checks(row, view, spec.overwrite or overwrite, resume, kind)
             if (
                 done_earlier
-                and spec.key in done_earlier
+                and done_earlier.get(spec.key) == spec.source_id
                 and view.session_subject(spec.project, spec.session) is not None
                 and not resume
                 and row.problems

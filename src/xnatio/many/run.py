@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def plan_many(
     server: XnatConfig | None,
     options: ManyOptions | None = None,
     scan_sources: bool = True,
-    done_earlier: set[str] | None = None,
+    done_earlier: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RunPlan:
     """The plan of a run, as ``--dry-run`` shows it; nothing is sent.
@@ -79,7 +79,7 @@ def plan_many(
     scan_sources
         Read every manifest source's headers for its numbers (discovered sessions have them).
     done_earlier
-        Sessions a run journal records as landed.
+        Sessions a run journal records as landed, with their source (``SessionSpec.source_id``).
     progress
         Called as ``progress(done, total)`` per session.
     """
@@ -129,7 +129,7 @@ def _open_journal(
 ) -> RunJournal | None:  # fmt: skip
     if run_journal is False:
         return None
-    rid = run_id(_public_server(server.server), specs)
+    rid = run_id(_public_server(server.server), name)
     path = default_run_journal(name, rid, shard) if run_journal is True else Path(run_journal)
     header = {
         "run": rid,
@@ -166,7 +166,8 @@ def upload_many(
     run_journal
         The run journal: True (default) under the user's cache folder, a path, or False.
     name
-        Names the default run journal (the manifest's stem, or ``discover``).
+        Names the run: its default run journal is the same for the same name and server (the
+        command line uses the manifest's path, or ``discover`` and the root).
     shard
         ``(K, N)`` when this run is shard K of N (recorded in the run journal).
     dask
@@ -201,7 +202,6 @@ def upload_many(
         cluster = connect(dask)  # an unreachable scheduler stops us before the login
     journal = _open_journal(run_journal, server, specs, name, shard)
     budget = LocalBudget(options.max_connections)
-    rid = run_id(_public_server(server.server), specs)
     try:
         with _client(server, options, budget, cluster=cluster is not None) as client:
             plan = plan_run(
@@ -217,7 +217,7 @@ def upload_many(
             _refuse(plan)
             run = SessionRun(options, server, client, budget)
             try:
-                result = _execute(run, plan, sink, journal, cluster, rid)
+                result = _execute(run, plan, sink, journal, cluster)
             finally:
                 budget.reopen()  # a stopped run closed the budget; the logout needs a slot
     finally:
@@ -238,7 +238,6 @@ def _execute(
     sink: Sink,
     journal: RunJournal | None,
     cluster: Any,
-    rid: str,
 ) -> RunResult:
     rows = plan.to_send
     sink(
@@ -258,9 +257,11 @@ def _execute(
             outcomes[row.spec.key] = _skipped(row)
             sink(ManyEvent("outcome", session=row.spec.key, outcome=outcomes[row.spec.key]))
 
+    sources = {row.spec.key: row.spec.source_id for row in plan.sessions}
+
     def on_outcome(outcome: SessionOutcome) -> None:
         if journal is not None:
-            journal.outcome(outcome)
+            journal.outcome(outcome, sources.get(outcome.key, ""))
 
     def on_start(key: str) -> None:
         if journal is not None:
@@ -270,8 +271,7 @@ def _execute(
         from xnatio.many.dask import run_dask
 
         ran, cancelled, fatal = run_dask(
-            cluster, run, rows, sink, run_key=rid, on_outcome=on_outcome, on_start=on_start,
-            journal=journal,
+            cluster, run, rows, sink, on_outcome=on_outcome, on_start=on_start, journal=journal,
         )  # fmt: skip
     else:
         ran, cancelled, fatal = run_local(run, rows, sink, on_outcome=on_outcome, on_start=on_start)

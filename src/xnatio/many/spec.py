@@ -117,6 +117,16 @@ class SessionSpec:
         """``project/subject/session``: how reports and journals name the session."""
         return f"{self.project}/{self.subject}/{self.session}"
 
+    @property
+    def source_id(self) -> str:
+        """What the session is made of, as the run journal records it: the source path, or
+        the study with its files' count and size. A landed session counts as done on a re-run
+        only with the same source."""
+        if self.gathered is None:
+            return self.source
+        files = self.gathered.files
+        return f"{self.origin} ({len(files)} files, {sum(f.size for f in files)} bytes)"
+
 
 # -- manifests ---------------------------------------------------------------------------------
 
