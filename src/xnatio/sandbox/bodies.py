@@ -505,15 +505,22 @@ class _Pushback:
     def unread(self, data: bytes) -> None:
         self._buf = data + self._buf
 
-    def exact(self, n: int) -> bytes:
+    def upto(self, n: int) -> bytes:
+        """``n`` bytes, or fewer only at the end of the body (a read may stop at a chunk's end)."""
         parts, got = [], 0
         while got < n:
             data = self.read(n - got)
             if not data:
-                raise UploadError(ARCHIVE_READ_ERROR)
+                break
             parts.append(data)
             got += len(data)
         return b"".join(parts)
+
+    def exact(self, n: int) -> bytes:
+        data = self.upto(n)
+        if len(data) < n:
+            raise UploadError(ARCHIVE_READ_ERROR)
+        return data
 
 
 class _StreamEntry(io.RawIOBase):
@@ -599,15 +606,15 @@ class _StreamEntry(io.RawIOBase):
 def _iter_zip_stream(body: BodyReader, spool_dir: Path, prefix: str) -> Iterator[ArchiveEntry]:
     src = _Pushback(body)
     while True:
-        head = src.read(_LOC.size)
+        head = src.upto(4)
         if not head:
             return  # an empty body: no entries
-        sig = struct.unpack("<I", head[:4])[0] if len(head) >= 4 else None
+        sig = struct.unpack("<I", head)[0] if len(head) == 4 else None
         if sig in _END_SIGS:
             return  # the central directory or an end record: no more entries
         if sig != _LOC_SIG:
             raise UploadError(ARCHIVE_READ_ERROR)  # not a zip (as the spooled reader says too)
-        head += src.exact(_LOC.size - len(head)) if len(head) < _LOC.size else b""
+        head += src.exact(_LOC.size - 4)
         _, _, flags, method, _, _, crc, csize, size, nlen, xlen = _LOC.unpack(head)
         raw_name = src.exact(nlen)
         extra = src.exact(xlen)
