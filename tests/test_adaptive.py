@@ -199,7 +199,7 @@ def saturated(cap: int, rate: float) -> Window:
 
 def test_slow_start_doubles_while_it_pays_then_returns_to_the_last_good_capacity() -> None:
     budget = LocalBudget(42)
-    c = WorkerController(budget, ceiling=42, clock=Clock())
+    c = WorkerController(budget, ceiling=42, start=4, clock=Clock())
     c.begin()
     assert budget.capacity == 4
     per = 0.93 * MB
@@ -220,11 +220,12 @@ def test_ceiling_is_never_passed_and_nothing_changes_without_waiting_work() -> N
     budget = LocalBudget(6)
     c = WorkerController(budget, ceiling=6, clock=Clock())
     c.begin()
+    assert budget.capacity == 6  # the start (8) is above the ceiling
     for _ in range(10):
         cap = budget.capacity
         c.observe(saturated(cap, cap * MB))
     assert budget.capacity == 6
-    c2 = WorkerController(LocalBudget(42), ceiling=42, clock=Clock())
+    c2 = WorkerController(LocalBudget(42), ceiling=42, start=4, clock=Clock())
     c2.begin()
     for _ in range(10):  # every batch already has a connection: more could not show anything
         c2.observe(window(4 * MB, active=4, waiting=0, capacity=4))
@@ -264,7 +265,7 @@ def test_a_server_that_holds_the_requests_is_paced_by_its_answers() -> None:
     # Behind a buffering proxy whole bodies go at once and the server's answers take seconds:
     # bytes say nothing, answers clock the capacity (one more per fast answer, x0.85 when slow).
     budget = LocalBudget(42)
-    c = WorkerController(budget, ceiling=42, clock=Clock())
+    c = WorkerController(budget, ceiling=42, start=4, clock=Clock())
     c.begin()
 
     def held(cap: int, *answers: float) -> Window:

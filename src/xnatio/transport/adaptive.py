@@ -5,7 +5,9 @@
 all sessions grow and shrink together instead of each adapting on its own. It decides from
 measured windows (:class:`~xnatio.transport.window.Window`, about half a second each):
 
-- **Start** at 4 connections (or the ceiling, if lower).
+- **Start** at 8 connections (or the ceiling, if lower): few for a server (XNAT's defaults are 200
+  request threads and 40 database connections), and one round trip less to ramp up where the
+  answers clock the capacity (below), which with large batches takes seconds.
 - **Slow start.** While there are batches waiting for a connection and every connection is
   busy, double the capacity after each measured window, as long as the last increase paid: the
   aggregate body rate must have grown by at least half of what the added connections would add
@@ -46,7 +48,7 @@ from xnatio.transport.window import Window
 
 __all__ = ["Adjustable", "WorkerController"]
 
-START = 4
+START = 8
 _EFFICIENCY = 0.5
 _HOLD = 6
 _OVERLOAD_CUT = 0.7
