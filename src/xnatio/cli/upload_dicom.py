@@ -35,7 +35,7 @@ from xnatio.result.report import (
 )
 from xnatio.transport.ratelimit import parse_rate
 from xnatio.upload import upload_dicom_parallel_rest
-from xnatio.verify import verify_level
+from xnatio.verify import VerifyLevel, verify_level
 from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
@@ -278,6 +278,7 @@ def command(
     3 authentication or connection failure before anything was sent, 130 interrupted (Ctrl-C),
     143 terminated (SIGTERM); after 130 or 143, --resume sends the rest.
     """
+    opts = dict(locals())  # the parsed options, as the command received them
     configure_logging(verbose, quiet)
     for kind, value in (("project", project), ("subject", subject), ("session", session)):
         validate_label(kind, value)  # before any password prompt, login or journal
@@ -330,25 +331,39 @@ def command(
         )
         ctx.exit(code)
 
-    batches = num_batches or 42
-    config = None if dry_run else creds.required_config()
-    with ProgressDisplay(
-        progress_mode if not as_json or progress_mode != "auto" else "none"
-    ) as display:
-        if dry_run:
+    ctx.exit(
+        _run_rest(
+            opts,
+            verify=verify,
+            journal=journal,
+            progress_mode=progress_mode if not as_json or progress_mode != "auto" else "none",
+        )
+    )
+
+
+def _run_rest(
+    opts: dict[str, Any], *, verify: VerifyLevel, journal: Path | bool, progress_mode: str
+) -> int:
+    """The REST half of the command, from its parsed options; returns the exit code."""
+    p = opts
+    source, project, subject, session = p["source"], p["project"], p["subject"], p["session"]
+    config = None if p["dry_run"] else p["creds"].required_config()
+    with ProgressDisplay(progress_mode) as display:
+        if p["dry_run"]:
             plan = plan_upload(
                 source,
                 project=project,
                 subject=subject,
                 session=session,
-                num_batches=batches,
-                allow_multiple_studies=allow_multiple_studies,
+                num_batches=p["num_batches"] or 42,
+                allow_multiple_studies=p["allow_multiple_studies"],
                 progress_callback=display,
-                skip_unreadable=skip_unreadable,
+                skip_unreadable=p["skip_unreadable"],
             )
             plan.inventory.source.close()
-            ctx.exit(rest_plan_output(plan, as_json))
+            return rest_plan_output(plan, p["as_json"])
         assert config is not None
+        workers, auto = p["upload_workers"]
         try:
             result = upload_dicom_parallel_rest(
                 server=config.server,
@@ -359,41 +374,29 @@ def command(
                 project=project,
                 subject=subject,
                 session=session,
-                num_batches=batches,
-                upload_workers=f"auto:{upload_workers[0]}"
-                if upload_workers[1]
-                else upload_workers[0],
-                archive_workers=archive_workers,
-                archive_format="zip" if archive_format == "zip" else "tar",
-                compress="deflate"
-                if compress == "deflate"
-                else "none"
-                if compress == "none"
-                else "auto",
-                bwlimit=bwlimit,
+                num_batches=p["num_batches"] or 42,
+                upload_workers=f"auto:{workers}" if auto else workers,
+                archive_workers=p["archive_workers"],
+                archive_format=p["archive_format"],
+                compress=p["compress"],
+                bwlimit=p["bwlimit"],
                 progress_callback=display,
-                timeout=timeout if timeout is not None else 10800.0,
-                overwrite="append"
-                if overwrite == "append"
-                else "delete"
-                if overwrite == "delete"
-                else "none",
-                direct_archive=direct_archive,
-                import_handler="gradual-DICOM"
-                if import_handler == "gradual-DICOM"
-                else "DICOM-zip",
-                allow_multiple_studies=allow_multiple_studies,
+                timeout=p["timeout"] if p["timeout"] is not None else 10800.0,
+                overwrite=p["overwrite"],
+                direct_archive=p["direct_archive"],
+                import_handler=p["import_handler"],
+                allow_multiple_studies=p["allow_multiple_studies"],
                 verify=verify,
                 journal=journal,
-                resume=resume,
-                skip_unreadable=skip_unreadable,
-                anonymize=anonymize,
+                resume=p["resume"],
+                skip_unreadable=p["skip_unreadable"],
+                anonymize=p["anonymize"],
             )
         except UploadCancelled as exc:
             display.__exit__(None, None, None)
-            rest_cancelled(exc, report_path=report_path, as_json=as_json)
+            rest_cancelled(exc, report_path=p["report_path"], as_json=p["as_json"])
             raise  # xio's main() prints the one line and exits 130 (143 after SIGTERM)
-    ctx.exit(rest_output(result, report_path=report_path, as_json=as_json, quiet=quiet))
+    return rest_output(result, report_path=p["report_path"], as_json=p["as_json"], quiet=p["quiet"])
 
 
 def anonymize_dry_run(
