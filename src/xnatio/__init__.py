@@ -22,6 +22,7 @@ from xnatio.errors import (
 if TYPE_CHECKING:
     from xnatio.anonymize.profile import BasicProfileOptions
     from xnatio.config import XnatConfig
+    from xnatio.many import upload_many
     from xnatio.options import DicomOptions, DicomTls, RestOptions
     from xnatio.plan import UploadPlan, plan_upload
     from xnatio.progress import ProgressEvent
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     )
     from xnatio.sandbox import Faults, Sandbox, SandboxConfig
     from xnatio.transport.dicom_store import InstanceOutcome
-    from xnatio.many import upload_many
     from xnatio.transport.resources import ResourceUploadResult, upload_resource
     from xnatio.transport.rest import BatchOutcome
     from xnatio.upload import send_dicom_store, upload_dicom_parallel_rest, upload_session
