@@ -36,6 +36,7 @@ below 1. Every change is recorded with its numbers (:attr:`WorkerController.deci
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 import time
@@ -47,6 +48,8 @@ from xnatio.transport.compression import Decision
 from xnatio.transport.window import Window
 
 __all__ = ["Adjustable", "WorkerController"]
+
+logger = logging.getLogger(__name__)
 
 START = 8
 _EFFICIENCY = 0.5
@@ -224,3 +227,4 @@ class WorkerController:
         self.peak = max(self.peak, capacity)
         self._settle = 1
         self.decisions.append(Decision(self.clock(), f"capacity {capacity}", why))
+        logger.info("upload workers: %d (%s)", capacity, why)

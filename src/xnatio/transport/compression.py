@@ -36,6 +36,7 @@ numbers (:attr:`CompressionPolicy.decisions`).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -46,6 +47,8 @@ from typing import BinaryIO
 from xnatio.transport.window import Window
 
 __all__ = ["CompressionPolicy", "Decision", "calibrate"]
+
+logger = logging.getLogger(__name__)
 
 #: zlib level for compressed bodies: on realistic MR pixel data level 1 gives 2.2x at about
 #: 64 MB/s per core, level 3 2.34x at 39 MB/s, level 6 2.35x at 12 MB/s
@@ -215,7 +218,7 @@ class CompressionPolicy:
         self._last_trial = self._now()
         what = "stored" if self.deflating else "deflated"
         who = "half the connections" if group is not None else "the connection"
-        self.decisions.append(Decision(self._now(), "trial", f"{why}: {who} {what}"))
+        self._decide("trial", f"{why}: {who} {what}")
 
     def _judge(self, w: Window, trial: _Trial) -> None:
         trial.windows += 1
@@ -270,14 +273,18 @@ class CompressionPolicy:
             f"stored ones carried {confirm.stored / 1e6:.2f} in the trial"
         )
         if now >= _CONFIRM_GAIN * confirm.stored:
-            self.decisions.append(Decision(self._now(), "confirmed", detail))
+            self._decide("confirmed", detail)
         else:
             self.deflating = False  # the CPU (or the server) cannot keep up with all of them
-            self.decisions.append(Decision(self._now(), "none", detail))
+            self._decide("none", detail)
 
     def _end(self, action: str, detail: str) -> None:
         self._trial = None
+        self._decide(action, detail)
+
+    def _decide(self, action: str, detail: str) -> None:
         self.decisions.append(Decision(self._now(), action, detail))
+        logger.info("compression: %s (%s)", action, detail)
 
 
 def calibrate(files: Iterable[BinaryIO], limit: int = _SAMPLE_BYTES) -> tuple[float, float]:
