@@ -16,7 +16,7 @@ from xnatio.transport.adaptive import WorkerController
 from xnatio.transport.compression import CompressionPolicy, calibrate
 from xnatio.transport.link import Link, LinkSettings
 from xnatio.transport.ratelimit import RateLimiter, parse_rate
-from xnatio.transport.window import StreamSample, Window
+from xnatio.transport.window import Answer, StreamSample, Window
 
 MB = 1_000_000
 
@@ -48,10 +48,18 @@ def window(
     capacity: int | None = None,
     deflate_cpu: float = 0.0,
     wire_rate: float | None = None,
+    latencies: tuple[float, ...] = (),
+    overloaded: int = 0,
+    failed: int = 0,
+    seq: int = 0,
+    next_seq: int = 100,
     **kw: object,
 ) -> Window:
+    """A window; answers are of requests whose bodies were number ``seq``."""
     d = 0.5
     wire = payload_rate if wire_rate is None else wire_rate
+    answers = [Answer(seq, "ok", s) for s in latencies]
+    answers += [Answer(seq, "overloaded")] * overloaded + [Answer(seq, "failed")] * failed
     return Window(
         duration=d,
         wire=int(wire * d),
@@ -61,6 +69,8 @@ def window(
         waiting=waiting,
         capacity=capacity,
         deflate_cpu=deflate_cpu,
+        answers=tuple(answers),
+        next_seq=next_seq,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -236,10 +246,14 @@ def test_overload_answers_and_resets_cut_at_once() -> None:
     budget = LocalBudget(42)
     c = WorkerController(budget, ceiling=42, start=20, clock=Clock())
     c.begin()
-    c.observe(window(10 * MB, active=20, waiting=3, capacity=20, overloaded=2))
+    c.observe(window(10 * MB, active=20, waiting=3, capacity=20, overloaded=2, next_seq=30))
     assert budget.capacity == 14  # x 0.7
     assert "2 overload answers" in c.decisions[-1].detail
-    c.observe(window(10 * MB, active=14, waiting=3, capacity=14, failed=1))
+    # Requests that started before the cut still end badly (a 504 comes long after the overload
+    # began): they belong to the cut already made.
+    c.observe(window(10 * MB, active=14, waiting=3, capacity=14, overloaded=3, seq=29))
+    assert budget.capacity == 14
+    c.observe(window(10 * MB, active=14, waiting=3, capacity=14, failed=1, seq=30))
     assert budget.capacity == 9
     for _ in range(5):  # held: no increase for six windows
         c.observe(saturated(9, 20 * MB))
@@ -268,8 +282,10 @@ def test_a_server_that_holds_the_requests_is_paced_by_its_answers() -> None:
     c = WorkerController(budget, ceiling=42, start=4, clock=Clock())
     c.begin()
 
-    def held(cap: int, *answers: float) -> Window:
-        return window(0, active=cap, answering=cap, waiting=20, capacity=cap, latencies=answers)
+    def held(cap: int, *answers: float, seq: int = 0) -> Window:
+        return window(
+            0, active=cap, answering=cap, waiting=20, capacity=cap, latencies=answers, seq=seq
+        )
 
     c.observe(held(4))  # no answer yet: nothing to go by
     c.observe(held(4))
@@ -278,13 +294,16 @@ def test_a_server_that_holds_the_requests_is_paced_by_its_answers() -> None:
     assert budget.capacity == 7  # three fast answers: three more requests
     c.observe(held(7, 12.2, 12.4, 12.5, 12.6, 13.0, 14.0, 14.5))
     assert budget.capacity == 14  # at most doubling
-    c.observe(held(14, 16.0, 16.5))
-    assert budget.capacity == 14  # slower, but not queueing yet: hold
-    c.observe(held(14, 19.0, 19.5))
-    assert budget.capacity == 11  # 1.5x the fastest: the server queues work
+    c.observe(held(14, 14.5, 14.8))
+    assert budget.capacity == 14  # 1.2x the fastest: not queueing yet, no more either
+    c.observe(held(14, 17.0, 17.5))
+    assert budget.capacity == 11  # 1.4x the fastest: the server queues work
     assert "fastest 12.1 s" in c.decisions[-1].detail
-    for _ in range(7):  # held for six windows, then one at a time
+    for _ in range(8):  # answers of requests from before the cut decide nothing
         c.observe(held(11, 12.5, 12.6))
+    assert budget.capacity == 11
+    for _ in range(7):  # requests after it: held for six windows, then one at a time
+        c.observe(held(11, 12.5, 12.6, seq=100))
     assert budget.capacity == 12
 
 
@@ -371,6 +390,8 @@ def test_link_turns_body_counters_into_windows() -> None:
     clock.now += 0.25
     third = link.tick()
     assert third is not None
-    assert third.latencies == (0.25,) and third.overloaded == 1 and third.failed == 1
+    assert third.latencies() == [0.25] and third.overloaded() == 1 and third.failed() == 1
+    assert third.answers[0] == Answer(1, "ok", 0.25) and third.next_seq == 2
+    assert third.latencies(since=2) == []  # b's body was number 1
     assert third.active == 1 and third.wire == 0
     assert third.samples == (StreamSample(0, 0, 0, 0.5),)  # b's body ended before: no sample

@@ -58,8 +58,8 @@ _OVERLOAD_CUT = 0.7
 _LATENCY_CUT = 0.85
 _LATENCY_FACTOR = 2.0
 _LATENCY_SLACK = 1.0
-_QUEUE_FACTOR = 1.5
-_CLEAR_FACTOR = 1.25
+_QUEUE_FACTOR = 1.3
+_CLEAR_FACTOR = 1.1
 _QUEUE_SLACK = 0.25
 
 
@@ -103,6 +103,7 @@ class WorkerController:
     _settle: int = 0
     _hold: int = 0
     _latency_floor: float | None = None
+    _since: int = 0  # requests whose body starts from this number on saw the last cut
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def begin(self) -> None:
@@ -113,17 +114,20 @@ class WorkerController:
         """Take one window into account (called by the link's monitor)."""
         with self._lock:
             cap = self.budget.capacity
-            if w.overloaded or w.failed:
-                parts = [f"{w.overloaded} overload answers"] if w.overloaded else []
-                parts += [f"{w.failed} requests without an answer"] if w.failed else []
-                self._cut(cap, _OVERLOAD_CUT, " and ".join(parts))
+            # One cut per generation of requests: those started before a cut end as they end
+            # (a 504 arrives long after the overload began), and must not cut again.
+            overloaded, failed = w.overloaded(self._since), w.failed(self._since)
+            if overloaded or failed:
+                parts = [f"{overloaded} overload answers"] if overloaded else []
+                parts += [f"{failed} requests without an answer"] if failed else []
+                self._cut(cap, _OVERLOAD_CUT, " and ".join(parts), w.next_seq)
                 return
             typical = self._answer_time(w)
             if w.answering * 2 >= max(1, w.active):
                 # Most requests wait for answers: the server, not the link, sets the pace.
                 self._server_step(w, cap, typical)
                 return
-            if self._latency_rose(cap, typical):
+            if self._latency_rose(cap, typical, w):
                 return
             if self._settle:
                 self._settle -= 1
@@ -170,21 +174,22 @@ class WorkerController:
 
     def _answer_time(self, w: Window) -> float | None:
         """The window's typical time from a body's last byte to its answer; keeps the lowest."""
-        if not w.latencies:
-            return None
-        typical = statistics.median(w.latencies)
-        floor = self._latency_floor
-        self._latency_floor = typical if floor is None else min(floor, typical)
-        return typical
+        all_answers = w.latencies()
+        if all_answers:
+            median = statistics.median(all_answers)
+            floor = self._latency_floor
+            self._latency_floor = median if floor is None else min(floor, median)
+        recent = w.latencies(self._since)
+        return statistics.median(recent) if recent else None
 
-    def _latency_rose(self, cap: int, typical: float | None) -> bool:
+    def _latency_rose(self, cap: int, typical: float | None, w: Window) -> bool:
         floor = self._latency_floor
         if typical is None or floor is None:
             return False
         if typical <= _LATENCY_FACTOR * floor + _LATENCY_SLACK:
             return False
         why = f"answers took {typical:.1f} s after the body (lowest {floor:.1f} s)"
-        self._cut(cap, _LATENCY_CUT, why)
+        self._cut(cap, _LATENCY_CUT, why, w.next_seq)
         return True
 
     def _server_step(self, w: Window, cap: int, typical: float | None) -> None:
@@ -201,23 +206,25 @@ class WorkerController:
             return
         if typical > _QUEUE_FACTOR * floor + _QUEUE_SLACK:
             why = f"answers took {typical:.1f} s after the body (fastest {floor:.1f} s)"
-            self._cut(cap, _LATENCY_CUT, why)
+            self._cut(cap, _LATENCY_CUT, why, w.next_seq)
             return
         if self._hold:
             self._hold -= 1
             return
         if typical > _CLEAR_FACTOR * floor + _QUEUE_SLACK or w.waiting == 0 or cap >= self.ceiling:
             return
-        grow = min(len(w.latencies), cap) if self._slow_start else 1
+        answers = len(w.latencies(self._since))
+        grow = min(answers, cap) if self._slow_start else 1
         self._set(
             min(self.ceiling, cap + grow),
-            f"{len(w.latencies)} answers in {typical:.1f} s (fastest {floor:.1f} s)",
+            f"{answers} answers in {typical:.1f} s (fastest {floor:.1f} s)",
         )
 
-    def _cut(self, cap: int, factor: float, why: str) -> None:
+    def _cut(self, cap: int, factor: float, why: str, since: int) -> None:
         self._slow_start = False
         self._hold = _HOLD
         self._base = None
+        self._since = since
         new = max(1, int(cap * factor))
         if new != cap:
             self._set(new, why)

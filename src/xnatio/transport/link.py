@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from xnatio.transport.adaptive import WorkerController
 from xnatio.transport.compression import CompressionPolicy
 from xnatio.transport.ratelimit import RateLimiter
-from xnatio.transport.window import StreamSample, Window
+from xnatio.transport.window import Answer, StreamSample, Window
 from xnatio.transport.zipstream import StreamStats
 
 __all__ = ["Link", "LinkSettings", "Stream", "link_for", "usable_cpus"]
@@ -138,9 +138,7 @@ class Link:
         self._waiting = 0
         self._users = 0
         self._paused_at: int | None = None
-        self._latencies: list[float] = []
-        self._overloaded = 0
-        self._failed = 0
+        self._answers: list[Answer] = []
         self._start = clock()
         # Per body: its counters and the time when the current window began for it.
         self._marks: dict[int, tuple[tuple[int, int, int, float, int, int], float]] = {}
@@ -199,15 +197,17 @@ class Link:
         """The server answered a request whose body was ``stream``."""
         now = self._clock()
         with self._lock:
+            # A request without a body of ours counts as the newest: it says how the server is now.
+            seq = stream.seq if stream is not None else self._seq
             if status in _OVERLOAD:
-                self._overloaded += 1
+                self._answers.append(Answer(seq, "overloaded"))
             elif stream is not None and stream.body_done is not None:
-                self._latencies.append(now - stream.body_done)
+                self._answers.append(Answer(seq, "ok", now - stream.body_done))
 
-    def failed(self) -> None:
-        """A request ended without an answer (reset, timeout)."""
+    def failed(self, stream: Stream | None = None) -> None:
+        """A request (whose body was ``stream``, if it started) ended without an answer."""
         with self._lock:
-            self._failed += 1
+            self._answers.append(Answer(stream.seq if stream is not None else self._seq, "failed"))
 
     def deflate(self, stream: Stream) -> bool:
         """Whether the next entry of ``stream``'s body is deflated."""
@@ -240,8 +240,8 @@ class Link:
                 "%d answers, %d overloaded, %d failed",
                 window.duration, window.wire_rate / 1e6, window.payload_rate / 1e6,
                 window.active, window.waiting, window.capacity, g0 / 1e6, n0, g1 / 1e6, n1,
-                window.deflate_cpu / window.duration, len(window.latencies),
-                window.overloaded, window.failed,
+                window.deflate_cpu / window.duration, len(window.latencies()),
+                window.overloaded(), window.failed(),
             )  # fmt: skip
         if window.wire or window.active:
             self.policy.observe(window)
@@ -273,14 +273,12 @@ class Link:
             deflate_cpu=float(delta[3]),
             deflate_in=int(delta[4]),
             deflate_out=int(delta[5]),
-            latencies=tuple(self._latencies),
-            overloaded=self._overloaded,
-            failed=self._failed,
+            answers=tuple(self._answers),
+            next_seq=self._seq,
         )
         self._totals = totals
         self._start += duration
-        self._latencies = []
-        self._overloaded = self._failed = 0
+        self._answers = []
         return window
 
     def _sample(self, s: Stream, now: float) -> StreamSample | None:

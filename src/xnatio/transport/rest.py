@@ -562,10 +562,10 @@ def _post(
         except httpx.TimeoutException:
             # Unknown outcome: the server may still be writing. Re-sending is safe (same entry
             # names and UIDs replace, never duplicate) once it has had time to finish.
-            link.failed()
+            link.failed(body.stream)
             return None, f"timed out after {timeout:g} s (outcome unknown)", True
         except httpx.TransportError as exc:
-            link.failed()
+            link.failed(body.stream)
             _revalidate(xnat)
             return None, f"connection error: {type(exc).__name__}: {exc}", True
         link.answered(body.stream, response.status_code)

@@ -10,7 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["StreamSample", "Window"]
+__all__ = ["Answer", "StreamSample", "Window"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How one request ended during the window.
+
+    Attributes
+    ----------
+    seq
+        The order in which its body started (later bodies have higher numbers), so that a
+        decision can leave out requests that started before it.
+    kind
+        ``ok`` (any answer but the ones below), ``overloaded`` (429, 503, 504) or ``failed`` (no
+        answer: reset, timeout).
+    seconds
+        For ``ok``: from the body's last byte to the answer.
+    """
+
+    seq: int
+    kind: str
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +84,10 @@ class Window:
         Thread CPU seconds spent compressing, summed over all threads.
     deflate_in, deflate_out
         Bytes into and out of the compressor.
-    latencies
-        For requests answered in the window: seconds from the body's last byte to the answer.
-    overloaded
-        Answers that say the server is overloaded (429, 503, 504).
-    failed
-        Requests that ended without an answer (connection reset, timeout).
+    answers
+        How the requests that ended in the window ended.
+    next_seq
+        The number the next body to start will get.
     """
 
     duration: float
@@ -82,9 +101,20 @@ class Window:
     deflate_cpu: float = 0.0
     deflate_in: int = 0
     deflate_out: int = 0
-    latencies: tuple[float, ...] = field(default=())
-    overloaded: int = 0
-    failed: int = 0
+    answers: tuple[Answer, ...] = field(default=())
+    next_seq: int = 0
+
+    def latencies(self, since: int = 0) -> list[float]:
+        """Seconds from the last byte to the answer, for requests from body ``since`` on."""
+        return [a.seconds for a in self.answers if a.kind == "ok" and a.seq >= since]
+
+    def overloaded(self, since: int = 0) -> int:
+        """Answers saying the server is overloaded (429, 503, 504), from body ``since`` on."""
+        return sum(1 for a in self.answers if a.kind == "overloaded" and a.seq >= since)
+
+    def failed(self, since: int = 0) -> int:
+        """Requests without an answer (reset, timeout), from body ``since`` on."""
+        return sum(1 for a in self.answers if a.kind == "failed" and a.seq >= since)
 
     @property
     def wire_rate(self) -> float:
