@@ -20,7 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicom_layout import dataset_offset
+from tests.dicom_layout import dataset_offset
 from xnatio.dicom.dataset import (
     DatasetParseError,
     dataset_chunks,

@@ -23,7 +23,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_layout import dataset_offset
+from tests.dicom_layout import dataset_offset
 from xnatio.dicom.dataset import file_meta_header
 from xnatio.errors import ConnectionFailedError, InputError
 from xnatio.inventory import build_inventory

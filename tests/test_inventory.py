@@ -18,7 +18,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-import unprivileged
+from tests import unprivileged
 from xnatio.errors import InputError
 from xnatio.inventory import (
     DamagedMemberError,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from bench.proxy import ShapingProxy
 
-from test_rest_upload import assert_exactly_once, upload
+from tests.test_rest_upload import assert_exactly_once, upload
 from xnatio.budget import LocalBudget
 from xnatio.config import XnatConfig
 from xnatio.options import RestOptions

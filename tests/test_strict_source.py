@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-import unprivileged
+from tests import unprivileged
 from xnatio import cli
 from xnatio.plan import plan_upload
 from xnatio.sandbox import Sandbox

@@ -18,7 +18,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from misbehaving import MisbehavingXnat, Rows
+from tests.misbehaving import MisbehavingXnat, Rows
 from xnatio.inventory import DicomFile
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session

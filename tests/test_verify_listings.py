@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from misbehaving import MisbehavingXnat
+from tests.misbehaving import MisbehavingXnat
 from xnatio.errors import ServerResponseError
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session

@@ -19,7 +19,7 @@ from typing import IO, cast
 import httpx
 import pytest
 
-from test_zipstream import (
+from tests.test_zipstream import (
     JAVA_SOURCE,
     java_reader,  # noqa: F401  (fixture)
 )

@@ -17,7 +17,7 @@ from typing import cast
 
 import pytest
 
-from test_archive import SparseFile, expected, mem, stream_keeping_ends, zero_member
+from tests.test_archive import SparseFile, expected, mem, stream_keeping_ends, zero_member
 from xnatio.transport import zipstream
 from xnatio.transport.bodies import ArchiveBody, ArchiveError, ArchiveMember
 from xnatio.transport.zipstream import StreamStats, streaming_zip_body

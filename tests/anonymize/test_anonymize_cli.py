@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+
 from tests.anonymize.uploads import PROJECT_SCRIPT, SITE_SCRIPT, archived, put_scripts, xnat_hash
 from tests.anonymize.uploads import write_session as write_phi_session
 from tests.misbehaving import MisbehavingXnat
-
 from xnatio import cli
 from xnatio.anonymize import Anonymizer, Script
 from xnatio.sandbox import Sandbox

@@ -11,8 +11,8 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
-from tests.anonymize.helpers import dataset, encode
 
+from tests.anonymize.helpers import dataset, encode
 from xnatio.anonymize import Script
 from xnatio.errors import InputError
 from xnatio.inventory import Inventory, build_inventory

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from tests.anonymize.helpers import apply, dataset, encode
 
+from tests.anonymize.helpers import apply, dataset, encode
 from xnatio.anonymize import hash_uid
 from xnatio.anonymize.editor import IDENTITY_TAGS
 

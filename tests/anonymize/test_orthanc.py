@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+
 from tests.anonymize.uploads import PROJECT_SCRIPT, same_except, write_session, xnat_hash
 from tests.test_dicom_store_receivers import (
     ROUTING,
@@ -25,7 +26,6 @@ from tests.test_dicom_store_receivers import (
     _differences,
     _variety,
 )
-
 from xnatio import Anonymization, BasicProfileOptions
 from xnatio.anonymize.profile import basic_profile
 from xnatio.inventory import build_inventory

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+
 from tests.anonymize.uploads import (
     LOCAL_SCRIPT,
     PROJECT_SCRIPT,
@@ -27,7 +28,6 @@ from tests.anonymize.uploads import (
     write_session,
     xnat_hash,
 )
-
 from xnatio import XnatConfig
 from xnatio.errors import InputError
 from xnatio.sandbox import Sandbox

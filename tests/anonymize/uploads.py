@@ -17,8 +17,8 @@ import httpx
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from tests.anonymize.helpers import dataset, encode, flat
 
+from tests.anonymize.helpers import dataset, encode, flat
 from xnatio.sandbox import Sandbox
 
 #: XNAT's default site script (web/src/main/resources/META-INF/xnat/defaults/id.das in XNAT).

@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_layout import dataset_offset
+from tests.dicom_layout import dataset_offset
 from xnatio.dimse.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
