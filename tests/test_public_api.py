@@ -102,6 +102,24 @@ def test_import_xnatio_loads_no_upload_machinery() -> None:
     assert out.strip() == "[]", out
 
 
+def test_an_upload_without_anonymize_loads_no_engine(tmp_path: Path) -> None:
+    """A plain upload's whole path (both transports, the command line) leaves the
+    de-identification engine, pydicom and numpy unimported: start-up time (docs/benchmarks.md)."""
+    code = (
+        "import sys\n"
+        "import xnatio.cli.app, xnatio.cli.upload_dicom, xnatio.cli.dicom_store_cli\n"
+        "import xnatio.upload.rest_flow, xnatio.upload.dicom_flow\n"
+        "from xnatio.upload.anonymize import as_anonymization\n"
+        "assert as_anonymization('none') is None and as_anonymization(None) is None\n"
+        "heavy = ('pydicom', 'numpy', 'xnatio.anonymize.engine', 'xnatio.anonymize.editor')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
+    assert out.strip() == "[]", out
+
+
 @pytest.mark.parametrize(("module_name", "name"), PUBLIC, ids=IDS)
 def test_name_exists_and_has_a_docstring(module_name: str, name: str) -> None:
     module = importlib.import_module(module_name)

@@ -16,15 +16,16 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from xnatio.anonymize import Change, Edit
-from xnatio.anonymize.profile import BasicProfileOptions
 from xnatio.cli.options import InputPath, server_options
 from xnatio.errors import InputError
-from xnatio.inventory import Inventory
+
+if TYPE_CHECKING:  # the engine is imported only when a script is applied (start-up time)
+    from xnatio.anonymize import Change, Edit
+    from xnatio.inventory import Inventory
 
 __all__ = ["anonymization", "anonymize_options", "command", "dry_run"]
 
@@ -116,6 +117,8 @@ def anonymization(
             known = ", ".join([*_PROFILE_FLAGS, "shift-days=N"])
             raise InputError(f"unknown --anonymize-option {item!r}; one of {known}")
     try:
+        from xnatio.anonymize.profile import BasicProfileOptions
+
         options_value = BasicProfileOptions(**chosen) if profile is not None else None
     except ValueError:
         raise InputError(

@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from xnatio.anonymize import XNAT_VARIABLES, Anonymizer, Script, ScriptError
-from xnatio.anonymize.profile import BasicProfileOptions, basic_profile
 from xnatio.errors import InputError
 
 if TYPE_CHECKING:
+    # The engine loads only when something is to be applied: an upload without --anonymize
+    # does not pay for importing it (start-up time, docs/benchmarks.md).
+    from xnatio.anonymize import Anonymizer, Script
+    from xnatio.anonymize.profile import BasicProfileOptions
     from xnatio.upload.steps import Target
     from xnatio.xnat.session import XnatSession
 
@@ -95,7 +98,7 @@ class Anonymization:
 
 #: What the entry points take as ``anonymize=``: an :class:`Anonymization`, ``"server"``,
 #: ``"none"``, a script file, or compiled scripts.
-AnonymizeSpec = Anonymization | str | Path | Script | Sequence[Script] | None
+AnonymizeSpec: TypeAlias = "Anonymization | str | Path | Script | Sequence[Script] | None"
 
 
 def as_anonymization(value: AnonymizeSpec) -> Anonymization | None:
@@ -110,16 +113,24 @@ def as_anonymization(value: AnonymizeSpec) -> Anonymization | None:
         return None
     if isinstance(value, Anonymization):
         anon = value
-    elif isinstance(value, str | Path | Script):
+    elif isinstance(value, str | Path):
         anon = Anonymization(scripts=value)
-    elif isinstance(value, Sequence) and all(isinstance(s, Script) for s in value):
-        anon = Anonymization(scripts=tuple(cast(Sequence[Script], value)))
+    elif _is_script(value):
+        anon = Anonymization(scripts=cast("Script", value))
+    elif isinstance(value, Sequence) and all(_is_script(s) for s in value):
+        anon = Anonymization(scripts=tuple(cast("Sequence[Script]", value)))
     else:
         raise InputError(
             "anonymize= takes 'server', 'none', a script file, compiled scripts or an "
             f"Anonymization, not {type(value).__name__}"
         )
     return anon if anon.active else None
+
+
+def _is_script(value: object) -> bool:
+    # A compiled script exists only if its module was imported: no need to import it to check.
+    engine = sys.modules.get("xnatio.anonymize.engine")
+    return engine is not None and isinstance(value, engine.Script)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +175,8 @@ def fetch_server_scripts(xnat: XnatSession, project: str) -> ServerScripts:
 
 def _config_script(xnat: XnatSession, path: str, what: str, notes: list[str]) -> Script | None:
     """One script from the config service; None (with a note) when XNAT applies none."""
+    from xnatio.anonymize import Script
+
     response = xnat.request("GET", path, params={"format": "json"})
     where = f"{xnat.config.server}{path}"
     if response.status_code in (204, 404):
@@ -253,10 +266,14 @@ class Resolved:
 
     def anonymizer(self, salt: str | None = None) -> Anonymizer:
         """The local scripts as an :class:`~xnatio.anonymize.Anonymizer`."""
+        from xnatio.anonymize import Anonymizer
+
         return Anonymizer(self.local, self.variables, salt=salt, echo=_echo)
 
     def expecting(self, salt: str | None = None) -> Anonymizer | None:
         """The local scripts, then the server's: what XNAT stores (None when XNAT adds none)."""
+        from xnatio.anonymize import Anonymizer
+
         if not self.server_side:
             return None
         return Anonymizer(self.local + self.server_side, self.variables, salt=salt, echo=None)
@@ -297,6 +314,9 @@ def resolve(
     InputError
         ``"server"`` without a server or without any enabled script, an unreadable answer.
     """
+    from xnatio.anonymize import Script
+    from xnatio.anonymize.profile import basic_profile
+
     variables = _variables(anon, target)
     local: list[Script] = []
     if anon.profile is not None:
@@ -344,6 +364,8 @@ def _server_name(xnat: XnatSession | None) -> str:
 
 
 def _variables(anon: Anonymization, target: Target | None) -> dict[str, str]:
+    from xnatio.anonymize import XNAT_VARIABLES
+
     clash = sorted(set(anon.variables) & set(XNAT_VARIABLES))
     if clash:
         raise InputError(
@@ -357,6 +379,8 @@ def _variables(anon: Anonymization, target: Target | None) -> dict[str, str]:
 
 def _check_variables(resolved: Resolved, target: Target | None) -> None:
     """A ScriptError now, before any file is read, for a variable nobody gives."""
+    from xnatio.anonymize import XNAT_VARIABLES, ScriptError
+
     for script in (*resolved.local, *resolved.server_side):
         for name, (line, column) in script.free_variables.items():
             if name in resolved.variables:

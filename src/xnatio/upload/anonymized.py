@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from xnatio.anonymize import AnonymizeError, Anonymizer, Edit, InstanceRejected
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory, SkippedFile, Source
 from xnatio.progress import ProgressCallback, ProgressEvent, Throttle, emit
@@ -29,6 +28,8 @@ from xnatio.result.journal import Journal
 from xnatio.upload.anonymize import Resolved
 
 if TYPE_CHECKING:
+    # Imported where used, at run time: a plain upload does not load the engine (start-up).
+    from xnatio.anonymize import Anonymizer, Edit
     from xnatio.verify import ContentCheck
     from xnatio.verify.deep import ExpectedEdits, ExpectedValue
 
@@ -122,6 +123,8 @@ class AnonymizedSource:
         SourceChanged
             The file changed since it was planned, or the scripts cannot be applied any more.
         """
+        from xnatio.anonymize import AnonymizeError, InstanceRejected
+
         raw = self.source.open(path)
         kept = self._kept.get(path)
         if kept is not None and kept[0] == _signature(raw):  # the same file: its plan holds
@@ -186,6 +189,8 @@ class _EditedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        from xnatio.anonymize import AnonymizeError  # loaded already: this stream has an edit
+
         try:
             return self._file.readinto(buffer)
         except AnonymizeError as exc:
@@ -232,6 +237,8 @@ def anonymize_inventory(
         A script cannot be applied to a file (named), or a file cannot be read: nothing is
         sent.
     """
+    from xnatio.anonymize import AnonymizeError, InstanceRejected
+
     files = inventory.files
     sizes = {f.path: f.size for f in files}
     source = AnonymizedSource(inventory.source, anonymizer, sizes)
