@@ -116,10 +116,12 @@ def anonymization(
         else:
             known = ", ".join([*_PROFILE_FLAGS, "shift-days=N"])
             raise InputError(f"unknown --anonymize-option {item!r}; one of {known}")
+    options_value = None
     try:
-        from xnatio.anonymize.profile import BasicProfileOptions
+        if profile is not None:
+            from xnatio.anonymize.profile import BasicProfileOptions
 
-        options_value = BasicProfileOptions(**chosen) if profile is not None else None
+            options_value = BasicProfileOptions(**chosen)
     except ValueError:
         raise InputError(
             "--anonymize-option keep-dates and shift-days=N exclude each other"
