@@ -639,30 +639,7 @@ def zip_body(
         w = _Writer(chunk_size)
         crcs: list[int] = []
         for e in entries:
-            m = e.member
-            hlen = e.header_length
-            if hlen + m.size > w.capacity - w.pos and w.pos:
-                yield w.take()
-            if hlen + m.size <= w.capacity - w.pos:
-                # Read straight into the buffer behind a hole for the header, then fill the hole.
-                start = w.pos
-                data = w.view[start + hlen : start + hlen + m.size]
-                with _open(m) as f:
-                    _fill(f, data, m.label, m.size)
-                    _expect_eof(f, m.label, m.size)
-                crc = zlib.crc32(data)
-                w.view[start : start + hlen] = e.local_header(crc)
-                w.pos = start + hlen + m.size
-            else:
-                # Too big for one chunk: the buffer is empty here, use it for a CRC pass first.
-                crc = _crc_pass(m, w.view)
-                yield from w.put(e.local_header(crc))
-                with _open(m) as f:
-                    again = yield from w.copy(f, m.size, m.label, 0)
-                if again != crc:
-                    raise ArchiveError(
-                        f"{m.label}: changed while it was being sent - scan the source again"
-                    )
+            crc = yield from _stored_entry(w, e.member, e.header_length, e.local_header)
             crcs.append(crc)
         for e, crc in zip(entries, crcs, strict=True):
             yield from w.put(e.central_header(crc, force_zip64))
@@ -671,6 +648,35 @@ def zip_body(
             yield w.take()
 
     return ArchiveBody("application/zip", length, len(entries), produce, on_bytes)
+
+
+def _stored_entry(
+    w: _Writer, m: ArchiveMember, hlen: int, local_header: Callable[[int], bytes]
+) -> Generator[bytes, None, int]:
+    """Write one stored (uncompressed) zip entry: its local header of ``hlen`` bytes, whose CRC
+    is known only after the data, then the data. Returns the CRC. Used by the zip bodies of known
+    length and by the streaming zip."""
+    if hlen + m.size > w.capacity - w.pos and w.pos:
+        yield w.take()
+    if hlen + m.size <= w.capacity - w.pos:
+        # Read straight into the buffer behind a hole for the header, then fill the hole.
+        start = w.pos
+        data = w.view[start + hlen : start + hlen + m.size]
+        with _open(m) as f:
+            _fill(f, data, m.label, m.size)
+            _expect_eof(f, m.label, m.size)
+        crc = zlib.crc32(data)
+        w.view[start : start + hlen] = local_header(crc)
+        w.pos = start + hlen + m.size
+        return crc
+    # Too big for one chunk: the buffer is empty here, use it for a CRC pass first.
+    crc = _crc_pass(m, w.view)
+    yield from w.put(local_header(crc))
+    with _open(m) as f:
+        again = yield from w.copy(f, m.size, m.label, 0)
+    if again != crc:
+        raise ArchiveError(f"{m.label}: changed while it was being sent - scan the source again")
+    return crc
 
 
 def _crc_pass(m: ArchiveMember, scratch: memoryview) -> int:

@@ -42,12 +42,12 @@ from xnatio.transport.bodies import (
     _check_chunk_size,
     _check_size,
     _checked,
-    _crc_pass,
     _dos_datetime,
     _encode_name,
     _expect_eof,
     _fill,
     _open,
+    _stored_entry,
     _Writer,
     _zip_end_records,
     _ZipEntry,
@@ -253,33 +253,11 @@ class _Producer:
     def stored(self, m: ArchiveMember, name: bytes, flags: int) -> Iterator[bytes]:
         dos_time, dos_date = _dos_datetime(m.mtime)
         entry = _ZipEntry(m, name, flags, self.offset, m.size >= _ZIP32_MAX, dos_time, dos_date)
-        w, hlen = self.w, entry.header_length
-        if hlen + m.size > w.capacity - w.pos and w.pos:
-            yield w.take()
-        if hlen + m.size <= w.capacity - w.pos:
-            start = w.pos
-            data = w.view[start + hlen : start + hlen + m.size]
-            with _open(m) as f:
-                _fill(f, data, m.label, m.size)
-                _expect_eof(f, m.label, m.size)
-            crc = zlib.crc32(data)
-            w.view[start : start + hlen] = entry.local_header(crc)
-            w.pos = start + hlen + m.size
-            self.offset += hlen + m.size
-            self.stats.produced += hlen + m.size
-            self.stats.payload += m.size
-        else:
-            crc = _crc_pass(m, w.view)
-            yield from self.put(entry.local_header(crc))
-            with _open(m) as f:
-                again = yield from w.copy(f, m.size, m.label, 0)
-            self.offset += m.size
-            self.stats.produced += m.size
-            self.stats.payload += m.size
-            if again != crc:
-                raise ArchiveError(
-                    f"{m.label}: changed while it was being sent - scan the source again"
-                )
+        hlen = entry.header_length
+        crc = yield from _stored_entry(self.w, m, hlen, entry.local_header)
+        self.offset += hlen + m.size
+        self.stats.produced += hlen + m.size
+        self.stats.payload += m.size
         self.stats.stored += 1
         self.written.append(
             _Written(name, flags, 0, dos_time, dos_date, crc, m.size, m.size, entry.offset)
