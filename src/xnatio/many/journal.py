@@ -15,13 +15,12 @@ import logging
 import os
 import re
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from xnatio.errors import InputError
 from xnatio.many.outcome import SessionOutcome
-from xnatio.result.journal import default_journal_dir
+from xnatio.result.journal import append_record, default_journal_dir
 
 __all__ = ["RunJournal", "default_run_journal", "run_id"]
 
@@ -108,12 +107,8 @@ class RunJournal:
         return header, good
 
     def _write(self, record: dict[str, Any]) -> None:
-        record.setdefault("time", round(time.time(), 3))
-        line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
-            self._fh.write(line.encode())
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            append_record(self._fh, record)
             if record.get("type") == "session":
                 self.last[record["key"]] = record
 

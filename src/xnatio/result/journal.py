@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from xnatio.errors import InputError
@@ -35,6 +35,7 @@ __all__ = [
     "Journal",
     "JournalKey",
     "JournalState",
+    "append_record",
     "default_journal_dir",
     "inventory_digest",
     "read_journal",
@@ -72,6 +73,19 @@ def _public_server(server: str) -> str:
 def _file_part(label: str) -> str:
     """A label as part of a file name: no path separators or dots in front, 32 characters."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", label)[:32]
+
+
+def append_record(fh: BinaryIO, record: dict[str, Any]) -> None:
+    """Append one record to an open journal as a line of compact JSON, on disk before returning.
+
+    Both journals (one upload's, and the run journal of ``upload-many``) write this way: a
+    crash leaves at most a last line cut short, which the readers skip. The caller holds the
+    journal's lock.
+    """
+    record.setdefault("time", round(time.time(), 3))
+    fh.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,12 +308,8 @@ class Journal:
         return cls(target.expanduser(), key)
 
     def _write(self, record: dict[str, Any]) -> None:
-        record.setdefault("time", round(time.time(), 3))
-        line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
-            self._fh.write(line.encode())
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            append_record(self._fh, record)
             _apply(self.state, record)
 
     def start_run(self, *, resume: bool, total: int) -> None:
