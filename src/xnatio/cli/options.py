@@ -252,6 +252,41 @@ def server_options(func: F) -> F:
 
 _PEM_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
 
+
+def output_options(
+    *, progress: str | None = None, json_help: str = "Machine-readable summary on stdout."
+) -> Callable[[F], F]:
+    """Add ``--json``, ``--progress`` (when ``progress`` gives its help), ``-v`` and ``-q``.
+
+    One definition for every command that reports a run, so that the flags read the same
+    everywhere (``as_json``, ``progress_mode``, ``verbose`` and ``quiet`` keyword arguments).
+    """
+    options = [click.option("--json", "as_json", is_flag=True, help=json_help)]
+    if progress is not None:
+        options.append(
+            click.option(
+                "--progress",
+                "progress_mode",
+                type=click.Choice(["auto", "bar", "json", "none"]),
+                default="auto",
+                show_default=True,
+                help=progress,
+            )
+        )
+    options.append(
+        click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+    )
+    options.append(click.option("-q", "--quiet", is_flag=True, help="Only errors."))
+
+    def decorate(func: F) -> F:
+        decorated: Callable[..., Any] = func
+        for option in reversed(options):
+            decorated = option(decorated)
+        return cast(F, decorated)
+
+    return decorate
+
+
 _DICOM_OPTIONS = (
     click.option(
         "--dicom-host",

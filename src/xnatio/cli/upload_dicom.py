@@ -19,6 +19,7 @@ from xnatio.cli.options import (
     ServerOptions,
     dicom_options,
     load_config,
+    output_options,
     server_options,
 )
 
@@ -215,17 +216,7 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
     help="C-STORE: confirmed instances per journal write (tests use small values).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and send nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
-@click.option(
-    "--progress",
-    "progress_mode",
-    type=click.Choice(["auto", "bar", "json", "none"]),
-    default="auto",
-    show_default=True,
-    help="Progress display on stderr (json: one event per line).",
-)
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@output_options(progress="Progress display on stderr (json: one event per line).")
 @upload_options  # xnatio 0.2's flags (cli/compat.py)
 @click.pass_context
 def command(

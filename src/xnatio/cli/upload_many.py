@@ -13,7 +13,7 @@ from xnatio.cli.anonymize import anonymize_options
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import human_bytes
 from xnatio.cli.many_progress import ManyProgress
-from xnatio.cli.options import Seconds, ServerOptions, server_options
+from xnatio.cli.options import Seconds, ServerOptions, output_options, server_options
 from xnatio.cli.upload_dicom import default_dicom_host
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
@@ -258,12 +258,8 @@ _HELP = {
 @click.option("--shard", metavar="K/N", help=_HELP["shard"])
 @click.option("--merge-reports", is_flag=True, help=_HELP["merge"])
 @click.option("--dry-run", is_flag=True, help="Print the plan and send nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]),
-              default="auto", show_default=True,
-              help="Progress display on stderr (json: one event per line).")  # fmt: skip
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@output_options(progress="Progress display on stderr (json: one event per line).",
+                json_help="Machine-readable output on stdout.")  # fmt: skip
 @click.pass_context
 def command(ctx: click.Context, /, spec: tuple[Path, ...], **kw: Any) -> None:
     """Upload many sessions: the rows of MANIFEST (.csv, .tsv, .jsonl with the columns project,

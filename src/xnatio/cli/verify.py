@@ -9,7 +9,14 @@ import click
 
 from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
-from xnatio.cli.options import InputPath, LabelsCommand, Seconds, ServerOptions, server_options
+from xnatio.cli.options import (
+    InputPath,
+    LabelsCommand,
+    Seconds,
+    ServerOptions,
+    output_options,
+    server_options,
+)
 from xnatio.verify import VerifyReport, verify_session
 from xnatio.xnat.naming import validate_label
 
@@ -78,17 +85,10 @@ def _print(report: VerifyReport, quiet: bool) -> None:
     help="Leave out files and folders of SOURCE that cannot be read (listed as skipped) "
     "instead of stopping with exit code 2; the rest is compared.",
 )
-@click.option("--json", "as_json", is_flag=True, help="The full comparison as JSON on stdout.")
-@click.option(
-    "--progress",
-    "progress_mode",
-    type=click.Choice(["auto", "bar", "json", "none"]),
-    default="auto",
-    show_default=True,
-    help="Progress display on stderr while waiting.",
+@output_options(
+    progress="Progress display on stderr while waiting.",
+    json_help="The full comparison as JSON on stdout.",
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context
 def command(
     ctx: click.Context,
