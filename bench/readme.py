@@ -9,7 +9,9 @@ files in ``bench/results/`` (every single run is stored there), between marker c
   :data:`MIN_RUNS` runs on either side, or from a tree with uncommitted changes, say so in the
   row. The list keeps the comparisons xio loses or only ties.
 - docs/benchmarks.md, ``<!-- bench-results:start -->`` ... ``<!-- bench-results:end -->``: every
-  results file of :data:`DOCS_RESULTS` as :func:`bench.report.markdown` renders it, and
+  results file of :data:`DOCS_RESULTS` as :func:`bench.report.markdown` renders it;
+  ``<!-- bench-extra:start -->`` ... ``<!-- bench-extra:end -->``: the Markdown tables that
+  ``bench.startup`` and ``bench.overload`` store beside their JSON (:data:`DOCS_EXTRA`); and
   ``<!-- bench-compressibility:start -->`` ... ``<!-- ...:end -->``: the table of
   ``bench/compressibility.py``.
 
@@ -36,6 +38,7 @@ from bench.report import link_summary
 from bench.report import markdown as report_markdown
 
 __all__ = [
+    "DOCS_EXTRA",
     "DOCS_RESULTS",
     "MIN_RUNS",
     "README_ROWS",
@@ -116,6 +119,10 @@ README_ROWS: tuple[Comparison, ...] = (
         "C-STORE to Orthanc (default settings)", "dicom-orthanc-medium", "xnatctl", XNATCTL_DICOM
     ),
 )
+
+#: Tables that other tools write as Markdown next to their JSON (``bench.startup``,
+#: ``bench.overload``), shown in docs/benchmarks.md between ``bench-extra`` markers.
+DOCS_EXTRA: tuple[str, ...] = ("startup", "overload-xl-15k")
 
 #: Results files shown in full in docs/benchmarks.md, in order: issue 13's clean runs first.
 DOCS_RESULTS: tuple[str, ...] = (
@@ -300,6 +307,10 @@ def render_docs(text: str, results: Path = RESULTS) -> str:
     for name in DOCS_RESULTS:
         sections += [f"### {name}", "", report_markdown(_load(results, name), name), ""]
     text = replace_between(text, "bench-results", "\n".join(sections))
+    extra = []
+    for name in DOCS_EXTRA:  # each file names its command, commit and machine itself
+        extra += [f"### {name}", "", (results / f"{name}.md").read_text().strip(), ""]
+    text = replace_between(text, "bench-extra", "\n".join(extra))
     return replace_between(
         text, "bench-compressibility", compressibility_markdown(_load(results, "compressibility"))
     )

@@ -130,7 +130,13 @@ def _imported(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 def _table(data: dict[str, Any]) -> str:
     med = data["medians"]
     base = med["python -c pass"]
+    tree, machine = data["tree"], data["machine"]
+    dirty = " **+ uncommitted changes**" if tree.get("dirty") else ""
     lines = [
+        f"`{data['command']}` on commit `{(machine.get('commit') or '?')[:10]}`{dirty}; "
+        f"{data['rounds']} rounds, medians; machine: {machine.get('cores')} cores, load average "
+        f"at start {data['load_start']}",
+        "",
         "| process | median s | min-max s | over python -c pass |",
         "|---|---|---|---|",
     ]
@@ -166,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Bytecode as after ``pip install`` (which compiles it): without it every run compiles xio's
     # modules again (0.1 s here), which no installed copy does.
+    load_start = round(os.getloadavg()[0], 2)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["TCP_NODELAY"] = "1"
     with tempfile.TemporaryDirectory(prefix="xio-startup-") as tmp:
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(tree),
         "runs": runs,
         "medians": {k: statistics.median(v) for k, v in runs.items()},
+        "load_start": load_start,
         "imports": imports,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
