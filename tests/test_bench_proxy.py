@@ -153,7 +153,7 @@ def test_each_connection_gets_its_own_cap(sink_server: ThreadedServer) -> None:
 
 
 def test_many_concurrent_connections(echo_server: ThreadedServer) -> None:
-    with ShapingProxy("127.0.0.1", echo_server.port, delay_ms=20) as proxy:
+    with ShapingProxy("127.0.0.1", echo_server.port, delay_ms=50) as proxy:
         socks = [connect(proxy.port) for _ in range(48)]
         try:
             start = time.perf_counter()
@@ -166,8 +166,9 @@ def test_many_concurrent_connections(echo_server: ThreadedServer) -> None:
             for s in socks:
                 s.close()
         assert proxy.connections_accepted == 48
-    # All handshakes and echoes overlap: about two round trips (0.08 s), not 48 (1.9 s).
-    assert elapsed < 1.2, elapsed
+    # All handshakes and echoes overlap: about two round trips (0.2 s), not 48 (4.8 s); the
+    # bound leaves room for a loaded machine.
+    assert elapsed < 2.4, elapsed
 
 
 def test_half_close_propagates_both_ways(sink_server: ThreadedServer) -> None:

@@ -60,11 +60,9 @@ def test_http_error_for_next_k_requests(
 def test_gateway_timeout_while_import_carries_on(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.faults.file_delay = 0.1
     sandbox.faults.gateway_timeout(after_seconds=0.2)
-    started = time.monotonic()
     r = _post(client, tar_bytes(make_files(12)))
     assert r.status_code == 504
-    assert time.monotonic() - started < 1.0  # answered before the import (1.2 s) finished
-    assert _file_count(sandbox) < 12
+    assert _file_count(sandbox) < 12  # answered before the import (12 x 0.1 s) finished
     deadline = time.monotonic() + 10
     while _file_count(sandbox) < 12:
         assert time.monotonic() < deadline, "the import did not carry on after the 504"
