@@ -17,6 +17,10 @@ connection is shaped on its own:
   set by the rate alone, whatever the delay.
 - **Handshake**: forwarding starts one round trip (2 x delay) after the client connects, as the
   TCP three-way handshake would make it.
+- **Queue**: a shaped connection's receive buffer is kept small (64 KiB set), so the bytes a
+  sender has handed over but the link has not carried stay few, as in front of a real bottleneck
+  (a sender that keeps its own unsent bytes low, as xio does with ``TCP_NOTSENT_LOWAT``, then has
+  about 0.3 MB per connection queued instead of 2.5 MB).
 
 End-of-stream (half-close) travels through the delay line like data; a reset on one side aborts
 the other.
@@ -104,6 +108,11 @@ PROFILES: dict[str, LinkProfile] = {
 # A delivered slice is at most this many seconds of traffic at the shaped rate: small enough for a
 # smooth stream, large enough that 45 connections do not flood the loop with wake-ups.
 _SLICE_SECONDS = 0.02
+#: Receive buffer of each shaped connection's client side (Linux doubles what is set). A real
+#: bottleneck queues about a bandwidth-delay product; the kernel's loopback buffers (megabytes
+#: per connection) would model a badly bloated link, where what a sender decides (to compress,
+#: say) reaches the link only after megabytes it had already handed over.
+_QUEUE_BYTES = 64 * 1024
 _MIN_SLICE = 4096
 _MAX_SLICE = 256 * 1024
 _DEFAULT_BURST = 16 * 1024
@@ -330,6 +339,9 @@ class ShapingProxy:
     ) -> None:
         u_writer: asyncio.StreamWriter | None = None
         clean = False
+        client = c_writer.get_extra_info("socket")
+        if client is not None and (self.rate or self.total_rate):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _QUEUE_BYTES)
         try:
             if self.delay:
                 await asyncio.sleep(2 * self.delay)  # the TCP handshake's round trip

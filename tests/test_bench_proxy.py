@@ -299,3 +299,25 @@ def test_named_profiles_from_the_command_line(sink_server: ThreadedServer) -> No
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_sender_cannot_run_far_ahead_of_the_link(sink_server: ThreadedServer) -> None:
+    """Bytes handed over but not yet carried stay few, as in front of a real bottleneck, for a
+    sender that keeps its own unsent bytes low (xio sets TCP_NOTSENT_LOWAT): what it decides
+    (to compress, say) reaches the link soon."""
+    with (
+        ShapingProxy(
+            "127.0.0.1", sink_server.port, delay_ms=20, rate_bytes_per_s=1_000_000
+        ) as proxy,
+        connect(proxy.port) as s,
+    ):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 128 << 10)
+        s.settimeout(0.05)
+        written, chunk = 0, b"x" * 65536
+        deadline = time.perf_counter() + 2.0
+        while time.perf_counter() < deadline:
+            with contextlib.suppress(TimeoutError):
+                written += s.send(chunk)
+    # About 2 MB carried in two seconds plus ~0.3 MB queued; with the kernel's loopback
+    # buffers as the queue it was 4.4 MB.
+    assert written < 3_000_000, written
