@@ -11,7 +11,8 @@ files in ``bench/results/`` (every single run is stored there), between marker c
 - docs/benchmarks.md, ``<!-- bench-results:start -->`` ... ``<!-- bench-results:end -->``: every
   results file of :data:`DOCS_RESULTS` as :func:`bench.report.markdown` renders it;
   ``<!-- bench-extra:start -->`` ... ``<!-- bench-extra:end -->``: the Markdown tables that
-  ``bench.startup`` and ``bench.overload`` store beside their JSON (:data:`DOCS_EXTRA`); and
+  ``bench.startup``, ``bench.overload`` and ``bench.verify_cost`` store beside their JSON
+  (:data:`DOCS_EXTRA`); and
   ``<!-- bench-compressibility:start -->`` ... ``<!-- ...:end -->``: the table of
   ``bench/compressibility.py``.
 
@@ -122,11 +123,12 @@ README_ROWS: tuple[Comparison, ...] = (
 
 #: Tables that other tools write as Markdown next to their JSON (``bench.startup``,
 #: ``bench.overload``), shown in docs/benchmarks.md between ``bench-extra`` markers.
-DOCS_EXTRA: tuple[str, ...] = ("startup", "overload-xl-15k")
+DOCS_EXTRA: tuple[str, ...] = ("startup", "overload-xl-15k", "verify-cost-medium")
 
 #: Results files shown in full in docs/benchmarks.md, in order: issue 13's clean runs first.
 DOCS_RESULTS: tuple[str, ...] = (
     CAP12,
+    f"{CAP12}-deep-queue",
     CAP4,
     WAN,
     "rest-loopback-medium",
@@ -144,6 +146,17 @@ DOCS_RESULTS: tuple[str, ...] = (
     "dicom-wan-small",
     "dicom-loopback-medium-pynetdicom",
     "dicom-orthanc-medium-storescu",
+    # Issue 12: the commit before the restructure and the one after, back to back in one session.
+    *(
+        f"restructure-{side}-{name}"
+        for name in (
+            "rest-loopback-medium",
+            "rest-wan-medium",
+            "dicom-loopback-medium",
+            "rest-loopback-large",
+        )
+        for side in ("before", "after")
+    ),
 )
 
 
