@@ -60,6 +60,7 @@ __all__ = [
     "DirtyTree",
     "Scenario",
     "check_tree",
+    "checked_tree",
     "ensure_dataset",
     "format_phases",
     "format_table",
@@ -393,6 +394,15 @@ def check_tree(repo: Path = REPO, *, allow_dirty: bool = False) -> dict[str, Any
             "--allow-dirty (the results will say so)"
         )
     return {**state, "dirty": dirty, "allow_dirty": allow_dirty}
+
+
+def checked_tree(allow_dirty: bool) -> dict[str, Any] | None:
+    """:func:`check_tree` for a command: None, after saying why on stderr, for a dirty tree."""
+    try:
+        return check_tree(allow_dirty=allow_dirty)
+    except DirtyTree as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 # -- machine --------------------------------------------------------------------------------------

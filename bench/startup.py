@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.runner import DEFAULT_RESULTS, DirtyTree, check_tree, machine_info
+from bench.runner import DEFAULT_RESULTS, checked_tree, machine_info
 from bench.servers import StorescpProcess, find_tool
 
 __all__ = ["main"]
@@ -165,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        tree = check_tree(allow_dirty=args.allow_dirty)
-    except DirtyTree as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    tree = checked_tree(args.allow_dirty)
+    if tree is None:
         return 2
     # Bytecode as after ``pip install`` (which compiles it): without it every run compiles xio's
     # modules again (0.1 s here), which no installed copy does.

@@ -30,8 +30,7 @@ from bench.runner import (
     DEFAULT_DATA,
     DEFAULT_RESULTS,
     SIZES,
-    DirtyTree,
-    check_tree,
+    checked_tree,
     ensure_dataset,
     machine_info,
 )
@@ -87,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        tree = check_tree(allow_dirty=args.allow_dirty)
-    except DirtyTree as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    tree = checked_tree(args.allow_dirty)
+    if tree is None:
         return 2
     source, files, size = ensure_dataset(args.size, args.data_dir)
     load_start = round(os.getloadavg()[0], 2)
