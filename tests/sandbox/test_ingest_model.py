@@ -126,9 +126,13 @@ def test_proxy_504_while_the_import_completes(make_sandbox: Callable[..., Sandbo
         assert "504 Gateway Time-out" in answer.text
         # The server has not stored anything yet and still works on the request.
         assert _stored(sandbox) == {}
-        stats = sandbox.stats()
-        assert stats.ingest is not None and stats.ingest.threads.current == 1
-        assert stats.ingest.gateway_timeouts == 1 and stats.ingest.finished_after_timeout == 0
+        # The proxy counts its 504 once the answer has gone out: the client may read it first.
+        deadline = time.monotonic() + WAIT
+        while (ingest := sandbox.stats().ingest) is not None and ingest.gateway_timeouts < 1:
+            assert time.monotonic() < deadline, "the 504 was never counted"
+            time.sleep(0.01)
+        assert ingest is not None and ingest.threads.current == 1
+        assert ingest.gateway_timeouts == 1 and ingest.finished_after_timeout == 0
         # The proxy closed the client's connection at the 504.
         assert sandbox.http_connections.wait_for(lambda n: n == 0, WAIT)
     assert model.wait_idle(WAIT)
