@@ -18,7 +18,6 @@ import threading
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ from typing import Any, ClassVar
 import pydicom
 import pytest
 
-from xnatio import cli
+from tests.cli_run import Run, run_cli
 from xnatio.inventory import FolderSource
 from xnatio.plan import plan_upload
 from xnatio.sandbox import Sandbox
@@ -34,21 +33,6 @@ from xnatio.synth import write_session
 from xnatio.transport.rest import _make_body
 
 EXIT_INPUT, EXIT_AUTH = 2, 3
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def one_error_line(self) -> str:
-        """The single ``xio: error:`` line (and nothing like a traceback)."""
-        assert "Traceback" not in self.out + self.err
-        lines = [ln for ln in self.err.splitlines() if ln.strip()]
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("xio: error: "), lines[0]
-        return lines[0]
 
 
 @pytest.fixture
@@ -64,15 +48,7 @@ def xio(
         with monkeypatch.context() as m:
             for key, value in (env or {}).items():
                 m.setenv(key, value)
-            capsys.readouterr()
-            try:
-                cli.main([*args, "--progress", "none"] if progress else list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            else:  # pragma: no cover
-                code = 0
-            captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+            return run_cli(capsys, [*args, "--progress", "none"] if progress else list(args))
 
     return run
 

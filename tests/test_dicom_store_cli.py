@@ -8,33 +8,19 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 
-from xnatio import cli
+from tests.cli_run import Run, run_cli
 from xnatio.result.journal import read_journal
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
 
 FIX_ADDRESS = "check --dicom-host/--dicom-port and that the receiver is running"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.out)
-        return data
 
 
 @pytest.fixture
@@ -60,16 +46,7 @@ def xio(
     def run(session: str, source: Path, *args: str) -> Run:
         argv = ["upload-dicom", "P1", "S1", session, str(source), "--transport", "dicom-store"]
         argv += ["--dicom-port", str(scp.dicom_port), "--progress", "none", *args]
-        capsys.readouterr()
-        t0 = time.monotonic()
-        try:
-            cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:  # pragma: no cover - main always exits
-            code = 0
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err, time.monotonic() - t0)
+        return run_cli(capsys, argv)
 
     return run
 

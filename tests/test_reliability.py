@@ -25,7 +25,6 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from xnatio import cli
+from tests.cli_run import Run, run_cli
 from xnatio.sandbox import Sandbox, SandboxConfig
 from xnatio.sandbox.store import ImportBatch
 from xnatio.synth import write_session
@@ -262,17 +261,6 @@ def _write_matrix(request: pytest.FixtureRequest) -> Iterator[None]:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.out)
-        return data
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rel") / "session"
@@ -310,15 +298,7 @@ def xio(
         with monkeypatch.context() as m:
             for key, value in (env or {}).items():
                 m.setenv(key, value)
-            capsys.readouterr()
-            try:
-                cli.main([*args, "--progress", "none"])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            else:  # pragma: no cover - main always exits
-                code = 0
-            captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+            return run_cli(capsys, [*args, "--progress", "none"])
 
     return run
 

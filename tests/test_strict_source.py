@@ -21,13 +21,12 @@ import subprocess
 import tarfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests import unprivileged
-from xnatio import cli
+from tests.cli_run import Run, run_cli
 from xnatio.plan import plan_upload
 from xnatio.sandbox import Sandbox
 from xnatio.synth import write_session
@@ -38,21 +37,6 @@ TOTAL = SERIES * INSTANCES
 TRANSPORTS = {"rest": [], "dicom-store": ["--transport", "dicom-store"]}
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def error_line(self) -> str:
-        """The one ``xio: error:`` line; no traceback, nothing else on stderr."""
-        assert "Traceback" not in self.out + self.err
-        lines = [ln for ln in self.err.splitlines() if ln.strip()]
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("xio: error: "), lines[0]
-        return lines[0]
-
-
 @pytest.fixture
 def xio(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -61,15 +45,7 @@ def xio(
     monkeypatch.chdir(tmp_path)
 
     def run(*args: str) -> Run:
-        capsys.readouterr()
-        try:
-            cli.main([*args, "--progress", "none"])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:  # pragma: no cover - main() always exits
-            code = 0
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+        return run_cli(capsys, [*args, "--progress", "none"])
 
     return run
 
@@ -168,7 +144,7 @@ def test_tar_gz_with_16_bytes_overwritten_is_refused_before_sending(
     assert gz.returncode != 0  # gzip rejects it too
     run = xio(*_args(sb, archive, transport))
     assert run.code == 2
-    line = run.error_line()
+    line = run.one_error_line()
     assert "session.tar.gz: not a readable tar.gz file: " in line
     assert " at byte " in line or " near byte " in line
     _nothing_sent(sb)
@@ -189,7 +165,7 @@ def test_tar_with_a_bad_checksum_halfway_is_refused_before_sending(
     assert gnu.returncode != 0  # GNU tar rejects it too
     run = xio(*_args(sb, archive, transport))
     assert run.code == 2
-    line = run.error_line()
+    line = run.one_error_line()
     assert "session.tar: not a readable tar file: damaged header (bad checksum) at byte " in line
     assert f"{victim.offset:,}" in line
     _nothing_sent(sb)
@@ -207,11 +183,11 @@ def test_zip_with_a_bad_crc_halfway_is_refused_and_resume_completes_once_fixed(
     assert subprocess.run(["unzip", "-tq", str(archive)], capture_output=True).returncode != 0
     run = xio(*_args(sb, archive, "rest"))
     assert run.code == 2
-    line = run.error_line()
+    line = run.one_error_line()
     assert f"session.zip: member {name!r} is damaged (Bad CRC-32" in line
     _nothing_sent(sb)
     resumed = xio(*_args(sb, archive, "rest", "--resume"))  # not fixed yet: the same line
-    assert resumed.code == 2 and resumed.error_line() == line
+    assert resumed.code == 2 and resumed.one_error_line() == line
     archive.write_bytes(good)  # the user fixes the source
     done = xio(*_args(sb, archive, "rest", "--resume"))
     assert done.code == 0, done.err

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -15,27 +14,13 @@ import pytest
 
 from tests.anonymize.uploads import PROJECT_SCRIPT, SITE_SCRIPT, archived, put_scripts, xnat_hash
 from tests.anonymize.uploads import write_session as write_phi_session
+from tests.cli_run import Run, run_cli
 from tests.misbehaving import MisbehavingXnat
-from xnatio import cli
 from xnatio.anonymize import Anonymizer, Script
 from xnatio.sandbox import Sandbox
 
 EXIT_INPUT = 2
 TRANSPORTS = [[], ["--transport", "dicom-store"]]
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def one_error_line(self) -> str:
-        assert "Traceback" not in self.out + self.err
-        lines = [ln for ln in self.err.splitlines() if ln.strip()]
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("xio: error: "), lines[0]
-        return lines[0]
 
 
 @pytest.fixture
@@ -53,15 +38,7 @@ def xio(
                 m.setenv("XNAT_SERVER", server)
                 m.setenv("XNAT_USERNAME", "admin")
                 m.setenv("XNAT_PASSWORD", "admin")
-            capsys.readouterr()
-            try:
-                cli.main(list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            else:  # pragma: no cover
-                code = 0
-            captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+            return run_cli(capsys, list(args))
 
     return run
 
