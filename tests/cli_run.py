@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +51,24 @@ def run_cli(capsys: pytest.CaptureFixture[str], argv: Sequence[str]) -> Run:
         code = 0
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err, time.monotonic() - started)
+
+
+def run_process(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m xnatio ARGS`` as a child process, as a shell runs it; ``stdin`` is its input
+    (nothing to read when None)."""
+    return subprocess.run(
+        [sys.executable, "-m", "xnatio", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+    )

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 import xnatio
+from tests.cli_run import run_process
 from xnatio.cli.app import _COMMANDS, app
 from xnatio.sandbox import Sandbox
 
@@ -26,15 +27,7 @@ XIO = str(Path(sys.executable).parent / "xio")  # the console script, as a shell
 def xio(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xnatio", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_process(*args, env=env, cwd=cwd, timeout=120)
 
 
 def server_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:

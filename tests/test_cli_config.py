@@ -12,11 +12,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_run import run_process
 from xnatio.config import Resolution, resolve_settings
 from xnatio.errors import InputError
 from xnatio.profiles import read_profiles
@@ -157,15 +157,7 @@ def test_env_takes_a_name_or_a_path(tmp_path: Path) -> None:
 def xio(
     *args: str, env: dict[str, str], cwd: Path, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xnatio", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-        input=stdin,
-    )
+    return run_process(*args, env=env, cwd=cwd, stdin=stdin, timeout=60)
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:

@@ -20,21 +20,14 @@ from typing import ClassVar
 
 import pytest
 
+from tests.cli_run import run_process
 from xnatio.sandbox import Sandbox
 
 
 def xio(
     *args: str, env: dict[str, str], cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xnatio", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_process(*args, env=env, cwd=cwd)
 
 
 def server_env(url: str, **extra: str) -> dict[str, str]:

@@ -294,6 +294,26 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     server.stop()
 
 
+def dcmsend_instances(orthanc: Orthanc, folder: Path) -> dict[str, pydicom.Dataset]:
+    """What Orthanc holds after DCMTK's dcmsend sent ``folder`` (emptied again after); an empty
+    dict without dcmsend. The reference for what a default Orthanc accepts at all."""
+    if shutil.which("dcmsend") is None:
+        return {}
+    subprocess.run(
+        [
+            *("dcmsend", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port)),
+            *("+sd", "-nh", str(folder)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+        timeout=60,
+    )
+    stored = orthanc.instances()
+    orthanc.clear()
+    return stored
+
+
 @pytest.mark.orthanc
 @pytest.mark.parametrize("routing", [False, True], ids=["no-routing", "routing"])
 def test_orthanc_gets_everything_dcmsend_delivers(
@@ -302,20 +322,7 @@ def test_orthanc_gets_everything_dcmsend_delivers(
     delivered = 0
     for folder in _variety(tmp_path):
         sources = _by_uid(sorted(folder.glob("*.dcm")))
-        by_dcmsend: dict[str, pydicom.Dataset] = {}
-        if shutil.which("dcmsend") is not None:
-            subprocess.run(
-                [
-                    *("dcmsend", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port)),
-                    *("+sd", "-nh", str(folder)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-                timeout=60,
-            )
-            by_dcmsend = orthanc.instances()
-            orthanc.clear()
+        by_dcmsend = dcmsend_instances(orthanc, folder)
         failed = _send(folder, orthanc.dicom_port, "ORTHANC", routing)
         stored = orthanc.instances()
         orthanc.clear()

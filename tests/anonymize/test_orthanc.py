@@ -11,7 +11,6 @@ from xio that it stores when DCMTK's dcmsend sends those copies.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.test_dicom_store_receivers import (
     _by_uid,
     _differences,
     _variety,
+    dcmsend_instances,
 )
 from xnatio import Anonymization, BasicProfileOptions
 from xnatio.anonymize.profile import basic_profile
@@ -111,20 +111,7 @@ def test_the_basic_profile_on_every_kind_of_file(receiver: Orthanc, tmp_path: Pa
     anon = Anonymization(profile=BasicProfileOptions())
     for n, folder in enumerate(_variety(tmp_path)):
         expected = _expected_copies(folder, tmp_path / f"expected{n}")
-        by_dcmsend: dict[str, pydicom.Dataset] = {}
-        if shutil.which("dcmsend") is not None:
-            subprocess.run(
-                [
-                    *("dcmsend", "-aec", "ORTHANC", "127.0.0.1", str(receiver.dicom_port)),
-                    *("+sd", "-nh", str(tmp_path / f"expected{n}")),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-                timeout=60,
-            )
-            by_dcmsend = receiver.instances()
-            receiver.clear()
+        by_dcmsend = dcmsend_instances(receiver, tmp_path / f"expected{n}")
         failed = _send(folder, receiver.dicom_port, anon)
         stored = receiver.instances()
         receiver.clear()
