@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from xnatio.sandbox.store.anonymize import DEFAULT_SCRIPT, AnonScripts, anon_scripts
-from xnatio.sandbox.web.config import _config_body
+from xnatio.sandbox.web.config import _config_body, status_flag
 from xnatio.sandbox.web.messages import App, HttpError, Request, Response, table, true
 
 __all__ = ["ROUTES"]
@@ -141,24 +141,18 @@ def _config(app: App, req: Request, project: str | None) -> Response:
 
 
 def _config_put(app: App, req: Request, scripts: AnonScripts, project: str | None) -> Response:
-    status = req.param("status")
-    if status is not None:
-        if status not in ("enabled", "disabled", "true", "false"):
-            raise HttpError(
-                400,
-                "Only valid values for the status flag are enabled or true and disabled or "
-                f"false: {status}",
-            )
+    enabled = status_flag(req)
+    if enabled is not None:
         if scripts.info(project) is None and not _has_body(req):
             raise HttpError(400, "No configuration to set the status of")
         if not _has_body(req):
-            scripts.set_enabled(project, status in ("enabled", "true"), user=req.user)
+            scripts.set_enabled(project, enabled, user=req.user)
             return Response(200, b"")
     elif not _has_body(req):
         raise HttpError(400, "Nothing to set: give the script as the body or a status")
     changed = scripts.put(project, _config_body(app, req), user=req.user)
-    if status is not None:
-        scripts.set_enabled(project, status in ("enabled", "true"), user=req.user)
+    if enabled is not None:
+        scripts.set_enabled(project, enabled, user=req.user)
     return Response(201 if changed else 200, b"")
 
 

@@ -11,6 +11,21 @@ __all__ = ["dicom_config"]
 _CONFIG_LIMIT = 1 << 22
 
 
+def status_flag(req: Request) -> bool | None:
+    """The config service's ``status`` parameter: True (enabled, true), False (disabled, false)
+    or None when absent; anything else is the 400 XNAT answers."""
+    status = req.param("status")
+    if status is None:
+        return None
+    if status not in ("enabled", "disabled", "true", "false"):
+        raise HttpError(
+            400,
+            "Only valid values for the status flag are enabled or true and disabled or "
+            f"false: {status}",
+        )
+    return status in ("enabled", "true")
+
+
 def dicom_config(app: App, req: Request, kind: str) -> Response:
     """``GET|PUT|DELETE /data/config/dicom/<kind>``, answered as XNAT's config service does."""
     if req.method == "GET":
@@ -20,15 +35,8 @@ def dicom_config(app: App, req: Request, kind: str) -> Response:
         store.set_routing_rules_enabled(kind, False, user=req.user)
         return Response(200, b"")
     # PUT: a site administrator's request (the sandbox's one user is one).
-    status = req.param("status")
-    if status is not None:
-        if status not in ("enabled", "disabled", "true", "false"):
-            raise HttpError(
-                400,
-                "Only valid values for the status flag are enabled or true and disabled or "
-                f"false: {status}",
-            )
-        enabled = status in ("enabled", "true")
+    enabled = status_flag(req)
+    if enabled is not None:
         store.set_routing_rules_enabled(kind, enabled, user=req.user)
         if not enabled or not req.body.length:
             return Response(200, b"")
