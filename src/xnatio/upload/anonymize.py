@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,22 +114,20 @@ def as_anonymization(value: AnonymizeSpec) -> Anonymization | None:
         anon = value
     elif isinstance(value, str | Path):
         anon = Anonymization(scripts=value)
-    elif _is_script(value):
-        anon = Anonymization(scripts=cast("Script", value))
-    elif isinstance(value, Sequence) and all(_is_script(s) for s in value):
-        anon = Anonymization(scripts=tuple(cast("Sequence[Script]", value)))
     else:
-        raise InputError(
-            "anonymize= takes 'server', 'none', a script file, compiled scripts or an "
-            f"Anonymization, not {type(value).__name__}"
-        )
+        # Only compiled scripts are left, so the engine is loaded already: the import is free.
+        from xnatio.anonymize import Script
+
+        if isinstance(value, Script):
+            anon = Anonymization(scripts=value)
+        elif isinstance(value, Sequence) and all(isinstance(s, Script) for s in value):
+            anon = Anonymization(scripts=tuple(cast("Sequence[Script]", value)))
+        else:
+            raise InputError(
+                "anonymize= takes 'server', 'none', a script file, compiled scripts or an "
+                f"Anonymization, not {type(value).__name__}"
+            )
     return anon if anon.active else None
-
-
-def _is_script(value: object) -> bool:
-    # A compiled script exists only if its module was imported: no need to import it to check.
-    engine = sys.modules.get("xnatio.anonymize.engine")
-    return engine is not None and isinstance(value, engine.Script)
 
 
 @dataclass(frozen=True, slots=True)
