@@ -54,3 +54,18 @@ def test_a_deleted_then_recreated_element_counts_with_its_new_value() -> None:
     raw = encode(dataset(), ExplicitVRLittleEndian)
     edit, _, _ = apply('version "6.1"\n-(0020,0011)\n(0020,0011) := "7"\n', raw)
     assert edit.identity == {SERIES_NUMBER: "7"}
+
+
+def test_anonymize_argument_takes_compiled_scripts_and_refuses_other_types() -> None:
+    from xnatio.anonymize import Script
+    from xnatio.errors import InputError
+    from xnatio.upload.anonymize import Anonymization, as_anonymization
+
+    script = Script.parse('version "6.1"\n(0010,0010) := "anon"\n', source="test")
+    one = as_anonymization(script)
+    assert isinstance(one, Anonymization) and one.scripts is script
+    both = as_anonymization([script, script])
+    assert both is not None and both.scripts == (script, script)
+    assert as_anonymization("none") is None
+    with pytest.raises(InputError, match="not int"):
+        as_anonymization(5)  # type: ignore[arg-type]
