@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -91,6 +90,8 @@ def anonymization(
     InputError
         An unknown or malformed option, a profile option without the profile.
     """
+    if scripts == "none" and profile is None and not options and not variables:
+        return None  # the usual case, without loading the de-identification code (start-up time)
     from xnatio.upload.anonymize import Anonymization
 
     values: dict[str, str] = {}
@@ -303,6 +304,8 @@ def write_copies(view: Inventory, out: Path) -> int:
     """Write every file of the de-identified ``view`` under ``out`` as
     ``<scan folder>/<SOP Instance UID>.dcm`` (names from the edited headers, not the source's
     paths, which may name the patient). Returns the bytes written."""
+    import shutil
+
     from xnatio.xnat.naming import entry_name, scan_id_for
 
     written = 0

@@ -21,11 +21,10 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import ssl
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from xnatio.dimse.pdu import (
     A_ABORT,
@@ -53,6 +52,9 @@ from xnatio.dimse.pdu import (
     uid_bytes,
 )
 from xnatio.dimse.status import StoreResponse
+
+if TYPE_CHECKING:  # ssl is loaded only when a TLS context is made (start-up time)
+    import ssl
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -160,7 +162,7 @@ class Association:
             peer="receiver",
             max_pdu=_MAX_PDU_READ,
         )
-        self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
+        self._can_sendmsg = type(sock) is socket.socket  # not TLS-wrapped
         self._message_id = 0
         self._closed = False
         limit = max_pdu if max_pdu > 0 else _UNLIMITED_PDU

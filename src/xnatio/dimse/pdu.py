@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import struct
 import sys
 from collections.abc import Iterable, Mapping
@@ -377,7 +376,7 @@ class PduReader:
         max_pdu: int,
     ) -> None:
         self._f = stream
-        self._quickack = sock if HAS_QUICKACK and not isinstance(sock, ssl.SSLSocket) else None
+        self._quickack = sock if HAS_QUICKACK and type(sock) is socket.socket else None
         self._peer = peer
         self._max_pdu = max_pdu
         self.pdu_left = 0  # bytes of the current P-DATA-TF PDU not yet consumed

@@ -34,7 +34,6 @@ from xnatio.inventory.members import (
     unreadable_reason,
 )
 from xnatio.inventory.model import UNREADABLE, SkippedFile, Source
-from xnatio.inventory.tar import TarGzSource, TarSource
 
 __all__ = [
     "MAX_EXTRACT_BYTES",
@@ -42,8 +41,6 @@ __all__ = [
     "DamagedMemberError",
     "FolderSource",
     "Lister",
-    "TarGzSource",
-    "TarSource",
     "ZipSource",
     "open_lister",
     "open_source",
@@ -336,6 +333,9 @@ def open_lister(path: Path, max_extract_bytes: int = MAX_EXTRACT_BYTES) -> Liste
     except OSError as exc:
         raise InputError(f"cannot read SOURCE {str(path)!r}: {exc.strerror}") from None
     name = path.name.lower()
+    # tarfile loads only for a tar source (start-up time of the usual folder sources)
+    from xnatio.inventory.tar import TarGzSource, TarSource
+
     if head.startswith(b"\x1f\x8b"):
         return TarGzSource(path, max_extract_bytes=max_extract_bytes)
     if head.startswith(b"PK") or name.endswith(".zip"):

@@ -14,7 +14,6 @@ whatever the server cannot confirm.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -55,6 +54,8 @@ def default_journal_dir() -> Path:
 
 def inventory_digest(files: Iterable[DicomFile]) -> str:
     """SHA-256 over the sorted (path, size, SOP Instance UID) of every instance."""
+    import hashlib  # loaded when a journal is kept (start-up time of sends without one)
+
     h = hashlib.sha256()
     for path, size, uid in sorted((f.path, f.size, f.sop_instance_uid) for f in files):
         h.update(f"{path}\0{size}\0{uid}\n".encode("utf-8", "surrogateescape"))
@@ -134,6 +135,8 @@ class JournalKey:
         find the file, so they are cut to 32 characters each and made safe for a file name
         (labels may be as long as XNAT allows, 255 characters, and file names may not).
         """
+        import hashlib  # as in inventory_digest
+
         text = json.dumps(asdict(self), sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:24]
         project, session = (_file_part(label) for label in (self.project, self.session))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,9 +116,12 @@ def _echo(cfg: StoreConfig) -> None:
     ]
     try:
         assoc = cfg.associate(pairs)
-    except ssl.SSLError as exc:
-        raise ConnectionFailedError(f"TLS handshake with {where} failed: {exc}") from exc
     except (OSError, DimseError) as exc:
+        if cfg.ssl_context is not None:
+            import ssl  # loaded already (the context was made with it); kept off plain sends
+
+            if isinstance(exc, ssl.SSLError):
+                raise ConnectionFailedError(f"TLS handshake with {where} failed: {exc}") from exc
         raise ConnectionFailedError(f"{where}: {describe(exc)}") from exc
     try:
         if not any(r.accepted for r in assoc.contexts.values()):
@@ -329,7 +331,7 @@ def _config(
     _check_aets(options.called_aet, options.calling_aet)
     try:
         ssl_context = options.tls.context() if options.tls is not None else None
-    except (OSError, ssl.SSLError) as exc:
+    except OSError as exc:  # ssl.SSLError included
         raise InputError(f"cannot load the TLS files: {exc}") from exc
     return StoreConfig(
         options.host,

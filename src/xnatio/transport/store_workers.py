@@ -16,12 +16,12 @@ from __future__ import annotations
 import heapq
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xnatio.budget import ConnectionBudget
 from xnatio.dicom.dataset import DatasetParseError, dataset_chunks
@@ -30,6 +30,9 @@ from xnatio.dimse.status import Category, status_category, status_meaning, statu
 from xnatio.errors import XnatioError
 from xnatio.inventory import DicomFile, Inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit, emit_ordered
+
+if TYPE_CHECKING:  # ssl is loaded only when a TLS context is made (start-up time)
+    import ssl
 
 __all__ = [
     "INTERRUPTED",

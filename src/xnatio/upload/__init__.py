@@ -30,15 +30,24 @@ from xnatio.plan import UploadPlan
 from xnatio.progress import ProgressCallback
 from xnatio.result.outcome import DicomStoreResult, UploadResult
 from xnatio.transport.ratelimit import parse_rate
-from xnatio.upload.anonymize import AnonymizeSpec, as_anonymization
 from xnatio.upload.steps import Target
 from xnatio.verify.levels import VerifyLevel
 
 if TYPE_CHECKING:
     from xnatio.transport.dicom_store import InstanceOutcome
+    from xnatio.upload.anonymize import Anonymization, AnonymizeSpec
 from xnatio.xnat.naming import validate_label
 
 __all__ = ["send_dicom_store", "upload_dicom_parallel_rest", "upload_session"]
+
+
+def _anonymization(value: AnonymizeSpec) -> Anonymization | None:
+    """``anonymize=`` normalised; the de-identification code loads only when one is given."""
+    if value is None:  # the common case: keep its modules off the start-up path
+        return None
+    from xnatio.upload.anonymize import as_anonymization
+
+    return as_anonymization(value)
 
 
 def upload_session(
@@ -112,7 +121,7 @@ def upload_session(
         Ctrl-C; carries the partial result.
     """
     target = Target(project, subject, session)
-    anon = as_anonymization(anonymize)
+    anon = _anonymization(anonymize)
     # Each transport's flow is loaded when it runs: a C-STORE upload never loads the HTTP stack
     # unless it talks to XNAT.
     if isinstance(transport, RestOptions):
@@ -302,7 +311,7 @@ def upload_dicom_parallel_rest(
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=progress_callback,
         skip_unreadable=skip_unreadable,
-        anonymize=as_anonymization(anonymize),
+        anonymize=_anonymization(anonymize),
     )
 
 
@@ -454,5 +463,5 @@ def send_dicom_store(
         progress_callback=progress_callback,
         on_instance=on_instance,
         skip_unreadable=skip_unreadable,
-        anonymize=as_anonymization(anonymize),
+        anonymize=_anonymization(anonymize),
     )

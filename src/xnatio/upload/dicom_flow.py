@@ -21,7 +21,6 @@ from xnatio.errors import ConnectionFailedError, InputError, ServerResponseError
 from xnatio.inventory import DicomFile, Inventory
 from xnatio.options import DicomOptions
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
-from xnatio.result.journal import BatchedSent, Journal
 from xnatio.result.outcome import DicomStoreCancelled, DicomStoreResult, dicom_store_result
 from xnatio.transport.dicom_store import (
     InstanceOutcome,
@@ -29,13 +28,14 @@ from xnatio.transport.dicom_store import (
     echo_receiver,
     store_instances,
 )
-from xnatio.upload.anonymize import Anonymization, resolve
-from xnatio.upload.anonymized import Applied, apply_scripts, content_check
 from xnatio.upload.steps import Target, open_journal, scan_source, server_session, verify
 from xnatio.verify.levels import VerifyLevel, verify_level
 from xnatio.xnat.naming import routing_comment, validate_label
 
-if TYPE_CHECKING:  # the checks and the HTTP client load only when XNAT is asked (start-up time)
+if TYPE_CHECKING:  # the checks, the HTTP client, journal and de-identification load when used
+    from xnatio.result.journal import BatchedSent, Journal
+    from xnatio.upload.anonymize import Anonymization
+    from xnatio.upload.anonymized import Applied
     from xnatio.verify import VerifyReport
     from xnatio.xnat.session import XnatSession
 
@@ -100,6 +100,8 @@ def run_dicom(
             xnat.ensure_login()
         resolved = None
         if anonymize is not None:  # compiled (and fetched) before a file is read
+            from xnatio.upload.anonymize import resolve
+
             resolved = resolve(
                 anonymize, target=target, xnat=xnat, transport="dicom-store", server_side=checks
             )
@@ -121,9 +123,13 @@ def run_dicom(
                 transport="dicom-store",
             )
         )
-        inventory, applied = apply_scripts(
-            inventory, resolved, log, resume=resume, progress_callback=progress_callback
-        )
+        applied = None
+        if resolved is not None:
+            from xnatio.upload.anonymized import apply_scripts
+
+            inventory, applied = apply_scripts(
+                inventory, resolved, log, resume=resume, progress_callback=progress_callback
+            )
         flow = _DicomRun(
             xnat, inventory, target, options, log, progress_callback, on_instance, budget, started
         )
@@ -346,6 +352,8 @@ class _DicomRun:
         failed = {o.path: o for o in result.outcomes if o.category == "failure"}
         stored = [f for f in files if f.path not in failed]
         uncertain = {p for p, o in failed.items() if o.status is None and o.attempts > 0}
+
+        from xnatio.upload.anonymized import content_check
 
         def look(expected: list[DicomFile], seconds: float) -> VerifyReport:
             return verify(

@@ -19,9 +19,9 @@ from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory, build_inventory
 from xnatio.plan import UploadPlan, check_inventory, plan_upload
 from xnatio.progress import ProgressCallback, scan_reporter
-from xnatio.result.journal import Journal, JournalKey
 
-if TYPE_CHECKING:  # the HTTP side is loaded when an upload talks to XNAT (start-up time)
+if TYPE_CHECKING:  # the HTTP side and the journal load when an upload uses them (start-up time)
+    from xnatio.result.journal import Journal
     from xnatio.verify import ContentCheck, VerifyReport
     from xnatio.xnat.listings import ServerFile
     from xnatio.xnat.session import XnatSession
@@ -150,6 +150,8 @@ def open_journal(
     if journal is False:
         yield None
         return
+    from xnatio.result.journal import Journal, JournalKey
+
     key = JournalKey.create(
         server=server,
         project=target.project,
