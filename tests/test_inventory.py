@@ -24,12 +24,12 @@ from xnatio.inventory import (
     DamagedMemberError,
     DicomFile,
     SkippedFile,
-    TarGzSource,
     build_inventory,
     describe_skipped,
     open_source,
     read_header,
 )
+from xnatio.inventory.tar import TarGzSource
 from xnatio.synth import SYNTAXES, write_session
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
