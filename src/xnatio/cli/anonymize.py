@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+from xnatio.cli.app import HELP_SETTINGS
 from xnatio.cli.options import InputPath, server_options
 from xnatio.errors import InputError
 
@@ -338,7 +339,7 @@ def _labels(project: str | None, subject: str | None, session: str | None) -> An
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings=HELP_SETTINGS,
 )
 @click.argument("source", type=InputPath())
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))

@@ -17,11 +17,15 @@ import threading
 import traceback
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import click
 
 from xnatio import __version__
 from xnatio.errors import XnatioError
+
+#: Every command's help: ``-h`` as well as ``--help``, wrapped at 100 columns.
+HELP_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -117,10 +121,7 @@ def _no_such_command(name: str) -> str:
     return message
 
 
-@click.group(
-    cls=_LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
+@click.group(cls=_LazyGroup, context_settings=HELP_SETTINGS)
 @click.version_option(
     __version__, "-V", "--version", prog_name="xio", message="%(prog)s %(version)s"
 )

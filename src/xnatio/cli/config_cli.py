@@ -10,14 +10,13 @@ from typing import Any
 
 import click
 
-from xnatio.cli.app import configure_logging
+from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.options import ServerOptions, server_options
 from xnatio.config import DICOM_ENV_KEYS, Resolution
 from xnatio.profiles import PROFILE_KEYS, Profile, config_file_path, read_profiles
 
 __all__ = ["command"]
 
-_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _JSON = click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 _SECRET = "password"  # noqa: S105 - the name of a setting, not a password
 
@@ -35,7 +34,7 @@ def _profile_dict(profile: Profile) -> dict[str, Any]:
     return {key: _shown(key, profile.get(key)) for key in PROFILE_KEYS if profile.get(key)}
 
 
-@click.group(context_settings=_SETTINGS, invoke_without_command=True)
+@click.group(context_settings=HELP_SETTINGS, invoke_without_command=True)
 @click.pass_context
 def command(ctx: click.Context) -> None:
     """Show the profiles of the config file and the settings in effect (never a password).
@@ -48,7 +47,7 @@ def command(ctx: click.Context) -> None:
         ctx.invoke(list_profiles)
 
 
-@command.command("list", context_settings=_SETTINGS)
+@command.command("list", context_settings=HELP_SETTINGS)
 @_JSON
 def list_profiles(as_json: bool = False) -> None:
     """List the profiles: name, server, username, whether a password is set."""
@@ -98,7 +97,7 @@ def _effective(settings: Resolution) -> dict[str, tuple[Any, str]]:
     }
 
 
-@command.command("show", context_settings=_SETTINGS)
+@command.command("show", context_settings=HELP_SETTINGS)
 @click.argument("name", required=False)
 @server_options
 @_JSON
@@ -136,7 +135,7 @@ def _profile_name(settings: Resolution) -> str | None:
     return settings.profile.name if settings.profile is not None else None
 
 
-@command.command("path", context_settings=_SETTINGS)
+@command.command("path", context_settings=HELP_SETTINGS)
 def path() -> None:
     """Print where the config file is (it may not exist yet)."""
     click.echo(str(config_file_path()))

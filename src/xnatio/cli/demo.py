@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from xnatio.cli.app import configure_logging
+from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.config import XnatConfig
 from xnatio.sandbox import Sandbox, SandboxConfig
@@ -28,7 +28,7 @@ PROJECT = "DEMO"
 USER, PASSWORD = "admin", "admin"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=HELP_SETTINGS)
 @click.option(
     "--size",
     type=click.Choice(sorted(PRESETS)),

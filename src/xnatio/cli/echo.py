@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from xnatio.cli.app import configure_logging
+from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.options import (
     Seconds,
     ServerOptions,
@@ -28,7 +28,7 @@ from xnatio.transport.dicom_store import check_receiver
 __all__ = ["command"]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=HELP_SETTINGS)
 @dicom_options
 @server_options
 @click.option(

@@ -11,24 +11,23 @@ import json
 
 import click
 
+from xnatio.cli.app import HELP_SETTINGS
 from xnatio.cli.display import human_bytes
 from xnatio.result.retention import journal_files, journal_folders, parse_age, prune_journals
 
 __all__ = ["command"]
-
-_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _age(value: str) -> float:
     return parse_age(value)  # an InputError: one line, exit 2
 
 
-@click.group(context_settings=_SETTINGS)
+@click.group(context_settings=HELP_SETTINGS)
 def command() -> None:
     """List and prune the upload journals (they hold file paths and SOP Instance UIDs)."""
 
 
-@command.command("list", context_settings=_SETTINGS)
+@command.command("list", context_settings=HELP_SETTINGS)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 def list_journals(as_json: bool) -> None:
     """List the journals, oldest first, with their size and last write."""
@@ -53,7 +52,7 @@ def list_journals(as_json: bool) -> None:
     click.echo(f"{len(files)} journals, {total}, in {folders}")
 
 
-@command.command("prune", context_settings=_SETTINGS)
+@command.command("prune", context_settings=HELP_SETTINGS)
 @click.option(
     "--older-than",
     "older_than",

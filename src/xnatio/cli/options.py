@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from xnatio.cli.app import HELP_SETTINGS
 from xnatio.config import Resolution, XnatConfig, resolve_settings
 from xnatio.errors import InputError
 from xnatio.options import DicomOptions, DicomTls, check_seconds
@@ -427,3 +428,12 @@ class LabelsCommand(click.Command):
                 f"{ctx.command_path} [OPTIONS] {names}",
                 ctx,
             ) from None
+
+
+def session_command(func: Callable[..., Any]) -> click.Command:
+    """A command on one XNAT session: ``PROJECT SUBJECT SESSION`` come first, then the
+    arguments declared below this decorator (a source or a resource and a path), with the
+    missing-label hint of :class:`LabelsCommand`."""
+    for name in ("session", "subject", "project"):  # applied innermost first
+        func = click.argument(name)(func)
+    return click.command(cls=LabelsCommand, context_settings=HELP_SETTINGS)(func)

@@ -13,14 +13,12 @@ from typing import Any
 
 import click
 
-from xnatio.cli.app import configure_logging
+from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.options import Seconds, ServerOptions, server_options
 from xnatio.errors import XnatioError
 from xnatio.xnat.admin import ServerInfo, server_info
 
 __all__ = ["ping", "whoami"]
-
-_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _who(info: ServerInfo) -> str:
@@ -74,7 +72,7 @@ _JSON = click.option(
 _VERBOSE = click.option("-v", "--verbose", count=True, help="Log each step to stderr (-vv: debug).")
 
 
-@click.command(context_settings=_SETTINGS)
+@click.command(context_settings=HELP_SETTINGS)
 @server_options
 @_TIMEOUT
 @_JSON
@@ -89,7 +87,7 @@ def ping(creds: ServerOptions, timeout: float, as_json: bool, verbose: int) -> N
     _run(creds, timeout, as_json, "OK: {server} is {version}; logged in as {who} in {seconds} s")
 
 
-@click.command(context_settings=_SETTINGS)
+@click.command(context_settings=HELP_SETTINGS)
 @server_options
 @_TIMEOUT
 @_JSON

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from xnatio.cli.app import configure_logging
+from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.display import human_bytes
 from xnatio.cli.options import Seconds, ServerOptions, server_options
 from xnatio.errors import InputError
@@ -15,7 +15,6 @@ from xnatio.xnat.admin import ACCESSIBILITY, create_project, list_scans
 
 __all__ = ["create_project_command", "list_scans_command"]
 
-_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _TIMEOUT = click.option(
     "--timeout",
     type=Seconds(minimum=0.1),
@@ -26,7 +25,7 @@ _TIMEOUT = click.option(
 _VERBOSE = click.option("-v", "--verbose", count=True, help="Log each request (-vv: debug).")
 
 
-@click.command(context_settings=_SETTINGS)
+@click.command(context_settings=HELP_SETTINGS)
 @click.argument("project")
 @click.option(
     "--description",
@@ -74,7 +73,7 @@ def create_project_command(
         click.echo(f"project {project} already exists on {config.server}; nothing changed")
 
 
-@click.command(context_settings=_SETTINGS)
+@click.command(context_settings=HELP_SETTINGS)
 @click.argument("project")
 @click.argument("subject")
 @click.argument("session")

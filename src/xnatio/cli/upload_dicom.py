@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,13 +15,13 @@ from xnatio.cli.app import configure_logging
 from xnatio.cli.compat import upload_options
 from xnatio.cli.options import (
     InputPath,
-    LabelsCommand,
     Seconds,
     ServerOptions,
     dicom_options,
     load_config,
     output_options,
     server_options,
+    session_command,
 )
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
@@ -42,41 +43,28 @@ from xnatio.xnat.naming import validate_label
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
 
 
-class _Workers(click.ParamType):  # type: ignore[type-arg]
-    """``--upload-workers``: N, auto or auto:N (:func:`xnatio.options.parse_workers`)."""
+class _Parsed(click.ParamType):  # type: ignore[type-arg]
+    """An option value read by one of the library's parsers; its InputError is click's message.
 
-    name = "N|auto|auto:N"
+    ``--upload-workers`` (:func:`xnatio.options.parse_workers`: N, auto or auto:N) and
+    ``--bwlimit`` (:func:`xnatio.transport.ratelimit.parse_rate`: an rclone-style rate).
+    """
+
+    def __init__(self, name: str, parse: Callable[[str], Any], parsed: type) -> None:
+        self.name = name
+        self._parse = parse
+        self._parsed = parsed  # a default that click passes through already converted
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
+        if isinstance(value, self._parsed):
             return value
         try:
-            return parse_workers(value)
+            return self._parse(value)
         except InputError as exc:
             self.fail(exc.message, param, ctx)
 
 
-class _Rate(click.ParamType):  # type: ignore[type-arg]
-    """``--bwlimit``: an rclone-style rate (:func:`xnatio.transport.ratelimit.parse_rate`)."""
-
-    name = "RATE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_rate(value)
-        except InputError as exc:
-            self.fail(exc.message, param, ctx)
-
-
-@click.command(
-    cls=LabelsCommand,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("project")
-@click.argument("subject")
-@click.argument("session")
+@session_command
 @click.argument("source", type=InputPath())
 @click.option(
     "--transport",
@@ -95,7 +83,7 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option(
     "--upload-workers",
-    type=_Workers(),
+    type=_Parsed("N|auto|auto:N", parse_workers, tuple),
     default="42",
     show_default=True,
     help="Batches sent at once: N (default 42, as many as batches, so all start together; each "
@@ -127,7 +115,7 @@ class _Rate(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option(
     "--bwlimit",
-    type=_Rate(),
+    type=_Parsed("RATE", parse_rate, float),
     default=None,
     help="Cap on all uploads of this run together, bytes per second: 20M, 1.5M, 800k.",
 )

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from xnatio.cli.anonymize import anonymize_options
-from xnatio.cli.app import configure_logging
+from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.display import human_bytes
 from xnatio.cli.many_progress import ManyProgress
 from xnatio.cli.options import Seconds, ServerOptions, output_options, server_options
@@ -210,7 +210,7 @@ _HELP = {
 }
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=HELP_SETTINGS)
 @click.argument("spec", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--discover", "root", type=click.Path(path_type=Path), help=_HELP["discover"])
 @click.option("--project", help=_HELP["project"])

@@ -11,17 +11,11 @@ import click
 from xnatio.cli.app import configure_logging
 from xnatio.cli.compat import resource_options
 from xnatio.cli.display import ProgressDisplay, human_bytes
-from xnatio.cli.options import InputPath, LabelsCommand, Seconds, ServerOptions, server_options
+from xnatio.cli.options import InputPath, Seconds, ServerOptions, server_options, session_command
 from xnatio.transport.resources import upload_resource
 
 
-@click.command(
-    cls=LabelsCommand,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("project")
-@click.argument("subject")
-@click.argument("session")
+@session_command
 @click.argument("resource")
 @click.argument("path", type=InputPath())
 @click.option("--scan", metavar="ID", help="Upload into this scan's resource.")

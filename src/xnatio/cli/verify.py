@@ -11,11 +11,11 @@ from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
 from xnatio.cli.options import (
     InputPath,
-    LabelsCommand,
     Seconds,
     ServerOptions,
     output_options,
     server_options,
+    session_command,
 )
 from xnatio.verify import VerifyReport, verify_session
 from xnatio.xnat.naming import validate_label
@@ -58,13 +58,7 @@ def _print(report: VerifyReport, quiet: bool) -> None:
             click.echo(f"... and {len(lines) - 100} more (see --json)", err=stream_err)
 
 
-@click.command(
-    cls=LabelsCommand,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("project")
-@click.argument("subject")
-@click.argument("session")
+@session_command
 @click.argument("source", type=InputPath())
 @click.option(
     "--wait",

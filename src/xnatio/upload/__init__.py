@@ -257,11 +257,9 @@ def upload_dicom_parallel_rest(
         confirm them; the missing batches go into the same prearchive session, which is then
         committed once (``append`` when part of the session is already archived). A completed
         upload sends nothing.
-    skip_unreadable
-        Leave out files and folders of the source that cannot be read (no permission, an I/O
-        error), listed as skipped, instead of refusing the source (:class:`InputError`).
-    anonymize
-        De-identify every file before it is sent, as for :func:`upload_session`.
+    skip_unreadable, anonymize
+        As for :func:`upload_session`: leave out what cannot be read; de-identify every file
+        before it is sent.
 
     Returns
     -------
@@ -319,6 +317,7 @@ def send_dicom_store(
     *,
     source_dir: str | Path | None = None,
     inventory: Inventory | None = None,
+    options: DicomOptions | None = None,
     host: str = "",
     port: int = 8104,
     called_aet: str = "XNAT",
@@ -341,7 +340,6 @@ def send_dicom_store(
     wait: float = 600.0,
     journal: str | Path | bool | None = None,
     resume: bool = False,
-    options: DicomOptions | None = None,
     skip_unreadable: bool = False,
     anonymize: AnonymizeSpec = None,
 ) -> DicomStoreResult:
@@ -354,12 +352,12 @@ def send_dicom_store(
         :func:`xnatio.inventory.build_inventory`. Give this or ``inventory``.
     inventory
         An inventory already built (it is not closed here).
+    options
+        The transport settings as one :class:`~xnatio.options.DicomOptions`, instead of the
+        keywords that follow.
     host, port, called_aet, calling_aet, num_batches, routing_tags, tls, max_attempts, timeout,
     tcp_quickack, wait
-        The transport settings; see :class:`~xnatio.options.DicomOptions` (``num_batches`` is its
-        ``associations``).
-    options
-        The same settings as one :class:`~xnatio.options.DicomOptions`, instead of the keywords.
+        The same settings one by one (``num_batches`` is the options' ``associations``).
     project, subject, session
         XNAT labels (``[A-Za-z0-9_-]``); all three are needed for routing tags and for checking
         the session.
@@ -392,8 +390,7 @@ def send_dicom_store(
     resume
         Send only what an earlier, interrupted send did not deliver.
     skip_unreadable
-        Leave out files and folders of ``source_dir`` that cannot be read (no permission, an
-        I/O error), listed as skipped, instead of refusing the source (:class:`InputError`).
+        As for :func:`upload_session`, for ``source_dir``.
     anonymize
         De-identify every data set before it is sent, as for :func:`upload_session`
         (``"server"`` needs ``server`` and the labels). XNAT's receiver still applies the

@@ -20,7 +20,7 @@ import httpx
 
 from xnatio.config import XnatConfig, normalise_server
 from xnatio.errors import InputError, ServerResponseError
-from xnatio.xnat.listings import experiment_path, list_session_files
+from xnatio.xnat.listings import experiment_path, list_session_files, result_rows
 from xnatio.xnat.naming import validate_label
 from xnatio.xnat.session import XnatSession, error_message, looks_like_html
 
@@ -237,14 +237,9 @@ class ScanSummary:
     bytes: int
 
 
-def _result_rows(response: httpx.Response) -> list[dict[str, str]]:
-    try:
-        rows = response.json()["ResultSet"]["Result"]
-    except (ValueError, KeyError, TypeError):
-        raise ServerResponseError(
-            f"{response.request.url.path}: the server did not answer with a scan listing",
-            status_code=response.status_code,
-        ) from None
+def _result_rows(response: httpx.Response, what: str) -> list[dict[str, str]]:
+    """The listing's rows with every value as text (None as empty)."""
+    rows = result_rows(response, what)
     return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
 
 
@@ -291,7 +286,8 @@ def list_scans(
         response = xnat.request("GET", base + "/scans", params={"format": "json"})
         if response.status_code in (403, 404):
             return None
-        rows = _result_rows(xnat.check(response, f"listing the scans of {base}"))
+        what = f"listing the scans of {base}"
+        rows = _result_rows(xnat.check(response, what), what)
         files = list_session_files(xnat, project, subject, session) or []
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for f in files:

@@ -30,6 +30,7 @@ __all__ = [
     "list_prearchive_files",
     "list_session_files",
     "parse_file_rows",
+    "result_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,12 +164,14 @@ def experiment_path(project: str, subject: str, session: str) -> str:
 _NOT_OFFERED = frozenset({404, 501})
 
 
-def _rows(response: httpx.Response, what: str) -> list[dict[str, object]]:
+def result_rows(response: httpx.Response, what: str) -> list[dict[str, object]]:
+    """The rows of an XNAT JSON listing (``ResultSet.Result``); a ServerResponseError naming
+    ``what`` when the answer is not one (an HTML login page, a proxy's error)."""
     try:
         rows = response.json()["ResultSet"]["Result"]
     except (ValueError, KeyError, TypeError):
         raise ServerResponseError(
-            f"{what}: the server did not answer with a file listing",
+            f"{what}: the server did not answer with a listing",
             status_code=response.status_code,
         ) from None
     return [dict(r) for r in rows]
@@ -195,7 +198,7 @@ def list_session_files(
     response = xnat.request("GET", base + "/scans", params={"format": "json"})
     if response.status_code == 404:
         return None
-    scan_ids = [str(r["ID"]) for r in _rows(xnat.check(response, what), what) if r.get("ID")]
+    scan_ids = [str(r["ID"]) for r in result_rows(xnat.check(response, what), what) if r.get("ID")]
     if not scan_ids:
         return []
     tried: list[str] = []
@@ -229,7 +232,7 @@ def _get_rows(
     response = xnat.request("GET", path, params={"format": "json"})
     if response.status_code in _NOT_OFFERED:
         return None, response.status_code
-    return _rows(xnat.check(response, what), what), 200
+    return result_rows(xnat.check(response, what), what), 200
 
 
 def _parallel(scan_ids: list[str], workers: int, one: Callable[[str], _Found]) -> _Found:
@@ -338,7 +341,7 @@ def list_prearchive_files(xnat: XnatSession, url: str) -> list[ServerFile] | Non
         what = f"listing the files of {url} scan {scan}"
         files += [
             dataclasses.replace(sf, scan=scan)
-            for sf in parse_file_rows(_rows(xnat.check(r, what), what), scan=scan)
+            for sf in parse_file_rows(result_rows(xnat.check(r, what), what), scan=scan)
         ]
     return files
 
