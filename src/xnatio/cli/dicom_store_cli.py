@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from xnatio.cli.display import ProgressDisplay, human_bytes, human_rate
-from xnatio.cli.options import ServerOptions, dicom_receiver
+from xnatio.cli.options import DicomFlags, ServerOptions
 from xnatio.cli.summary import dicom_times, seconds, timing_dict
 from xnatio.inventory import describe_skipped
 from xnatio.options import DicomOptions
@@ -53,14 +53,7 @@ def run_dicom_store(
     allow_multiple_studies: bool,
     creds: ServerOptions,
     skip_unreadable: bool = False,
-    dicom_host: str | None,
-    dicom_port: int | None,
-    dicom_called_aet: str | None,
-    dicom_calling_aet: str | None,
-    dicom_tls: bool,
-    dicom_tls_ca: Path | None,
-    dicom_tls_cert: Path | None,
-    dicom_tls_key: Path | None,
+    dicom: DicomFlags,
     routing_tags: bool,
     verify: bool | VerifyLevel,
     wait: float = 600.0,
@@ -80,17 +73,7 @@ def run_dicom_store(
     config = None
     if settings.server is not None or not dry_run:
         config = creds.config(required=False)
-    receiver = dicom_receiver(
-        settings,
-        dicom_host=dicom_host,
-        dicom_port=dicom_port,
-        dicom_called_aet=dicom_called_aet,
-        dicom_calling_aet=dicom_calling_aet,
-        dicom_tls=dicom_tls,
-        dicom_tls_ca=dicom_tls_ca,
-        dicom_tls_cert=dicom_tls_cert,
-        dicom_tls_key=dicom_tls_key,
-    )
+    receiver = dicom.receiver(settings)
     options = replace(
         receiver,
         associations=num_batches,

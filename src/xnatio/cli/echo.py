@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import click
 
 from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.options import (
+    DicomFlags,
     Seconds,
     ServerOptions,
     dicom_options,
-    dicom_receiver,
     server_options,
 )
 from xnatio.errors import XnatioError
@@ -42,14 +41,7 @@ __all__ = ["command"]
 @click.option("-v", "--verbose", count=True, help="Log the association to stderr (-vv: debug).")
 def command(
     creds: ServerOptions,
-    dicom_host: str | None,
-    dicom_port: int | None,
-    dicom_called_aet: str | None,
-    dicom_calling_aet: str | None,
-    dicom_tls: bool,
-    dicom_tls_ca: Path | None,
-    dicom_tls_cert: Path | None,
-    dicom_tls_key: Path | None,
+    dicom: DicomFlags,
     timeout: float,
     as_json: bool,
     verbose: int,
@@ -61,17 +53,7 @@ def command(
     defaults to the XNAT server's. No password is needed.
     """
     configure_logging(verbose, quiet=False)
-    receiver = dicom_receiver(
-        creds.settings(),
-        dicom_host=dicom_host,
-        dicom_port=dicom_port,
-        dicom_called_aet=dicom_called_aet,
-        dicom_calling_aet=dicom_calling_aet,
-        dicom_tls=dicom_tls,
-        dicom_tls_ca=dicom_tls_ca,
-        dicom_tls_cert=dicom_tls_cert,
-        dicom_tls_key=dicom_tls_key,
-    )
+    receiver = dicom.receiver(creds.settings())
     where = f"{receiver.called_aet}@{receiver.host}:{receiver.port}"
     start = time.monotonic()
     try:

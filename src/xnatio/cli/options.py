@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -227,28 +227,28 @@ _SERVER_OPTIONS = (
 )
 
 
+def _bundled(func: F, options: Sequence[Callable[[Any], Any]], name: str, cls: type) -> F:
+    """``func`` with ``options`` added, receiving their values as one ``name=cls(...)`` argument
+    (the dataclass ``cls`` names its fields as the options' keyword arguments)."""
+    keys = [f.name for f in fields(cls)]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs[name] = cls(**{key: kwargs.pop(key) for key in keys})
+        return func(*args, **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return cast(F, decorated)
+
+
 def server_options(func: F) -> F:
     """Add ``--server --user --password-stdin --insecure --profile --env`` to a command.
 
     The command receives them as one ``creds: ServerOptions`` argument.
     """
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["creds"] = ServerOptions(
-            server=kwargs.pop("server"),
-            user=kwargs.pop("user"),
-            password_stdin=kwargs.pop("password_stdin"),
-            insecure=kwargs.pop("insecure"),
-            env_name=kwargs.pop("env_name"),
-            profile=kwargs.pop("profile"),
-        )
-        return func(*args, **kwargs)
-
-    decorated: Callable[..., Any] = wrapper
-    for option in reversed(_SERVER_OPTIONS):
-        decorated = option(decorated)
-    return cast(F, decorated)
+    return _bundled(func, _SERVER_OPTIONS, "creds", ServerOptions)
 
 
 _PEM_FILE = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -339,55 +339,55 @@ _DICOM_OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class DicomFlags:
+    """The DICOM receiver's options of one command line, as given (None: not given)."""
+
+    dicom_host: str | None
+    dicom_port: int | None
+    dicom_called_aet: str | None
+    dicom_calling_aet: str | None
+    dicom_tls: bool
+    dicom_tls_ca: Path | None
+    dicom_tls_cert: Path | None
+    dicom_tls_key: Path | None
+
+    def receiver(self, settings: Resolution) -> DicomOptions:
+        """The receiver's address, AE titles and TLS, by one rule for ``echo`` and C-STORE.
+
+        Each setting comes from its flag, else ``XNAT_DICOM_*`` in the environment, else the
+        profile in effect (``settings.dicom``), else its default: the XNAT server's host, port
+        8104, called AE title ``XNAT``, calling AE title ``XNATIO``.
+        """
+        given = settings.dicom
+        host = self.dicom_host or given.get("dicom_host")
+        if not host and settings.server is not None:
+            host = urlsplit(settings.server).hostname
+        if not host:
+            raise InputError(
+                "no DICOM host: pass --dicom-host, set XNAT_DICOM_HOST, or give --server or "
+                "--profile"
+            )
+        port: Any = self.dicom_port or given.get("dicom_port") or 8104
+        if not str(port).isdigit() or not 0 < int(port) < 65536:
+            raise InputError(f"DICOM port {port!r} is not a port number (1-65535)")
+        tls = DicomTls(ca=self.dicom_tls_ca, cert=self.dicom_tls_cert, key=self.dicom_tls_key)
+        return DicomOptions(
+            host=str(host),
+            port=int(port),
+            called_aet=self.dicom_called_aet or given.get("dicom_called_aet") or "XNAT",
+            calling_aet=self.dicom_calling_aet or given.get("dicom_calling_aet") or "XNATIO",
+            tls=tls if self.dicom_tls else None,
+        )
+
+
 def dicom_options(func: F) -> F:
     """Add the DICOM receiver's options (``--dicom-host`` ... ``--dicom-tls-key``) to a command.
 
-    The command receives them as keyword arguments of the same names; :func:`dicom_receiver`
-    turns them into :class:`~xnatio.options.DicomOptions`.
+    The command receives them as one ``dicom: DicomFlags`` argument;
+    :meth:`DicomFlags.receiver` turns them into :class:`~xnatio.options.DicomOptions`.
     """
-    decorated: Callable[..., Any] = func
-    for option in reversed(_DICOM_OPTIONS):
-        decorated = option(decorated)
-    return cast(F, decorated)
-
-
-def dicom_receiver(
-    settings: Resolution,
-    *,
-    dicom_host: str | None,
-    dicom_port: int | None,
-    dicom_called_aet: str | None,
-    dicom_calling_aet: str | None,
-    dicom_tls: bool,
-    dicom_tls_ca: Path | None,
-    dicom_tls_cert: Path | None,
-    dicom_tls_key: Path | None,
-) -> DicomOptions:
-    """The receiver's address, AE titles and TLS, by one rule for ``echo`` and C-STORE uploads.
-
-    Each setting comes from its flag, else ``XNAT_DICOM_*`` in the environment, else the
-    profile in effect (``settings.dicom``), else its default: the XNAT server's host, port
-    8104, called AE title ``XNAT``, calling AE title ``XNATIO``.
-    """
-    host = dicom_host or settings.dicom.get("dicom_host")
-    if not host and settings.server is not None:
-        host = urlsplit(settings.server).hostname
-    if not host:
-        raise InputError(
-            "no DICOM host: pass --dicom-host, set XNAT_DICOM_HOST, or give --server or --profile"
-        )
-    port: Any = dicom_port or settings.dicom.get("dicom_port") or 8104
-    if not str(port).isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"DICOM port {port!r} is not a port number (1-65535)")
-    return DicomOptions(
-        host=str(host),
-        port=int(port),
-        called_aet=dicom_called_aet or settings.dicom.get("dicom_called_aet") or "XNAT",
-        calling_aet=dicom_calling_aet or settings.dicom.get("dicom_calling_aet") or "XNATIO",
-        tls=DicomTls(ca=dicom_tls_ca, cert=dicom_tls_cert, key=dicom_tls_key)
-        if dicom_tls
-        else None,
-    )
+    return _bundled(func, _DICOM_OPTIONS, "dicom", DicomFlags)
 
 
 def _looks_like_path(value: str) -> bool:
