@@ -30,14 +30,14 @@ from xnatio.cli.display import ProgressDisplay
 from xnatio.cli.summary import rest_cancelled, rest_output, rest_plan_output
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
-from xnatio.options import parse_workers
+from xnatio.options import RestOptions, parse_workers
 from xnatio.plan import plan_upload
-from xnatio.result.outcome import UploadCancelled
+from xnatio.result.outcome import UploadCancelled, UploadResult
 from xnatio.result.report import (
     check_report_path,
 )
 from xnatio.transport.ratelimit import parse_rate
-from xnatio.upload import upload_dicom_parallel_rest
+from xnatio.upload import upload_session
 from xnatio.verify import VerifyLevel, verify_level
 from xnatio.xnat.naming import validate_label
 
@@ -331,33 +331,35 @@ def _run_rest(
         assert config is not None
         workers, auto = p["upload_workers"]
         try:
-            result = upload_dicom_parallel_rest(
-                server=config.server,
-                username=config.username,
-                password=config.password,
-                verify_tls=config.verify_tls,
-                source_dir=source,
-                project=project,
-                subject=subject,
-                session=session,
+            transport = RestOptions(
                 num_batches=p["num_batches"] or 42,
-                upload_workers=f"auto:{workers}" if auto else workers,
+                upload_workers=workers,
+                adaptive_workers=auto,
                 archive_workers=p["archive_workers"],
                 archive_format=p["archive_format"],
                 compress=p["compress"],
                 bwlimit=p["bwlimit"],
-                progress_callback=display,
                 timeout=p["timeout"] if p["timeout"] is not None else 10800.0,
                 overwrite=p["overwrite"],
                 direct_archive=p["direct_archive"],
                 import_handler=p["import_handler"],
-                allow_multiple_studies=p["allow_multiple_studies"],
+            )
+            result = upload_session(
+                source,
+                project=project,
+                subject=subject,
+                session=session,
+                transport=transport,
+                server=config,
                 verify=verify,
                 journal=journal,
                 resume=p["resume"],
+                allow_multiple_studies=p["allow_multiple_studies"],
+                progress_callback=display,
                 skip_unreadable=p["skip_unreadable"],
                 anonymize=p["anonymize"],
             )
+            assert isinstance(result, UploadResult)  # RestOptions: the import service's result
         except UploadCancelled as exc:
             display.__exit__(None, None, None)
             rest_cancelled(exc, report_path=p["report_path"], as_json=p["as_json"])
