@@ -24,7 +24,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from xnatio.errors import InputError
@@ -57,6 +57,32 @@ class XnatConfig:
     username: str
     password: str = field(repr=False)
     verify_tls: bool | str = True
+
+    @classmethod
+    def given(
+        cls, server: str, username: str, password: str, verify_tls: bool | str = True
+    ) -> XnatConfig:
+        """From the keywords of the public functions, the URL checked and normalised."""
+        return cls(normalise_server(server), username, password, verify_tls)
+
+    def keywords(self) -> ServerKeywords:
+        """The same four values as the keywords the public functions take (``**config``)."""
+        return ServerKeywords(
+            server=self.server,
+            username=self.username,
+            password=self.password,
+            verify_tls=self.verify_tls,
+        )
+
+
+class ServerKeywords(TypedDict):
+    """``server``, ``username``, ``password`` and ``verify_tls``, as the public functions take
+    them (:meth:`XnatConfig.keywords`)."""
+
+    server: str
+    username: str
+    password: str
+    verify_tls: bool | str
 
 
 def parse_bool_or_path(value: str) -> bool | str:

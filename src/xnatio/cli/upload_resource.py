@@ -72,10 +72,7 @@ def command(
     config = creds.required_config()
     with ProgressDisplay("none" if (quiet or as_json) else "auto", unit="files") as display:
         result = upload_resource(
-            server=config.server,
-            username=config.username,
-            password=config.password,
-            verify_tls=config.verify_tls,
+            **config.keywords(),
             project=project,
             subject=subject,
             session=session,

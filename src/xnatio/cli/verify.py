@@ -119,10 +119,7 @@ def command(
     mode = progress_mode if not as_json or progress_mode != "auto" else "none"
     with ProgressDisplay(mode, unit="seconds") as display:
         report = verify_session(
-            server=config.server,
-            username=config.username,
-            password=config.password,
-            verify_tls=config.verify_tls,
+            **config.keywords(),
             project=project,
             subject=subject,
             session=session,

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from xnatio.config import XnatConfig, normalise_server
+from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.options import check_seconds
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
@@ -184,7 +184,7 @@ def upload_resource(
     files = _local_files(local)
     started = time.monotonic()
     total = sum(p.stat().st_size for _, p in files)
-    config = XnatConfig(normalise_server(server), username, password, verify_tls)
+    config = XnatConfig.given(server, username, password, verify_tls)
     result = ResourceUploadResult(success=False, files=len(files), bytes=total)
     base = _resource_base(project, subject, session, resource, scan)
     with XnatSession(config, timeout=timeout, max_connections=max(workers, 1) + 2) as xnat:

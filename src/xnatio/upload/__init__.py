@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xnatio.config import XnatConfig, normalise_server
+from xnatio.config import XnatConfig
 from xnatio.errors import InputError
 from xnatio.inventory import Inventory
 from xnatio.options import (
@@ -293,9 +293,7 @@ def upload_dicom_parallel_rest(
     )
     if options is not None:
         _reject_mixed(given, RestOptions(), [f.name for f in fields(RestOptions)])
-    config = XnatConfig(
-        server=normalise_server(server), username=username, password=password, verify_tls=verify_tls
-    )
+    config = XnatConfig.given(server, username, password, verify_tls)
     from xnatio.upload.rest_flow import run_rest
 
     return run_rest(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import httpx
 
-from xnatio.config import XnatConfig, normalise_server
+from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.inventory import DicomFile, Inventory, Source, build_inventory
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
@@ -313,12 +313,7 @@ def verify_session(
             else None
         )
         if xnat is None:
-            config = XnatConfig(
-                server=normalise_server(server),
-                username=username,
-                password=password,
-                verify_tls=verify_tls,
-            )
+            config = XnatConfig.given(server, username, password, verify_tls)
             xnat = stack.enter_context(XnatSession(config, timeout=300.0))
             xnat.login()
         return await_session(

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from xnatio.config import XnatConfig, normalise_server
+from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.xnat.listings import experiment_path, list_session_files, result_rows
 from xnatio.xnat.naming import validate_label
@@ -98,10 +98,6 @@ def _account(xnat: XnatSession) -> str | None:
     return match.group(1) if match else None
 
 
-def _config(server: str, username: str, password: str, verify_tls: bool | str) -> XnatConfig:
-    return XnatConfig(normalise_server(server), username, password, verify_tls)
-
-
 def server_info(
     *,
     server: str,
@@ -131,7 +127,7 @@ def server_info(
     ConnectionFailedError
         The server could not be reached, or it is not an XNAT.
     """
-    config = _config(server, username, password, verify_tls)
+    config = XnatConfig.given(server, username, password, verify_tls)
     start = time.monotonic()
     with XnatSession(config, timeout=timeout, max_connections=2) as xnat:
         xnat.login()
@@ -191,7 +187,7 @@ def create_project(
     if accessibility is not None and accessibility not in ACCESSIBILITY:
         raise InputError(f"accessibility {accessibility!r}: give one of {', '.join(ACCESSIBILITY)}")
     path = f"/data/projects/{quote(project, safe='')}"
-    config = _config(server, username, password, verify_tls)
+    config = XnatConfig.given(server, username, password, verify_tls)
     with XnatSession(config, timeout=timeout, max_connections=2) as xnat:
         if xnat.request("GET", path, params={"format": "json"}).status_code == 200:
             return False
@@ -281,7 +277,7 @@ def list_scans(
     for kind, value in (("project", project), ("subject", subject), ("session", session)):
         validate_label(kind, value)
     base = experiment_path(project, subject, session)
-    config = _config(server, username, password, verify_tls)
+    config = XnatConfig.given(server, username, password, verify_tls)
     with XnatSession(config, timeout=timeout, max_connections=8) as xnat:
         response = xnat.request("GET", base + "/scans", params={"format": "json"})
         if response.status_code in (403, 404):
