@@ -21,12 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Generic, Self, TextIO, TypeVar
 
 from xnatio.progress import ProgressEvent
 
 if TYPE_CHECKING:  # rich is loaded when a bar is drawn (start-up time; see cli/bar.py)
     from rich.progress import Progress, TaskID
+
+E = TypeVar("E")  # the events a display renders
 
 # Column widths (characters); fixed, so rows that appear later line up with the first ones.
 LABEL_WIDTH, BAR_WIDTH, AMOUNT_WIDTH, RATE_WIDTH, TIME_WIDTH = 12, 24, 19, 11, 7
@@ -90,7 +92,53 @@ _WAITING = {
 }
 
 
-class ProgressDisplay:
+class LiveDisplay(Generic[E]):
+    """What every progress renderer shares: ``auto`` means a bar on a terminal and nothing
+    elsewhere, ``json`` one JSON line per event, and events may come from several threads.
+
+    Subclasses build the bar (:meth:`_make_progress`), say how an event is a JSON record
+    (:meth:`_record`) and draw an event on the bar (:meth:`_draw`).
+    """
+
+    def __init__(self, mode: str = "auto", stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if self.stream.isatty() else "none"
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+
+    def _make_progress(self) -> Progress:
+        raise NotImplementedError
+
+    def _record(self, event: E) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _draw(self, progress: Progress, event: E) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if self.mode == "bar":
+            self._progress = self._make_progress()
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def __call__(self, event: E) -> None:
+        """The progress callback."""
+        with self._lock:
+            if self.mode == "json":
+                self.stream.write(json.dumps(self._record(event)) + "\n")
+                self.stream.flush()
+            elif self._progress is not None:
+                self._draw(self._progress, event)
+
+
+class ProgressDisplay(LiveDisplay[ProgressEvent]):
     """Renders progress events on stderr: one row per phase (see the module docstring).
 
     Falls back to nothing when stderr is not a terminal (``mode="auto"``) or when ``mode`` is
@@ -107,36 +155,20 @@ class ProgressDisplay:
     """
 
     def __init__(self, mode: str = "auto", stream: TextIO | None = None, unit: str = "batches"):
-        self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "none"
-        self.mode = mode
+        super().__init__(mode, stream)
         self.unit = unit
-        self._lock = threading.Lock()
-        self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> ProgressDisplay:
-        if self.mode == "bar":
-            from xnatio.cli.bar import make_progress
+    def _make_progress(self) -> Progress:
+        from xnatio.cli.bar import make_progress
 
-            self._progress = make_progress(self.stream)
-            self._progress.start()
-        return self
+        return make_progress(self.stream)
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+    def _record(self, event: ProgressEvent) -> dict[str, Any]:
+        return event_record(event)
 
-    def __call__(self, event: ProgressEvent) -> None:
-        """The progress callback."""
-        with self._lock:
-            if self.mode == "json":
-                self.stream.write(json.dumps(event_record(event)) + "\n")
-                self.stream.flush()
-            elif self.mode == "bar" and self._progress is not None:
-                self._bar(event)
+    def _draw(self, progress: Progress, event: ProgressEvent) -> None:
+        self._bar(event)
 
     # -- the bar ----------------------------------------------------------------------------
 

@@ -5,23 +5,20 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import threading
 import time
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from xnatio.cli.display import human_bytes
+from xnatio.cli.display import LiveDisplay, human_bytes
 from xnatio.many.outcome import ManyEvent
 
 __all__ = ["ManyProgress"]
 
 
-class ManyProgress:
-    """Renders :class:`~xnatio.many.outcome.ManyEvent` objects; thread-safe.
+class ManyProgress(LiveDisplay[ManyEvent]):
+    """Renders :class:`~xnatio.many.outcome.ManyEvent` objects (:class:`LiveDisplay`).
 
     Parameters
     ----------
@@ -33,12 +30,7 @@ class ManyProgress:
     """
 
     def __init__(self, mode: str = "auto", stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if self.stream.isatty() else "none"
-        self.mode = mode
-        self._lock = threading.Lock()
-        self._progress: Progress | None = None
+        super().__init__(mode, stream)
         self._overall: TaskID | None = None
         self._lines: dict[str, TaskID] = {}
         self._sent: dict[str, int] = {}
@@ -47,32 +39,18 @@ class ManyProgress:
         self._files = 0
         self._started = time.monotonic()
 
-    def __enter__(self) -> ManyProgress:
-        if self.mode == "bar":
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}", justify="left"),
-                BarColumn(),
-                TextColumn("{task.fields[detail]}"),
-                TimeRemainingColumn(),
-                console=Console(file=self.stream),
-                transient=False,
-            )
-            self._progress.start()
-        return self
+    def _make_progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}", justify="left"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+            console=Console(file=self.stream),
+            transient=False,
+        )
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-    def __call__(self, event: ManyEvent) -> None:
-        """The run's progress callback."""
-        with self._lock:
-            if self.mode == "json":
-                self.stream.write(json.dumps(_record(event)) + "\n")
-                self.stream.flush()
-            elif self._progress is not None:
-                self._bar(self._progress, event)
+    def _record(self, event: ManyEvent) -> dict[str, Any]:
+        return _record(event)
 
     def _overall_detail(self) -> str:
         sent = sum(self._sent.values())
@@ -82,7 +60,7 @@ class ManyProgress:
             f"{human_bytes(sent)}, {human_bytes(rate)}/s"
         )
 
-    def _bar(self, progress: Progress, event: ManyEvent) -> None:
+    def _draw(self, progress: Progress, event: ManyEvent) -> None:
         if event.kind == "start":
             self._total = event.total
             self._started = time.monotonic()
