@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from xnatio.cli.display import ProgressDisplay, human_bytes, human_rate
-from xnatio.cli.options import DicomFlags, ServerOptions
+from xnatio.cli.options import DicomFlags, Labels, ServerOptions, joined
 from xnatio.cli.summary import dicom_times, seconds, timing_dict
 from xnatio.inventory import describe_skipped
 from xnatio.options import DicomOptions
@@ -45,9 +45,7 @@ def _result_dict(result: DicomStoreResult) -> dict[str, Any]:
 
 def run_dicom_store(
     *,
-    project: str,
-    subject: str,
-    session: str,
+    labels: Labels,
     source: Path,
     num_batches: int,
     allow_multiple_studies: bool,
@@ -87,9 +85,7 @@ def run_dicom_store(
         with ProgressDisplay(mode, unit="instances") as display:
             return _dry_run(
                 source,
-                project,
-                subject,
-                session,
+                labels,
                 options,
                 allow_multiple_studies,
                 as_json,
@@ -101,9 +97,7 @@ def run_dicom_store(
         try:
             result = send_dicom_store(
                 source_dir=source,
-                project=project,
-                subject=subject,
-                session=session,
+                **labels,
                 options=options,
                 server=config,
                 verify=verify,
@@ -122,7 +116,7 @@ def run_dicom_store(
         click.echo(json.dumps(json_safe(_result_dict(result)), indent=2, default=str))
     if cancelled is not None:
         # One line, printed by xio's main() (exit 130, or 143 after SIGTERM).
-        check = f"xio verify {project} {subject} {session} {shlex.quote(str(source))}"
+        check = f"xio verify {joined(labels, ' ')} {shlex.quote(str(source))}"
         raise DicomStoreCancelled(_stopped_line(result, check), result) from cancelled
     if not as_json and not (quiet and result.success):
         _print_result(result)
@@ -157,9 +151,7 @@ def _stopped_line(result: DicomStoreResult, command: str) -> str:
 
 def _dry_run(
     source: Path,
-    project: str,
-    subject: str,
-    session: str,
+    labels: Labels,
     options: DicomOptions,
     allow_multiple_studies: bool,
     as_json: bool,
@@ -168,9 +160,7 @@ def _dry_run(
 ) -> int:
     plan = plan_upload(
         source,
-        project=project,
-        subject=subject,
-        session=session,
+        **labels,
         num_batches=options.associations,
         allow_multiple_studies=allow_multiple_studies,
         progress_callback=display,

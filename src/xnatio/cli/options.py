@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
@@ -17,6 +17,7 @@ from xnatio.cli.app import HELP_SETTINGS
 from xnatio.config import Resolution, XnatConfig, resolve_settings
 from xnatio.errors import InputError
 from xnatio.options import DicomOptions, DicomTls, check_seconds
+from xnatio.xnat.naming import validate_label
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -430,10 +431,42 @@ class LabelsCommand(click.Command):
             ) from None
 
 
+class Labels(TypedDict):
+    """The ``PROJECT SUBJECT SESSION`` of a command line, each checked with
+    :func:`~xnatio.xnat.naming.validate_label`; ``**labels`` passes them on as keywords."""
+
+    project: str
+    subject: str
+    session: str
+
+
+def joined(labels: Labels, sep: str) -> str:
+    """``PROJECT<sep>SUBJECT<sep>SESSION``: the labels as a path or a command line has them."""
+    return sep.join((labels["project"], labels["subject"], labels["session"]))
+
+
 def session_command(func: Callable[..., Any]) -> click.Command:
     """A command on one XNAT session: ``PROJECT SUBJECT SESSION`` come first, then the
     arguments declared below this decorator (a source or a resource and a path), with the
-    missing-label hint of :class:`LabelsCommand`."""
+    missing-label hint of :class:`LabelsCommand`.
+
+    The command receives the three as one ``labels: Labels`` argument, checked before anything
+    else runs (a label with ``/`` or ``..`` would address another URL; and no password prompt,
+    login or journal should come before that error).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for kind in ("project", "subject", "session"):
+            validate_label(kind, kwargs[kind])
+        labels = Labels(
+            project=kwargs.pop("project"),
+            subject=kwargs.pop("subject"),
+            session=kwargs.pop("session"),
+        )
+        return func(*args, labels=labels, **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
     for name in ("session", "subject", "project"):  # applied innermost first
-        func = click.argument(name)(func)
-    return click.command(cls=LabelsCommand, context_settings=HELP_SETTINGS)(func)
+        decorated = click.argument(name)(decorated)
+    return click.command(cls=LabelsCommand, context_settings=HELP_SETTINGS)(decorated)

@@ -16,6 +16,7 @@ from xnatio.cli.compat import upload_options
 from xnatio.cli.options import (
     DicomFlags,
     InputPath,
+    Labels,
     Seconds,
     ServerOptions,
     dicom_options,
@@ -39,7 +40,6 @@ from xnatio.result.report import (
 from xnatio.transport.ratelimit import parse_rate
 from xnatio.upload import upload_session
 from xnatio.verify import VerifyLevel, verify_level
-from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_AUTH = 0, 1, 2, 3
 
@@ -210,9 +210,7 @@ class _Parsed(click.ParamType):  # type: ignore[type-arg]
 @click.pass_context
 def command(
     ctx: click.Context,
-    project: str,
-    subject: str,
-    session: str,
+    labels: Labels,
     source: Path,
     transport: str,
     num_batches: int | None,
@@ -253,8 +251,6 @@ def command(
     """
     opts = dict(locals())  # the parsed options, as the command received them
     configure_logging(verbose, quiet)
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        validate_label(kind, value)  # before any password prompt, login or journal
     if quiet and progress_mode == "auto":
         progress_mode = "none"
     if report_path is not None:
@@ -266,15 +262,13 @@ def command(
         raise InputError(f"--no-verify cannot be combined with --verify {verify_mode}")
     verify = verify_level("none" if no_verify else verify_mode or "listing")
     if dry_run and anonymize is not None:  # the scripts' edits, element by element
-        ctx.exit(anonymize_dry_run(source, project, subject, session, anonymize, creds, transport,
+        ctx.exit(anonymize_dry_run(source, labels, anonymize, creds, transport,
                                    allow_multiple_studies, skip_unreadable, as_json))  # fmt: skip
     if transport == "dicom-store":
         from xnatio.cli.dicom_store_cli import run_dicom_store
 
         code = run_dicom_store(
-            project=project,
-            subject=subject,
-            session=session,
+            labels=labels,
             source=source,
             num_batches=num_batches or 45,
             allow_multiple_studies=allow_multiple_studies,
@@ -312,15 +306,13 @@ def _run_rest(
 ) -> int:
     """The REST half of the command, from its parsed options; returns the exit code."""
     p = opts
-    source, project, subject, session = p["source"], p["project"], p["subject"], p["session"]
+    source, labels = p["source"], p["labels"]
     config = None if p["dry_run"] else p["creds"].required_config()
     with ProgressDisplay(progress_mode) as display:
         if p["dry_run"]:
             plan = plan_upload(
                 source,
-                project=project,
-                subject=subject,
-                session=session,
+                **labels,
                 num_batches=p["num_batches"] or 42,
                 allow_multiple_studies=p["allow_multiple_studies"],
                 progress_callback=display,
@@ -346,9 +338,7 @@ def _run_rest(
             )
             result = upload_session(
                 source,
-                project=project,
-                subject=subject,
-                session=session,
+                **labels,
                 transport=transport,
                 server=config,
                 verify=verify,
@@ -369,9 +359,7 @@ def _run_rest(
 
 def anonymize_dry_run(
     source: Path,
-    project: str,
-    subject: str,
-    session: str,
+    labels: Labels,
     anonymize: Any,
     creds: ServerOptions,
     transport: str,
@@ -384,9 +372,7 @@ def anonymize_dry_run(
 
     return dry_run(
         source,
-        project=project,
-        subject=subject,
-        session=session,
+        **labels,
         anonymize=anonymize,
         creds=creds,
         transport=transport,

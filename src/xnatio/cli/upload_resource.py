@@ -11,7 +11,15 @@ import click
 from xnatio.cli.app import configure_logging
 from xnatio.cli.compat import resource_options
 from xnatio.cli.display import ProgressDisplay, human_bytes
-from xnatio.cli.options import InputPath, Seconds, ServerOptions, server_options, session_command
+from xnatio.cli.options import (
+    InputPath,
+    Labels,
+    Seconds,
+    ServerOptions,
+    joined,
+    server_options,
+    session_command,
+)
 from xnatio.transport.resources import upload_resource
 
 
@@ -46,9 +54,7 @@ from xnatio.transport.resources import upload_resource
 @click.pass_context
 def command(
     ctx: click.Context,
-    project: str,
-    subject: str,
-    session: str,
+    labels: Labels,
     resource: str,
     path: Path,
     scan: str | None,
@@ -73,9 +79,7 @@ def command(
     with ProgressDisplay("none" if (quiet or as_json) else "auto", unit="files") as display:
         result = upload_resource(
             **config.keywords(),
-            project=project,
-            subject=subject,
-            session=session,
+            **labels,
             resource=resource,
             path=path,
             scan=scan,
@@ -93,7 +97,7 @@ def command(
         where = f"scan {scan} " if scan else ""
         click.echo(
             f"{verdict}: {result.files} files ({human_bytes(result.bytes)}) into {where}resource "
-            f"{resource} of {project}/{subject}/{session} in {result.duration:.1f} s"
+            f"{resource} of {joined(labels, '/')} in {result.duration:.1f} s"
         )
         if result.duplicates:
             click.echo(

@@ -11,6 +11,7 @@ from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
 from xnatio.cli.options import (
     InputPath,
+    Labels,
     Seconds,
     ServerOptions,
     output_options,
@@ -18,7 +19,6 @@ from xnatio.cli.options import (
     session_command,
 )
 from xnatio.verify import VerifyReport, verify_session
-from xnatio.xnat.naming import validate_label
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
@@ -86,9 +86,7 @@ def _print(report: VerifyReport, quiet: bool) -> None:
 @click.pass_context
 def command(
     ctx: click.Context,
-    project: str,
-    subject: str,
-    session: str,
+    labels: Labels,
     source: Path,
     wait: float,
     creds: ServerOptions,
@@ -111,8 +109,6 @@ def command(
     3 authentication or connection failure.
     """
     configure_logging(verbose, quiet)
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        validate_label(kind, value)  # a label with '/' or '..' would query another URL
     config = creds.required_config()
     if quiet and progress_mode == "auto":
         progress_mode = "none"
@@ -120,9 +116,7 @@ def command(
     with ProgressDisplay(mode, unit="seconds") as display:
         report = verify_session(
             **config.keywords(),
-            project=project,
-            subject=subject,
-            session=session,
+            **labels,
             source_dir=source,
             wait=wait,
             progress_callback=display,
