@@ -24,7 +24,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 from xnatio.errors import InputError
@@ -390,32 +390,27 @@ def _dicom(
     return values
 
 
-def resolve_config(
-    *,
-    server: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    verify_tls: bool | str | None = None,
-    env_name: str | None = None,
-    profile: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> XnatConfig | None:
+class Given(TypedDict, total=False):
+    """What :func:`resolve_config` takes: the keywords of :func:`resolve_settings` but
+    ``profiles`` (flags first, then the environment as ``environ`` and ``.env`` in ``cwd``)."""
+
+    server: str | None
+    username: str | None
+    password: str | None
+    verify_tls: bool | str | None
+    env_name: str | None
+    profile: str | None
+    environ: Mapping[str, str] | None
+    cwd: Path | None
+
+
+def resolve_config(**given: Unpack[Given]) -> XnatConfig | None:
     """Combine flags, profiles, environment, ``.env`` and ``~/.netrc`` into an :class:`XnatConfig`.
 
     Returns ``None`` when no server is configured anywhere. Raises :class:`InputError` when a server
     is configured but the username or password is missing.
     """
-    return resolve_settings(
-        server=server,
-        username=username,
-        password=password,
-        verify_tls=verify_tls,
-        env_name=env_name,
-        profile=profile,
-        environ=environ,
-        cwd=cwd,
-    ).config()
+    return resolve_settings(**given).config()
 
 
 def _is_utf8(text: str) -> bool:

@@ -155,6 +155,12 @@ def _verified(
     return verification.found.get(f.path, ""), None
 
 
+def _row(f: DicomFile, unit: str, outcome: str, attempts: int, uri: str, reason: str) -> ReportRow:
+    return ReportRow(
+        f.path, f.sop_instance_uid, scan_id_for(f), unit, outcome, attempts, uri, reason
+    )
+
+
 def rest_rows(files: Sequence[DicomFile], result: UploadResult) -> list[ReportRow]:
     """Rows for a REST upload: ``files`` is the inventory's list, ``result`` the outcome."""
     outcome_of = {o.index: o for o in result.batches}
@@ -166,71 +172,28 @@ def rest_rows(files: Sequence[DicomFile], result: UploadResult) -> list[ReportRo
     missing = set(v.missing) if v is not None else set()
     rows: list[ReportRow] = []
     for f in files:
-        series = scan_id_for(f)
         uri, problem = _verified(f, v, missing)
         if f.path in result.present:
-            rows.append(
-                ReportRow(
-                    f.path,
-                    f.sop_instance_uid,
-                    series,
-                    "",
-                    "missing" if problem else "already-present",
-                    0,
-                    uri,
-                    problem or result.present[f.path],
-                )
-            )
+            outcome = "missing" if problem else "already-present"
+            rows.append(_row(f, "", outcome, 0, uri, problem or result.present[f.path]))
             continue
         index = batch_of.get(f.path)
         o = outcome_of.get(index) if index is not None else None
         if index is None or o is None:
-            rows.append(
-                ReportRow(f.path, f.sop_instance_uid, series, "", "not-sent", 0, "", "interrupted")
-            )
+            rows.append(_row(f, "", "not-sent", 0, "", "interrupted"))
             continue
         unit = f"batch {index + 1}"
         if not o.success and v is not None and problem is None and uri:
             # The batch failed part-way, yet the verification found this file in the session
             # (written before the failure, then committed): it landed.
-            rows.append(
-                ReportRow(
-                    f.path,
-                    f.sop_instance_uid,
-                    series,
-                    unit,
-                    "sent",
-                    o.attempts,
-                    uri,
-                    f"found on the server although its batch failed ({o.error or 'failed'})",
-                )
-            )
+            why = f"found on the server although its batch failed ({o.error or 'failed'})"
+            rows.append(_row(f, unit, "sent", o.attempts, uri, why))
         elif not o.success:
-            rows.append(
-                ReportRow(
-                    f.path,
-                    f.sop_instance_uid,
-                    series,
-                    unit,
-                    "failed",
-                    o.attempts,
-                    "",
-                    o.error or "failed",
-                )
-            )
+            rows.append(_row(f, unit, "failed", o.attempts, "", o.error or "failed"))
         else:
-            rows.append(
-                ReportRow(
-                    f.path,
-                    f.sop_instance_uid,
-                    series,
-                    unit,
-                    "missing" if problem else "sent",
-                    o.attempts,
-                    uri or (o.uris[0] if o.uris else ""),
-                    problem or "",
-                )
-            )
+            outcome = "missing" if problem else "sent"
+            uri = uri or (o.uris[0] if o.uris else "")
+            rows.append(_row(f, unit, outcome, o.attempts, uri, problem or ""))
     return rows + _skipped(result.skipped)
 
 
@@ -244,24 +207,12 @@ def dicom_store_rows(files: Sequence[DicomFile], result: DicomStoreResult) -> li
     present = result.present
     rows: list[ReportRow] = []
     for f in files:
-        series = scan_id_for(f)
         uri, problem = _verified(f, verification, missing)
         o = by_path.get(f.path)
         if o is None:
             reason = present.get(f.path, "not sent")
             outcome = "already-present" if f.path in present else "not-sent"
-            rows.append(
-                ReportRow(
-                    f.path,
-                    f.sop_instance_uid,
-                    series,
-                    "",
-                    "missing" if problem else outcome,
-                    0,
-                    uri,
-                    problem or reason,
-                )
-            )
+            rows.append(_row(f, "", "missing" if problem else outcome, 0, uri, problem or reason))
             continue
         unit = f"association {o.association}" if o.association is not None else ""
         status = f"0x{o.status:04X} {o.meaning}" if o.status is not None else o.meaning
@@ -275,9 +226,7 @@ def dicom_store_rows(files: Sequence[DicomFile], result: DicomStoreResult) -> li
             status = f"{problem}; the receiver answered {status}"
         else:
             outcome = "sent-warning" if o.category == "warning" else "sent"
-        rows.append(
-            ReportRow(f.path, f.sop_instance_uid, series, unit, outcome, o.attempts, uri, status)
-        )
+        rows.append(_row(f, unit, outcome, o.attempts, uri, status))
     return rows + _skipped(result.skipped)
 
 
