@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from xnatio.cli.display import ProgressDisplay, human_bytes, human_rate
-from xnatio.cli.options import DicomFlags, Labels, ServerOptions, joined
+from xnatio.cli.options import DicomFlags, ServerOptions, joined
 from xnatio.cli.summary import dicom_times, seconds, timing_dict
 from xnatio.inventory import describe_skipped
 from xnatio.options import DicomOptions
@@ -25,6 +25,7 @@ from xnatio.result.report import dicom_store_rows, json_safe, skipped_list, writ
 from xnatio.transport.dicom_store import INTERRUPTED
 from xnatio.upload import send_dicom_store
 from xnatio.verify import VerifyLevel
+from xnatio.xnat.naming import Labels
 
 EXIT_OK, EXIT_PARTIAL = 0, 1
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
@@ -17,7 +17,7 @@ from xnatio.cli.app import HELP_SETTINGS
 from xnatio.config import Resolution, XnatConfig, resolve_settings
 from xnatio.errors import InputError
 from xnatio.options import DicomOptions, DicomTls, check_seconds
-from xnatio.xnat.naming import validate_label
+from xnatio.xnat.naming import Labels, validate_label
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -429,15 +429,6 @@ class LabelsCommand(click.Command):
                 f"{ctx.command_path} [OPTIONS] {names}",
                 ctx,
             ) from None
-
-
-class Labels(TypedDict):
-    """The ``PROJECT SUBJECT SESSION`` of a command line, each checked with
-    :func:`~xnatio.xnat.naming.validate_label`; ``**labels`` passes them on as keywords."""
-
-    project: str
-    subject: str
-    session: str
 
 
 def joined(labels: Labels, sep: str) -> str:

@@ -16,7 +16,6 @@ from xnatio.cli.compat import upload_options
 from xnatio.cli.options import (
     DicomFlags,
     InputPath,
-    Labels,
     Seconds,
     ServerOptions,
     dicom_options,
@@ -25,6 +24,7 @@ from xnatio.cli.options import (
     server_options,
     session_command,
 )
+from xnatio.xnat.naming import Labels
 
 __all__ = ["command", "load_config"]  # load_config: kept importable from here for older callers
 from xnatio.cli.display import ProgressDisplay

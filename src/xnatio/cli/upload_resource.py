@@ -13,7 +13,6 @@ from xnatio.cli.compat import resource_options
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.cli.options import (
     InputPath,
-    Labels,
     Seconds,
     ServerOptions,
     joined,
@@ -21,6 +20,7 @@ from xnatio.cli.options import (
     session_command,
 )
 from xnatio.transport.resources import upload_resource
+from xnatio.xnat.naming import Labels
 
 
 @session_command

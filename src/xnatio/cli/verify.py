@@ -11,7 +11,6 @@ from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
 from xnatio.cli.options import (
     InputPath,
-    Labels,
     Seconds,
     ServerOptions,
     output_options,
@@ -19,6 +18,7 @@ from xnatio.cli.options import (
     session_command,
 )
 from xnatio.verify import VerifyReport, verify_session
+from xnatio.xnat.naming import Labels
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 

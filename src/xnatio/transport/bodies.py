@@ -705,24 +705,7 @@ def make_body(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_bytes: Callable[[int], None] | None = None,
 ) -> ArchiveBody:
-    """Build a tar or zip body; see :func:`tar_body` and :func:`zip_body`.
-
-    Parameters
-    ----------
-    fmt
-        ``"tar"`` or ``"zip"``.
-    members
-        The entries, in archive order.
-    chunk_size
-        Output chunk size.
-    on_bytes
-        Progress callback, called with each chunk's size.
-
-    Returns
-    -------
-    ArchiveBody
-        The streaming body.
-    """
+    """:func:`tar_body` or :func:`zip_body` (``fmt``), with the same other arguments."""
     if fmt == "tar":
         return tar_body(members, chunk_size=chunk_size, on_bytes=on_bytes)
     if fmt == "zip":

@@ -19,6 +19,7 @@ from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, Inventory, build_inventory
 from xnatio.plan import UploadPlan, check_inventory, plan_upload
 from xnatio.progress import ProgressCallback, scan_reporter
+from xnatio.xnat.naming import Labels
 
 if TYPE_CHECKING:  # the HTTP side and the journal load when an upload uses them (start-up time)
     from xnatio.result.journal import Journal
@@ -48,6 +49,10 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.project}/{self.subject}/{self.session}"
+
+    def labels(self) -> Labels:
+        """The three labels as keywords (``**target.labels()``)."""
+        return Labels(project=self.project, subject=self.subject, session=self.session)
 
 
 def preflight(xnat: XnatSession, target: Target) -> list[ServerFile] | None:
@@ -99,9 +104,7 @@ def plan_with_preflight(
         checks = pool.submit(preflight, xnat, target)
         plan = plan_upload(
             source,
-            project=target.project,
-            subject=target.subject,
-            session=target.session,
+            **target.labels(),
             num_batches=num_batches,
             allow_multiple_studies=allow_multiple_studies,
             progress_callback=progress_callback,
@@ -154,9 +157,7 @@ def open_journal(
 
     key = JournalKey.create(
         server=server,
-        project=target.project,
-        subject=target.subject,
-        session=target.session,
+        **target.labels(),
         files=files,
         transport=transport,
     )
@@ -184,9 +185,7 @@ def verify(
     return await_session(
         xnat,
         files,
-        project=target.project,
-        subject=target.subject,
-        session=target.session,
+        **target.labels(),
         wait=wait,
         poll_interval=poll_interval,
         progress_callback=progress_callback,

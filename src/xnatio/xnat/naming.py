@@ -10,13 +10,14 @@ like XNAT. See docs/xnat-behaviour.md §1.2, §3.4 (step 8), §4.3 and §6.2.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from xnatio.errors import InputError
 
 __all__ = [
     "MAX_LABEL_LENGTH",
     "InstanceKeys",
+    "Labels",
     "entry_name",
     "java_list_hash_base36",
     "routing_comment",
@@ -28,6 +29,16 @@ __all__ = [
     "template_name",
     "validate_label",
 ]
+
+
+class Labels(TypedDict):
+    """A session's project, subject and session labels; ``**labels`` passes them on as the
+    keywords every upload, plan and check takes."""
+
+    project: str
+    subject: str
+    session: str
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _WORD = re.compile(r"[\w.-]+", re.ASCII)
