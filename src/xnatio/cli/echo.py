@@ -16,10 +16,10 @@ import click
 from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.options import (
     DicomFlags,
-    Seconds,
     ServerOptions,
     dicom_options,
     server_options,
+    timeout_option,
 )
 from xnatio.errors import XnatioError
 from xnatio.transport.dicom_store import check_receiver
@@ -30,13 +30,7 @@ __all__ = ["command"]
 @click.command(context_settings=HELP_SETTINGS)
 @dicom_options
 @server_options
-@click.option(
-    "--timeout",
-    type=Seconds(minimum=0.1),
-    default=60.0,
-    show_default=True,
-    help="Seconds allowed to connect and for the answer, as for C-STORE uploads.",
-)
+@timeout_option(60.0, "Seconds allowed to connect and for the answer, as for C-STORE uploads.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("-v", "--verbose", count=True, help="Log the association to stderr (-vv: debug).")
 def command(

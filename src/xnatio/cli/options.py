@@ -47,6 +47,17 @@ class Seconds(click.types.FloatParamType):
             raise click.UsageError(exc.message, ctx) from None
 
 
+def timeout_option(default: float | None, help: str, minimum: float = 0.1) -> Callable[[F], F]:
+    """``--timeout SECONDS``: finite, at least ``minimum``, ``default`` shown in the help."""
+    return click.option(
+        "--timeout",
+        type=Seconds(minimum=minimum),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
 if TYPE_CHECKING:  # click 8.2+ makes Path generic; click 8.1 cannot subscript it
     _PathType = click.Path[Path]
 else:

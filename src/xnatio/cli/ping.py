@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from xnatio.cli.app import HELP_SETTINGS, configure_logging
-from xnatio.cli.options import Seconds, ServerOptions, server_options
+from xnatio.cli.options import ServerOptions, server_options, timeout_option
 from xnatio.errors import XnatioError
 from xnatio.xnat.admin import ServerInfo, server_info
 
@@ -56,12 +56,8 @@ def _run(creds: ServerOptions, timeout: float, as_json: bool, line: str) -> None
     )
 
 
-_TIMEOUT = click.option(
-    "--timeout",
-    type=Seconds(minimum=0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds allowed for each request (connecting, logging in, each answer).",
+_TIMEOUT = timeout_option(
+    30.0, "Seconds allowed for each request (connecting, logging in, each answer)."
 )
 _JSON = click.option(
     "--json",

@@ -9,19 +9,13 @@ import click
 
 from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.display import human_bytes
-from xnatio.cli.options import Seconds, ServerOptions, server_options
+from xnatio.cli.options import ServerOptions, server_options, timeout_option
 from xnatio.errors import InputError
 from xnatio.xnat.admin import ACCESSIBILITY, create_project, list_scans
 
 __all__ = ["create_project_command", "list_scans_command"]
 
-_TIMEOUT = click.option(
-    "--timeout",
-    type=Seconds(minimum=0.1),
-    default=60.0,
-    show_default=True,
-    help="Seconds allowed for each request.",
-)
+_TIMEOUT = timeout_option(60.0, "Seconds allowed for each request.")
 _VERBOSE = click.option("-v", "--verbose", count=True, help="Log each request (-vv: debug).")
 
 

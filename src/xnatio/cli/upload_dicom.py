@@ -23,6 +23,7 @@ from xnatio.cli.options import (
     output_options,
     server_options,
     session_command,
+    timeout_option,
 )
 from xnatio.xnat.naming import Labels
 
@@ -120,11 +121,9 @@ class _Parsed(click.ParamType):  # type: ignore[type-arg]
     default=None,
     help="Cap on all uploads of this run together, bytes per second: 20M, 1.5M, 800k.",
 )
-@click.option(
-    "--timeout",
-    type=Seconds(minimum=0.1),
-    default=None,
-    help="Seconds per request (REST, default 10800) or per answer from the DICOM receiver "
+@timeout_option(
+    None,
+    "Seconds per request (REST, default 10800) or per answer from the DICOM receiver "
     "(C-STORE, default 60).",
 )
 @click.option(

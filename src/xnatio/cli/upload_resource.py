@@ -13,11 +13,11 @@ from xnatio.cli.compat import resource_options
 from xnatio.cli.display import ProgressDisplay, human_bytes
 from xnatio.cli.options import (
     InputPath,
-    Seconds,
     ServerOptions,
     joined,
     server_options,
     session_command,
+    timeout_option,
 )
 from xnatio.transport.resources import upload_resource
 from xnatio.xnat.naming import Labels
@@ -38,13 +38,11 @@ from xnatio.xnat.naming import Labels
 )
 @click.option("--no-overwrite", is_flag=True, help="Keep files that already exist on the server.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the listing afterwards.")
-@click.option(
-    "--timeout",
-    type=Seconds(minimum=1),
-    default=10800.0,
-    show_default=True,
-    help="Seconds each request may take (the zip of a whole folder is one request; XNAT answers "
+@timeout_option(
+    10800.0,
+    "Seconds each request may take (the zip of a whole folder is one request; XNAT answers "
     "after unpacking it).",
+    minimum=1,
 )
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
