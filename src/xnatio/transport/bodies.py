@@ -586,13 +586,11 @@ def zip_body(
 
     Parameters
     ----------
-    members
-        The entries, in archive order.
+    members, on_bytes
+        As for :func:`tar_body`.
     chunk_size
         Size of the output buffer and of the chunks yielded. Members up to this size (with their
         header) are read once; larger members are read twice (CRC pass, then data pass).
-    on_bytes
-        Called with the size of each chunk after the consumer has taken it (for progress).
     force_zip64
         Write zip64 extra fields and end records even when nothing needs them (for tests and for
         readers that want them). They are written automatically when needed.

@@ -486,6 +486,14 @@ def _send_batch(
     body = _body_for(inventory, batch, options, link, progress, cancel)
     error = "not sent"
     attempt = 0
+
+    def finish(ok: bool, uris: tuple[str, ...], error: str | None) -> BatchOutcome:
+        progress.finish(index, ok)
+        wire = body.stream.wire if ok and body.stream is not None else 0  # BatchOutcome.sent
+        took = time.monotonic() - started
+        size = batch.total_bytes
+        return BatchOutcome(index, len(batch.files), size, ok, attempt, uris, error, took, wire)
+
     while attempt < max_attempts:
         attempt += 1
         if attempt > 1:
@@ -501,18 +509,7 @@ def _send_batch(
                 lines = [ln.strip() for ln in response.text.splitlines() if ln.strip()]
                 problem = _check_uris(lines, project, session, direct_archive)
                 if problem is None:
-                    progress.finish(index, True)
-                    return BatchOutcome(
-                        index,
-                        len(batch.files),
-                        batch.total_bytes,
-                        True,
-                        attempt,
-                        tuple(lines),
-                        None,
-                        time.monotonic() - started,
-                        body.stream.wire if body.stream is not None else 0,
-                    )
+                    return finish(True, tuple(lines), None)
                 error, retry = problem, False
             else:
                 message = error_message(response)
@@ -528,17 +525,7 @@ def _send_batch(
             if cancel.wait(delay):
                 error = "cancelled"
                 break
-    progress.finish(index, False)
-    return BatchOutcome(
-        index,
-        len(batch.files),
-        batch.total_bytes,
-        False,
-        attempt,
-        (),
-        error,
-        time.monotonic() - started,
-    )
+    return finish(False, (), error)
 
 
 def _post(
