@@ -120,6 +120,8 @@ def _duplicates(response: httpx.Response) -> list[str]:
 
 def upload_resource(
     *,
+    # The keywords every public function on a session takes (XnatConfig.keywords, Labels),
+    # the same in each: a caller passes **config.keywords() and **labels.
     server: str,
     username: str,
     password: str,

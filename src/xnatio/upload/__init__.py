@@ -277,6 +277,8 @@ def upload_dicom_parallel_rest(
         Ctrl-C; carries the partial result.
     """
     workers, adaptive = parse_workers(upload_workers)
+    # xnatio 0.2's keywords, one by one onto the options object (as send_dicom_store does
+    # for DicomOptions): the public signature is kept, so the mapping is spelt out.
     given = RestOptions(
         num_batches=num_batches,
         upload_workers=workers,
@@ -411,6 +413,7 @@ def send_dicom_store(
     """
     if (source_dir is None) == (inventory is None):
         raise InputError("give either source_dir or inventory")
+    # The keywords onto DicomOptions, as upload_dicom_parallel_rest does for RestOptions.
     given = DicomOptions(
         host=host,
         port=port,

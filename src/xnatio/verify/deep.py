@@ -482,6 +482,8 @@ def _compare_pixels(ctx: _Context, la: _Level, lb: _Level) -> None:
 
 
 def _compare_fragments(ctx: _Context, la: _Level, lb: _Level) -> None:
+    # Walks the two item lists in step like _compare_sequence, but a fragment is bytes, not a
+    # nested data set, and its items end where their length says (no delimiter): kept apart.
     sa, ea, pa, _ = _items(la, 0)
     sb, eb, pb, _ = _items(lb, 0)
     ha = la.head

@@ -226,6 +226,8 @@ def _settled(report: VerifyReport) -> bool:
 
 def verify_session(
     *,
+    # The keywords every public function on a session takes (XnatConfig.keywords, Labels),
+    # the same in each: a caller passes **config.keywords() and **labels.
     server: str,
     username: str,
     password: str,

@@ -245,6 +245,8 @@ def _scan_order(scan_id: str) -> tuple[int, int, str]:
 
 def list_scans(
     *,
+    # The keywords every public function on a session takes (XnatConfig.keywords, Labels),
+    # the same in each: a caller passes **config.keywords() and **labels.
     server: str,
     username: str,
     password: str,
