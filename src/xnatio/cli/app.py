@@ -7,7 +7,6 @@ it is run, so ``xio --version`` and ``xio -h`` stay fast.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import logging
 import os
@@ -115,6 +114,8 @@ def _no_such_command(name: str) -> str:
     message = f"No such command {name!r}"
     if name in _XNATIO_02_ONLY:
         return f"{message}: xio does not have this xnatio 0.2 command (see docs/migrating.md)"
+    import difflib  # only for a mistyped command (start-up time of the others)
+
     close = difflib.get_close_matches(name, _COMMANDS, n=2, cutoff=0.6)
     if close:
         return f"{message} (did you mean {' or '.join(repr(c) for c in close)})"
