@@ -47,15 +47,22 @@ class Seconds(click.types.FloatParamType):
             raise click.UsageError(exc.message, ctx) from None
 
 
-def timeout_option(default: float | None, help: str, minimum: float = 0.1) -> Callable[[F], F]:
-    """``--timeout SECONDS``: finite, at least ``minimum``, ``default`` shown in the help."""
+def seconds_option(
+    flag: str, default: float | None, help: str, minimum: float = 0.0
+) -> Callable[[F], F]:
+    """An option of ``SECONDS`` (finite, at least ``minimum``); a ``default`` is shown."""
     return click.option(
-        "--timeout",
+        flag,
         type=Seconds(minimum=minimum),
         default=default,
         show_default=default is not None,
         help=help,
     )
+
+
+def timeout_option(default: float | None, help: str, minimum: float = 0.1) -> Callable[[F], F]:
+    """``--timeout SECONDS``, at least 0.1 s unless ``minimum`` says otherwise."""
+    return seconds_option("--timeout", default, help, minimum)
 
 
 if TYPE_CHECKING:  # click 8.2+ makes Path generic; click 8.1 cannot subscript it

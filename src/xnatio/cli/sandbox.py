@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xnatio.cli.options import Seconds
+from xnatio.cli.options import seconds_option
 from xnatio.errors import InputError
 
 if TYPE_CHECKING:
@@ -60,19 +60,9 @@ PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not 
     multiple=True,
     help="Project to create at start (repeatable). Default: P1.",
 )
-@click.option(
-    "--ticker-interval",
-    type=Seconds(),
-    default=60.0,
-    show_default=True,
-    help="Seconds between background runs (build, auto-archive).",
-)
-@click.option(
-    "--idle-interval",
-    type=Seconds(),
-    default=300.0,
-    show_default=True,
-    help="Seconds without new files before a session counts as complete.",
+@seconds_option("--ticker-interval", 60.0, "Seconds between background runs (build, auto-archive).")
+@seconds_option(
+    "--idle-interval", 300.0, "Seconds without new files before a session counts as complete."
 )
 @click.option(
     "--ingest-profile",
@@ -88,11 +78,10 @@ PASSWORD_ENV = "XNATIO_SANDBOX_PASSWORD"  # noqa: S105 - the variable name, not 
     default=None,
     help="Sandbox seconds per modelled XNAT second (default 0.2: five times as fast).",
 )
-@click.option(
+@seconds_option(
     "--ingest-proxy-timeout",
-    type=Seconds(),
-    default=None,
-    help="The modelled proxy's read timeout in XNAT seconds (default 100; 0: no proxy).",
+    None,
+    "The modelled proxy's read timeout in XNAT seconds (default 100; 0: no proxy).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv: every request).")
 def command(

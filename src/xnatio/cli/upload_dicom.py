@@ -16,11 +16,11 @@ from xnatio.cli.compat import upload_options
 from xnatio.cli.options import (
     DicomFlags,
     InputPath,
-    Seconds,
     ServerOptions,
     dicom_options,
     load_config,
     output_options,
+    seconds_option,
     server_options,
     session_command,
     timeout_option,
@@ -169,12 +169,10 @@ class _Parsed(click.ParamType):  # type: ignore[type-arg]
     "digests), deep (also download every stored file and compare its data elements), or none.",
 )
 @click.option("--no-verify", is_flag=True, help="Same as --verify none.")
-@click.option(
+@seconds_option(
     "--wait",
-    type=Seconds(),
-    default=600.0,
-    show_default=True,
-    help="C-STORE: seconds to wait for XNAT to build and archive the session before verifying.",
+    600.0,
+    "C-STORE: seconds to wait for XNAT to build and archive the session before verifying.",
 )
 @click.option(
     "--resume",

@@ -13,7 +13,12 @@ from xnatio.cli.anonymize import anonymize_options
 from xnatio.cli.app import HELP_SETTINGS, configure_logging
 from xnatio.cli.display import human_bytes
 from xnatio.cli.many_progress import ManyProgress
-from xnatio.cli.options import Seconds, ServerOptions, output_options, server_options
+from xnatio.cli.options import (
+    ServerOptions,
+    output_options,
+    seconds_option,
+    server_options,
+)
 from xnatio.cli.upload_dicom import default_dicom_host
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError
@@ -242,8 +247,7 @@ _HELP = {
               help="C-STORE: the receiver's AE title.")  # fmt: skip
 @click.option("--dicom-calling-aet", default="XNATIO", show_default=True,
               help="C-STORE: our AE title.")  # fmt: skip
-@click.option("--wait", type=Seconds(), default=600.0, show_default=True,
-              help="C-STORE: seconds to wait for XNAT to archive each session.")  # fmt: skip
+@seconds_option("--wait", 600.0, "C-STORE: seconds to wait for XNAT to archive each session.")
 @click.option("--verify", "verify_mode", type=click.Choice(["none", "listing", "deep"]),
               help="Check each session as upload-dicom does (default: listing).")  # fmt: skip
 @click.option("--no-verify", is_flag=True, help="Same as --verify none.")

@@ -11,9 +11,9 @@ from xnatio.cli.app import configure_logging
 from xnatio.cli.display import ProgressDisplay
 from xnatio.cli.options import (
     InputPath,
-    Seconds,
     ServerOptions,
     output_options,
+    seconds_option,
     server_options,
     session_command,
 )
@@ -60,12 +60,8 @@ def _print(report: VerifyReport, quiet: bool) -> None:
 
 @session_command
 @click.argument("source", type=InputPath())
-@click.option(
-    "--wait",
-    type=Seconds(),
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for the session to appear and settle (C-STORE sessions).",
+@seconds_option(
+    "--wait", 0.0, "Seconds to wait for the session to appear and settle (C-STORE sessions)."
 )
 @server_options
 @click.option(
