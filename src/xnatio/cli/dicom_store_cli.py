@@ -16,7 +16,7 @@ import click
 
 from xnatio.cli.display import ProgressDisplay, human_bytes, human_rate
 from xnatio.cli.options import DicomFlags, ServerOptions, joined
-from xnatio.cli.summary import dicom_times, seconds, timing_dict
+from xnatio.cli.summary import dicom_times, print_left_out, seconds, timing_dict
 from xnatio.inventory import describe_skipped
 from xnatio.options import DicomOptions
 from xnatio.plan import plan_upload
@@ -194,10 +194,8 @@ def _dry_run(
 
 def _print_result(result: DicomStoreResult) -> None:
     todo = result.total_files - len(result.present)
-    if result.nothing_to_send:
-        click.echo(f"nothing to send: all {result.total_files} instances are already confirmed")
-    elif result.present:
-        click.echo(f"{len(result.present)} instances were already delivered and not re-sent")
+    present = len(result.present)
+    print_left_out(result.nothing_to_send, result.total_files, present, "already confirmed")
     if result.skipped:
         click.echo(f"{describe_skipped(result.skipped)}; see --dry-run")
     verdict = "OK" if result.success else "INCOMPLETE"

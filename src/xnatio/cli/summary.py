@@ -172,10 +172,8 @@ def print_rest_result(result: UploadResult, quiet: bool) -> None:
         f"{verdict}: {sent}; {result.batches_succeeded} batches ok, "
         f"{result.batches_failed} failed, {result.retries} retries"
     )
-    if result.nothing_to_send:
-        click.echo(f"nothing to send: all {result.total_files} instances are already on the server")
-    elif result.already_present:
-        click.echo(f"{result.already_present} instances were already on the server and not re-sent")
+    already = "already on the server"
+    print_left_out(result.nothing_to_send, result.total_files, result.already_present, already)
     if result.skipped:
         click.echo(f"{describe_skipped(result.skipped)}; see --dry-run")
     if result.archive_uri:
@@ -192,6 +190,14 @@ def print_rest_result(result: UploadResult, quiet: bool) -> None:
         click.echo(f"error: {err}", err=True)
     if len(result.errors) > 100:
         click.echo(f"... and {len(result.errors) - 100} more errors (see --json)", err=True)
+
+
+def print_left_out(nothing: bool, total: int, present: int, where: str) -> None:
+    """The line on instances not sent because they were ``where`` (both transports)."""
+    if nothing:
+        click.echo(f"nothing to send: all {total} instances are {where}")
+    elif present:
+        click.echo(f"{present} instances were {where} and not re-sent")
 
 
 def rest_output(
