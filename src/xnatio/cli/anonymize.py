@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from xnatio.cli.app import HELP_SETTINGS
-from xnatio.cli.options import InputPath, server_options
+from xnatio.cli.options import InputPath, server_options, with_options
 from xnatio.errors import InputError
 
 if TYPE_CHECKING:  # the engine is imported only when a script is applied (start-up time)
@@ -148,10 +148,7 @@ def anonymize_options(func: F) -> F:
         )
         return func(*args, **kwargs)
 
-    decorated: Callable[..., Any] = wrapper
-    for option in reversed(_OPTIONS):
-        decorated = option(decorated)
-    return cast(F, decorated)
+    return cast(F, with_options(wrapper, _OPTIONS))
 
 
 # -- the preview ------------------------------------------------------------------------------

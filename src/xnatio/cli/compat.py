@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from xnatio.cli.options import with_options
 from xnatio.errors import InputError
 
 __all__ = ["note", "resource_options", "upload_options"]
@@ -129,10 +130,7 @@ def upload_options(func: F) -> F:
             )
         return func(*args, **kwargs)
 
-    decorated: Callable[..., Any] = wrapper
-    for option in reversed(_UPLOAD_OPTIONS):
-        decorated = option(decorated)
-    return cast(F, decorated)
+    return cast(F, with_options(wrapper, _UPLOAD_OPTIONS))
 
 
 def resource_options(func: F) -> F:

@@ -101,19 +101,11 @@ def read_password_stdin() -> str:
     return line.rstrip("\r\n")
 
 
-def load_config(
-    *,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
-    required: bool,
-    profile: str | None = None,
-) -> XnatConfig | None:
-    """Resolve server and credentials; prompt for a hidden password on a terminal if needed.
+@dataclass(frozen=True)
+class ServerOptions:
+    """The server and credential options of one command line (no password: never a flag).
 
-    Parameters
+    Attributes
     ----------
     server, user
         Values of ``--server`` and ``--user`` (None when not given).
@@ -123,61 +115,9 @@ def load_config(
         Turn TLS verification off (``--insecure``), with a warning.
     env_name
         ``--env``: read ``.env.NAME``, or the file at a path (xnatio 0.2's meaning).
-    required
-        Raise when no server is configured anywhere.
     profile
         ``--profile NAME``: a profile of the config file.
-
-    Returns
-    -------
-    XnatConfig or None
-        None only when no server is configured and ``required`` is False.
     """
-    settings = resolve(
-        server=server,
-        user=user,
-        password_stdin=password_stdin,
-        insecure=insecure,
-        env_name=env_name,
-        profile=profile,
-    )
-    missing = settings.server is not None and settings.username and settings.password is None
-    if missing and sys.stdin.isatty():
-        typed = click.prompt("XNAT password", hide_input=True)
-        settings = replace(settings, password=typed)
-    config = settings.config()
-    if config is None and required:
-        raise InputError(
-            "no XNAT server given: pass --server URL or --profile NAME, or set XNAT_SERVER"
-        )
-    if insecure:
-        click.echo("xio: warning: TLS certificate verification is OFF (--insecure)", err=True)
-    return config
-
-
-def resolve(
-    *,
-    server: str | None,
-    user: str | None,
-    password_stdin: bool,
-    insecure: bool,
-    env_name: str | None,
-    profile: str | None,
-) -> Resolution:
-    """The settings in effect for these flags, with where each came from."""
-    return resolve_settings(
-        server=server,
-        username=user,
-        password=read_password_stdin() if password_stdin else None,
-        verify_tls=False if insecure else None,
-        env_name=env_name,
-        profile=profile,
-    )
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """The server and credential options of one command line (no password: never a flag)."""
 
     server: str | None
     user: str | None
@@ -187,16 +127,24 @@ class ServerOptions:
     profile: str | None = None
 
     def config(self, *, required: bool = True) -> XnatConfig | None:
-        """Resolve these options with profiles, the environment, ``.env`` and ``~/.netrc``."""
-        return load_config(
-            server=self.server,
-            user=self.user,
-            password_stdin=self.password_stdin,
-            insecure=self.insecure,
-            env_name=self.env_name,
-            required=required,
-            profile=self.profile,
-        )
+        """Resolve these options with profiles, the environment, ``.env`` and ``~/.netrc``;
+        prompt for a hidden password on a terminal if one is needed.
+
+        Returns None only when no server is configured and ``required`` is False.
+        """
+        settings = self._resolve(read_password=self.password_stdin)
+        missing = settings.server is not None and settings.username and settings.password is None
+        if missing and sys.stdin.isatty():
+            typed = click.prompt("XNAT password", hide_input=True)
+            settings = replace(settings, password=typed)
+        config = settings.config()
+        if config is None and required:
+            raise InputError(
+                "no XNAT server given: pass --server URL or --profile NAME, or set XNAT_SERVER"
+            )
+        if self.insecure:
+            click.echo("xio: warning: TLS certificate verification is OFF (--insecure)", err=True)
+        return config
 
     def required_config(self) -> XnatConfig:
         """Like :meth:`config`, for commands that cannot run without a server."""
@@ -209,14 +157,23 @@ class ServerOptions:
 
         ``--password-stdin`` is not read here (a password is never shown anyway).
         """
-        return resolve(
+        return self._resolve(read_password=False)
+
+    def _resolve(self, *, read_password: bool) -> Resolution:
+        return resolve_settings(
             server=self.server,
-            user=self.user,
-            password_stdin=False,
-            insecure=self.insecure,
+            username=self.user,
+            password=read_password_stdin() if read_password else None,
+            verify_tls=False if self.insecure else None,
             env_name=self.env_name,
             profile=self.profile,
         )
+
+
+def load_config(*, required: bool, **flags: Any) -> XnatConfig | None:
+    """:meth:`ServerOptions.config` for the flags given as keywords (``server``, ``user``,
+    ``password_stdin``, ``insecure``, ``env_name``, ``profile``); kept for older callers."""
+    return ServerOptions(**flags).config(required=required)
 
 
 _SERVER_OPTIONS = (
@@ -246,6 +203,13 @@ _SERVER_OPTIONS = (
 )
 
 
+def with_options(func: Callable[..., Any], options: Sequence[Callable[[Any], Any]]) -> Any:
+    """``func`` with click ``options`` added, in the order given (as if stacked above it)."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _bundled(func: F, options: Sequence[Callable[[Any], Any]], name: str, cls: type) -> F:
     """``func`` with ``options`` added, receiving their values as one ``name=cls(...)`` argument
     (the dataclass ``cls`` names its fields as the options' keyword arguments)."""
@@ -256,10 +220,7 @@ def _bundled(func: F, options: Sequence[Callable[[Any], Any]], name: str, cls: t
         kwargs[name] = cls(**{key: kwargs.pop(key) for key in keys})
         return func(*args, **kwargs)
 
-    decorated: Callable[..., Any] = wrapper
-    for option in reversed(options):
-        decorated = option(decorated)
-    return cast(F, decorated)
+    return cast(F, with_options(wrapper, options))
 
 
 def server_options(func: F) -> F:
@@ -299,10 +260,7 @@ def output_options(
     options.append(click.option("-q", "--quiet", is_flag=True, help="Only errors."))
 
     def decorate(func: F) -> F:
-        decorated: Callable[..., Any] = func
-        for option in reversed(options):
-            decorated = option(decorated)
-        return cast(F, decorated)
+        return cast(F, with_options(func, options))
 
     return decorate
 
