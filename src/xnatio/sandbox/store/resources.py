@@ -83,12 +83,11 @@ class Resources(Part):
         """
         exp = self._resolve(project, subject, label, scan)
         scan_id = scan or ""
-        if not resource or "/" in resource or resource in (".", ".."):
-            raise ClientError(f"Invalid resource label: {resource}")
+        _check_label(resource)
         rel = _check_rel_path(path)
         with self._index.lock:
             # An existing resource may be named by its ID (pyxnat does), a new one by its label.
-            found = self._index.row(_RESOURCE, (exp["id"], scan_id, resource, resource, resource))
+            found = self._resource_row(exp, scan_id, resource)
             if found is not None:
                 rn, resource = int(found["n"]), str(found["label"])
             else:
@@ -124,11 +123,10 @@ class Resources(Part):
             session or scan has a resource of that label or ID.
         """
         exp = self._resolve(project, subject, label, scan)
-        if not resource or "/" in resource or resource in (".", ".."):
-            raise ClientError(f"Invalid resource label: {resource}")
+        _check_label(resource)
         with self._index.lock:
             scan_id = scan or ""
-            if self._index.row(_RESOURCE, (exp["id"], scan_id, resource, resource, resource)):
+            if self._resource_row(exp, scan_id, resource):
                 raise ClientError("Specified resource already exists.", 409)
             self.catalog.resource_n(exp["id"], scan_id, resource, fmt, content)
             self._index.commit()
@@ -145,7 +143,7 @@ class Resources(Part):
         exp = self._resolve(project, subject, label, scan)
         scan_id = scan or ""
         with self._index.lock:
-            found = self._index.row(_RESOURCE, (exp["id"], scan_id, res, res, res))
+            found = self._resource_row(exp, scan_id, res)
             if found is None:
                 raise ClientError("Unable to find the specified catalog.", 404)
             self._index.execute("DELETE FROM files WHERE resource_n=?", (found["n"],))
@@ -191,7 +189,7 @@ class Resources(Part):
         exp = self._resolve(project, subject, label, scan)
         scan_id = scan or ""
         with self._index.lock:
-            row = self._index.row(_FILE_IN_RESOURCE, (exp["id"], scan_id, resource, resource, name))
+            row = self._resource_row(exp, scan_id, resource, name)
             if row is None:
                 raise ClientError("Unable to find file.", 404)
             path = self._file_path(exp, scan_id, row["label"], name)
@@ -230,18 +228,16 @@ class Resources(Part):
         self, project: str, subject: str, label: str, scan: str | None, resource: str
     ) -> list[ListedFile] | None:
         """The files of :meth:`files` with where they are stored (for downloads)."""
+        scan_id = scan or ""
         with self._index.lock:
-            exp = self.catalog.resolve_experiment(project, subject, label)
-            if exp is None:
-                return None
-            scan_id = scan or ""
-            found = self._index.row(_RESOURCE, (exp["id"], scan_id, resource, resource, resource))
+            found = self._find(project, subject, label, scan_id, resource)
             if found is None:
                 return None
+            exp, res = found
             rows = self._index.rows(
                 "SELECT r.n, r.label, r.format, r.content, f.path, f.size, f.md5 FROM resources r "
                 "JOIN files f ON f.resource_n=r.n WHERE r.n=? ORDER BY f.path",
-                (found["n"],),
+                (res["n"],),
             )
             scan_row = self._index.row(
                 "SELECT type FROM scans WHERE experiment_id=? AND scan_id=?", (exp["id"], scan_id)
@@ -253,15 +249,39 @@ class Resources(Part):
         self, project: str, subject: str, label: str, scan: str | None, resource: str, path: str
     ) -> Path | None:
         """Where a stored resource file is on disk (resource by label or ID), or ``None``."""
+        scan_id = scan or ""
         with self._index.lock:
-            exp = self.catalog.resolve_experiment(project, subject, label)
-            if exp is None:
+            found = self._find(project, subject, label, scan_id, resource, path)
+            if found is None:
                 return None
-            scan_id = scan or ""
-            r = self._index.row(_FILE_IN_RESOURCE, (exp["id"], scan_id, resource, resource, path))
-            if r is None:
-                return None
-            return self._file_path(exp, scan_id, r["label"], path)
+            exp, res = found
+            return self._file_path(exp, scan_id, res["label"], path)
+
+    def _find(
+        self,
+        project: str,
+        subject: str,
+        label: str,
+        scan_id: str,
+        resource: str,
+        path: str | None = None,
+    ) -> tuple[sqlite3.Row, sqlite3.Row] | None:
+        """The session and :meth:`_resource_row`, or ``None`` when either is missing."""
+        exp = self.catalog.resolve_experiment(project, subject, label)
+        if exp is None:
+            return None
+        found = self._resource_row(exp, scan_id, resource, path)
+        return None if found is None else (exp, found)
+
+    def _resource_row(
+        self, exp: sqlite3.Row, scan_id: str, resource: str, path: str | None = None
+    ) -> sqlite3.Row | None:
+        """A resource of a session or scan by label or ID; with ``path``, one holding that file.
+
+        The caller holds the index lock.
+        """
+        query, last = (_RESOURCE, resource) if path is None else (_FILE_IN_RESOURCE, path)
+        return self._index.row(query, (exp["id"], scan_id, resource, resource, last))
 
     def _file_path(self, exp: sqlite3.Row, scan_id: str, resource: str, path: str) -> Path:
         base = resource_dir(exp["project"], exp["label"], scan_id, resource)
@@ -304,6 +324,12 @@ class Resources(Part):
             self._index.execute(
                 "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?)", (rn, rel, size, md5, "", "")
             )
+
+
+def _check_label(resource: str) -> None:
+    """Refuse a resource label that is empty or would leave its folder."""
+    if not resource or "/" in resource or resource in (".", ".."):
+        raise ClientError(f"Invalid resource label: {resource}")
 
 
 def _check_rel_path(path: str) -> str:

@@ -41,6 +41,9 @@ def default_script(app: App, req: Request) -> Response:
     return Response(200, DEFAULT_SCRIPT.encode(), _TEXT)
 
 
+# Each route has its own named handler, as in the other route modules; the site and project
+# handlers of the script (here) and of its flag (site_enabled, project_enabled) look alike
+# because both only pick the project and pass it to the one body (_script, _enabled).
 def site_script(app: App, req: Request) -> Response:
     """``GET|PUT /xapi/anonymize/site``: the site script's text (empty when none)."""
     return _script(app, req, None)
