@@ -62,6 +62,7 @@ def plan_many(
     *,
     server: XnatConfig | None,
     options: ManyOptions | None = None,
+    # The last three are passed on to many.plan.plan_run as they are (hence the same lines).
     scan_sources: bool = True,
     done_earlier: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
