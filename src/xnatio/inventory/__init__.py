@@ -1,10 +1,10 @@
 """Inventory of a DICOM source: which files to send, and what their headers say.
 
 A source is a folder (searched recursively) or a ``.zip``, ``.tar`` or ``.tar.gz``/``.tgz`` file
-(:mod:`xnatio.inventory.sources`; tar files in :mod:`xnatio.inventory.tar`, loaded only for
-them). :func:`build_inventory` reads the header of every candidate file
-(:mod:`xnatio.inventory.scan`) and returns the DICOM instances sorted for sending, with the files
-it left out and why (:mod:`xnatio.inventory.model`).
+(:mod:`xnatio.inventory.sources`; tar and zip files in :mod:`xnatio.inventory.tar` and
+:mod:`xnatio.inventory.zipped`, loaded only for them). :func:`build_inventory` reads the header
+of every candidate file (:mod:`xnatio.inventory.scan`) and returns the DICOM instances sorted for
+sending, with the files it left out and why (:mod:`xnatio.inventory.model`).
 """
 
 from xnatio.inventory.model import (
@@ -22,7 +22,6 @@ from xnatio.inventory.sources import (
     MAX_RATIO,
     DamagedMemberError,
     FolderSource,
-    ZipSource,
     open_source,
 )
 
@@ -38,7 +37,6 @@ __all__ = [
     "ScanProgress",
     "SkippedFile",
     "Source",
-    "ZipSource",
     "build_inventory",
     "describe_skipped",
     "open_source",
