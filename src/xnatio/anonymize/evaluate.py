@@ -19,6 +19,8 @@ from xnatio.anonymize.functions import (
     hash_uid,
     seeded_uid,
 )
+
+# The syntax tree's node types, as the parser that builds them imports them (the same names).
 from xnatio.anonymize.nodes import (
     Assign,
     Call,

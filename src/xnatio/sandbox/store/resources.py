@@ -52,6 +52,8 @@ class Resources(Part):
 
     catalog: Catalog
 
+    # put_file, create and the route in web/resources.py take a resource's location as the
+    # URL gives it (project, subject, session label, scan, resource): the same parameters.
     def put_file(
         self,
         project: str,
