@@ -350,6 +350,20 @@ def test_parse_workers_and_options_check() -> None:
         RestOptions(bwlimit=float("nan")).check()
 
 
+def test_auto_cuts_a_large_session_into_smaller_batches() -> None:
+    auto = RestOptions(upload_workers=42, adaptive_workers=True)
+    assert auto.batches_for(15_000) == 168  # four per connection of the ceiling
+    assert auto.batches_for(3_000) == 60  # at least 50 files each
+    assert auto.batches_for(300) == 42  # never fewer than --num-batches
+    assert RestOptions(upload_workers=8, adaptive_workers=True).batches_for(15_000) == 42
+    assert (
+        RestOptions(num_batches=4, upload_workers=8, adaptive_workers=True).batches_for(15_000)
+        == 32
+    )
+    assert RestOptions(num_batches=500, adaptive_workers=True).batches_for(15_000) == 500
+    assert RestOptions().batches_for(15_000) == 42  # fixed workers: --num-batches as given
+
+
 # -- the link ---------------------------------------------------------------------------------
 
 

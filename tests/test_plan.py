@@ -10,7 +10,7 @@ import pytest
 
 from xnatio.errors import InputError
 from xnatio.inventory import DicomFile, build_inventory
-from xnatio.plan import Batch, check_inventory, plan_batches
+from xnatio.plan import Batch, check_inventory, plan_batches, plan_inventory
 from xnatio.synth import write_session
 from xnatio.xnat.naming import entry_name, routing_comment, validate_label
 
@@ -221,3 +221,14 @@ def test_equal_series_that_do_not_divide_evenly_are_split_a_little() -> None:
         for uid in _series_of(b):
             batches_per_series[uid] = batches_per_series.get(uid, 0) + 1
     assert sum(1 for n in batches_per_series.values() if n == 1) >= 5
+
+
+def test_a_plan_is_cut_again_into_another_number_of_batches(tmp_path: Path) -> None:
+    write_session(tmp_path / "s", series=2, instances=6, rows=8, columns=8, seed=1)
+    plan = plan_inventory(build_inventory(tmp_path / "s"), num_batches=3)
+    with plan.inventory:
+        assert plan.with_batches(3) is plan
+        again = plan.with_batches(5)
+        assert again.batches == plan_batches(plan.inventory.files, 5)
+        assert again.series == plan.series and again.inventory is plan.inventory
+        assert len(plan.with_batches(100).batches) == 12  # never more than there are files

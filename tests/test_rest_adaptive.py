@@ -4,7 +4,8 @@ Timing-sensitive properties (that ``auto`` picks no compression on loopback and 
 capped link) are shown by the benchmarks (docs/parallel-uploads.md); these tests check what can
 fail deterministically: every instance lands once with every setting, compressed bodies are
 smaller, deflate is chosen on a link that is slow per connection, the shared budget is the one
-the controller drives, overload answers make it back off, and the rate limit is a floor on time.
+the controller drives, overload answers make it back off, ``auto`` cuts a large session into
+smaller batches, and the rate limit is a floor on time.
 """
 
 from __future__ import annotations
@@ -168,6 +169,27 @@ def test_sessions_sharing_a_client_share_one_link_and_one_budget(
     assert link.controller.budget is budget  # the run's budget, not one per session
     assert budget.stats().peak <= 6
     assert budget.capacity == 6  # given back in full once nobody sends
+
+
+def test_auto_sends_a_large_session_in_smaller_batches(sandbox: Sandbox, tmp_path: Path) -> None:
+    source = tmp_path / "session"
+    write_session(source, series=2, instances=130, rows=8, columns=8, seed=6)
+    fixed = upload(sandbox, source, session="E1", num_batches=2, upload_workers=2)
+    assert fixed.success, fixed.errors
+    assert len(fixed.sent_batches) == 2
+    # 260 files, at least 50 per batch and at most 4 per connection of the ceiling of 2: 5.
+    auto = upload(sandbox, source, session="E2", num_batches=2, upload_workers="auto:2")
+    assert auto.success, auto.errors
+    assert len(auto.sent_batches) == 5
+    assert_exactly_once(sandbox, 260, session="E2")
+    env = {"XNAT_SERVER": sandbox.url, "XNAT_USERNAME": "admin", "XNAT_PASSWORD": "admin"}
+    args = [sys.executable, "-m", "xnatio", "upload-dicom", "P1", "S1", "E3", str(source)]
+    args += ["--num-batches", "2", "--upload-workers", "auto:2", "--dry-run", "--json"]
+    done = subprocess.run(
+        args, capture_output=True, text=True, env={**os.environ, **env}, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["batches"]) == 5  # the dry run shows what auto sends
 
 
 def test_cli_options_reach_the_upload(sandbox: Sandbox, realistic: Path, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # ssl is loaded when a TLS context is made (start-up time)
     import ssl
 
 __all__ = [
+    "AUTO_BATCHES_PER_WORKER",
+    "AUTO_MIN_FILES",
     "ArchiveFormat",
     "Compress",
     "DicomOptions",
@@ -34,6 +36,11 @@ Overwrite = Literal["none", "append", "delete"]
 ArchiveFormat = Literal["tar", "zip"]
 ImportHandler = Literal["DICOM-zip", "gradual-DICOM"]
 Compress = Literal["auto", "deflate", "none"]
+
+#: With ``--upload-workers auto``: batches cut per worker of the ceiling, at most...
+AUTO_BATCHES_PER_WORKER = 4
+#: ...and files per batch, at least (:meth:`RestOptions.batches_for`).
+AUTO_MIN_FILES = 50
 
 
 def check_seconds(name: str, value: float, *, minimum: float = 0.0) -> float:
@@ -80,7 +87,8 @@ class RestOptions:
     ----------
     num_batches, upload_workers
         Batches to cut the session into, and how many are sent at once (with
-        ``adaptive_workers``, the most that may be sent at once).
+        ``adaptive_workers``, the most that may be sent at once, and ``num_batches`` the fewest
+        batches: see :meth:`batches_for`).
     adaptive_workers
         Let a controller choose how many batches are sent at once, between 1 and
         ``upload_workers``, from the throughput and the server's answers measured during the
@@ -128,6 +136,21 @@ class RestOptions:
     direct_archive: bool = False
     import_handler: ImportHandler = "DICOM-zip"
     max_attempts: int = 5
+
+    def batches_for(self, files: int) -> int:
+        """How many batches to cut ``files`` files into.
+
+        ``num_batches``; with ``adaptive_workers``, more for a large session: up to
+        :data:`AUTO_BATCHES_PER_WORKER` per worker of the ceiling, each of at least
+        :data:`AUTO_MIN_FILES` files. The controller can only judge a capacity from answers, which
+        come when a batch ends, and the last batches run with few connections busy: batches of a
+        few seconds each keep both the ramp and the tail short, where 42 large ones cost most of
+        a batch's time in each.
+        """
+        if not self.adaptive_workers:
+            return self.num_batches
+        small = min(AUTO_BATCHES_PER_WORKER * self.upload_workers, files // AUTO_MIN_FILES)
+        return max(self.num_batches, small)
 
     def check(self) -> None:
         """Raise :class:`~xnatio.errors.InputError` for a setting that cannot work."""

@@ -81,7 +81,8 @@ class _Parsed(click.ParamType):  # type: ignore[type-arg]
     default=None,
     help="Pieces the session is cut into (REST, default 42) or parallel associations "
     "(C-STORE, default 45). xnatio 0.2's defaults, kept: on links that cap each connection, "
-    "parallel streams add up (docs/parallel-uploads.md).",
+    "parallel streams add up (docs/parallel-uploads.md). With --upload-workers auto, the fewest "
+    "REST batches: a large session is cut into up to 4 per worker, of 50 files or more.",
 )
 @click.option(
     "--upload-workers",
@@ -315,6 +316,14 @@ def _run_rest(
                 progress_callback=display,
                 skip_unreadable=p["skip_unreadable"],
             )
+            workers, auto = p["upload_workers"]
+            if auto:  # auto sends smaller batches (RestOptions.batches_for)
+                rule = RestOptions(
+                    num_batches=p["num_batches"] or 42,
+                    upload_workers=workers,
+                    adaptive_workers=True,
+                )
+                plan = plan.with_batches(rule.batches_for(len(plan.inventory.files)))
             plan.inventory.source.close()
             return rest_plan_output(plan, p["as_json"])
         assert config is not None

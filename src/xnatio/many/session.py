@@ -164,7 +164,7 @@ def prepare(spec: SessionSpec, options: ManyOptions) -> Prepared:
         return inventory
     return plan_inventory(
         inventory,
-        num_batches=options.rest_for(spec, "upload").num_batches,
+        num_batches=options.rest_for(spec, "upload").batches_for(len(inventory.files)),
         allow_multiple_studies=options.multiple_for(spec),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,16 @@ class UploadPlan:
     batches: list[Batch]
     studies: dict[str, int]
     series: dict[str, int]
+
+    def with_batches(self, num_batches: int) -> UploadPlan:
+        """The same plan cut into ``num_batches`` batches (never more than there are files).
+
+        Returns itself when it has that many batches already.
+        """
+        files = self.inventory.files
+        if not files or len(self.batches) == min(num_batches, len(files)):
+            return self
+        return dataclasses.replace(self, batches=plan_batches(files, num_batches))
 
 
 def plan_upload(

@@ -123,8 +123,17 @@ def run_rest(
                     num_batches=options.num_batches,
                     allow_multiple_studies=allow_multiple_studies,
                 )
+            plan = _cut_for(plan, options)
             run = _RestRun(xnat, plan, target, options, log, progress_callback, started, applied)
             return run.run(existing, resume=resume, level=level)
+
+
+def _cut_for(plan: UploadPlan, options: RestOptions) -> UploadPlan:
+    """``plan`` cut into the smaller batches ``--upload-workers auto`` sends
+    (:meth:`~xnatio.options.RestOptions.batches_for`); any other plan is sent as it is."""
+    if not options.adaptive_workers:
+        return plan
+    return plan.with_batches(options.batches_for(len(plan.inventory.files)))
 
 
 class _RestRun:
@@ -265,7 +274,7 @@ class _RestRun:
 
     def batches(self, todo: list[DicomFile]) -> list[Batch]:
         """Re-cut the batches for a subset of the inventory."""
-        return plan_batches(todo, self.options.num_batches) if todo else []
+        return plan_batches(todo, self.options.batches_for(len(todo))) if todo else []
 
     def send_all(self, result: UploadResult, batches: list[Batch]) -> BatchRun:
         """Send ``batches``, count what XNAT acknowledged into ``result``, and close the
