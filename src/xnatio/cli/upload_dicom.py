@@ -305,43 +305,37 @@ def _run_rest(
     """The REST half of the command, from its parsed options; returns the exit code."""
     p = opts
     source, labels = p["source"], p["labels"]
+    workers, auto = p["upload_workers"]
+    transport = RestOptions(
+        num_batches=p["num_batches"] or 42,
+        upload_workers=workers,
+        adaptive_workers=auto,
+        archive_workers=p["archive_workers"],
+        archive_format=p["archive_format"],
+        compress=p["compress"],
+        bwlimit=p["bwlimit"],
+        timeout=p["timeout"] if p["timeout"] is not None else 10800.0,
+        overwrite=p["overwrite"],
+        direct_archive=p["direct_archive"],
+        import_handler=p["import_handler"],
+    )
     config = None if p["dry_run"] else p["creds"].required_config()
     with ProgressDisplay(progress_mode) as display:
         if p["dry_run"]:
             plan = plan_upload(
                 source,
                 **labels,
-                num_batches=p["num_batches"] or 42,
+                num_batches=transport.num_batches,
                 allow_multiple_studies=p["allow_multiple_studies"],
                 progress_callback=display,
                 skip_unreadable=p["skip_unreadable"],
             )
-            workers, auto = p["upload_workers"]
-            if auto:  # auto sends smaller batches (RestOptions.batches_for)
-                rule = RestOptions(
-                    num_batches=p["num_batches"] or 42,
-                    upload_workers=workers,
-                    adaptive_workers=True,
-                )
-                plan = plan.with_batches(rule.batches_for(len(plan.inventory.files)))
+            # The batches as they would be sent (auto sends smaller ones: RestOptions.batches_for).
+            plan = plan.with_batches(transport.batches_for(len(plan.inventory.files)))
             plan.inventory.source.close()
             return rest_plan_output(plan, p["as_json"])
         assert config is not None
-        workers, auto = p["upload_workers"]
         try:
-            transport = RestOptions(
-                num_batches=p["num_batches"] or 42,
-                upload_workers=workers,
-                adaptive_workers=auto,
-                archive_workers=p["archive_workers"],
-                archive_format=p["archive_format"],
-                compress=p["compress"],
-                bwlimit=p["bwlimit"],
-                timeout=p["timeout"] if p["timeout"] is not None else 10800.0,
-                overwrite=p["overwrite"],
-                direct_archive=p["direct_archive"],
-                import_handler=p["import_handler"],
-            )
             result = upload_session(
                 source,
                 **labels,

@@ -123,17 +123,10 @@ def run_rest(
                     num_batches=options.num_batches,
                     allow_multiple_studies=allow_multiple_studies,
                 )
-            plan = _cut_for(plan, options)
+            if options.adaptive_workers:  # auto sends smaller batches (RestOptions.batches_for)
+                plan = plan.with_batches(options.batches_for(len(plan.inventory.files)))
             run = _RestRun(xnat, plan, target, options, log, progress_callback, started, applied)
             return run.run(existing, resume=resume, level=level)
-
-
-def _cut_for(plan: UploadPlan, options: RestOptions) -> UploadPlan:
-    """``plan`` cut into the smaller batches ``--upload-workers auto`` sends
-    (:meth:`~xnatio.options.RestOptions.batches_for`); any other plan is sent as it is."""
-    if not options.adaptive_workers:
-        return plan
-    return plan.with_batches(options.batches_for(len(plan.inventory.files)))
 
 
 class _RestRun:
