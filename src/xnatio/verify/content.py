@@ -34,6 +34,7 @@ from xnatio.dicom.reader import DicomFormatError, HeaderReader
 from xnatio.dicom.syntax import classify
 from xnatio.inventory import DicomFile, Source
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
+from xnatio.verify.bounded import bounded_map
 from xnatio.verify.comparison import Comparison
 from xnatio.verify.deep import CompareAgain, ExpectedEdits, compare_streams
 from xnatio.verify.levels import VERIFY_LEVELS, VerifyLevel, verify_level
@@ -55,7 +56,9 @@ __all__ = [
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _BEFORE_PIXELS = 0x7FE00007
 _UNDEFINED = 0xFFFFFFFF
-_READ = 1 << 20
+# read(n) allocates n bytes per call: 64 KiB stays below malloc's mmap threshold, where 1 MiB
+# made every call map and unmap memory (most DICOM files are smaller anyway).
+_READ = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -273,10 +276,9 @@ def check_content(
     if not todo:
         return
     done = 0
-    with cf.ThreadPoolExecutor(
-        min(check.workers, len(todo)), thread_name_prefix="xio-check"
-    ) as pool:
-        for outcome in pool.map(one, todo):
+    workers = min(check.workers, len(todo))
+    with cf.ThreadPoolExecutor(workers, thread_name_prefix="xio-check") as pool:
+        for outcome in bounded_map(pool, one, todo, ahead=4 * workers):
             comparison.content += [(outcome.path, p) for p in outcome.problems]
             comparison.notes += outcome.notes
             done += 1

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from xnatio.inventory import DicomFile
+from xnatio.verify.bounded import bounded_map
 from xnatio.verify.remote import RemoteReadError, remote_header
 from xnatio.xnat.listings import ServerFile
 from xnatio.xnat.naming import java_list_hash_base36, stored_name, template_name
@@ -134,8 +135,9 @@ def identify(
         return sf, header.get("sop_instance") if isinstance(header, dict) else None, None
 
     if pending:
-        with cf.ThreadPoolExecutor(min(workers, len(pending)), thread_name_prefix="xio-id") as pool:
-            for sf, uid, error in pool.map(read, pending):
+        size = min(workers, len(pending))
+        with cf.ThreadPoolExecutor(size, thread_name_prefix="xio-id") as pool:
+            for sf, uid, error in bounded_map(pool, read, pending, ahead=4 * size):
                 if error is not None:
                     ids.unreadable[sf] = error
                 else:
