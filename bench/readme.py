@@ -134,6 +134,7 @@ DOCS_RESULTS: tuple[str, ...] = (
     "rest-loopback-medium",
     "dicom-loopback-medium",
     "dicom-orthanc-medium",
+    "rest-scale-xl-deflate",
     "rest-scale-xl",
     "rest-scale-xl-after-fixes",
     "dicom-scale-xl",
