@@ -123,7 +123,12 @@ README_ROWS: tuple[Comparison, ...] = (
 
 #: Tables that other tools write as Markdown next to their JSON (``bench.startup``,
 #: ``bench.overload``), shown in docs/benchmarks.md between ``bench-extra`` markers.
-DOCS_EXTRA: tuple[str, ...] = ("startup", "overload-xl-15k", "verify-cost-medium")
+DOCS_EXTRA: tuple[str, ...] = (
+    "startup",
+    "overload-xl-15k",
+    "overload-xl-15k-equal-batches",
+    "verify-cost-medium",
+)
 
 #: Results files shown in full in docs/benchmarks.md, in order: issue 13's clean runs first.
 DOCS_RESULTS: tuple[str, ...] = (
