@@ -294,7 +294,9 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     server.stop()
 
 
-def dcmsend_instances(orthanc: Orthanc, folder: Path) -> dict[str, pydicom.Dataset]:
+def dcmsend_instances(
+    orthanc: Orthanc, folder: Path, timeout: float = 60
+) -> dict[str, pydicom.Dataset]:
     """What Orthanc holds after DCMTK's dcmsend sent ``folder`` (emptied again after); an empty
     dict without dcmsend. The reference for what a default Orthanc accepts at all."""
     if shutil.which("dcmsend") is None:
@@ -307,7 +309,7 @@ def dcmsend_instances(orthanc: Orthanc, folder: Path) -> dict[str, pydicom.Datas
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,
-        timeout=60,
+        timeout=timeout,
     )
     stored = orthanc.instances()
     orthanc.clear()
@@ -350,18 +352,7 @@ def test_pydicom_test_folder_to_orthanc_delivers_what_dcmsend_delivers(
     if shutil.which("dcmsend") is None:
         pytest.skip("DCMTK dcmsend is not installed")
     folder = pydicom_folder(tmp_path / "pydicom")
-    subprocess.run(
-        [
-            *("dcmsend", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port)),
-            *("+sd", "-nh", str(folder)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=False,
-        timeout=120,
-    )
-    by_dcmsend = orthanc.instances()
-    orthanc.clear()
+    by_dcmsend = dcmsend_instances(orthanc, folder, timeout=120)
     assert len(by_dcmsend) >= 30
     result = send_dicom_store(
         source_dir=folder,
