@@ -17,7 +17,7 @@ from xnatio.cli.app import HELP_SETTINGS
 from xnatio.config import Resolution, XnatConfig, resolve_settings
 from xnatio.errors import InputError
 from xnatio.options import DicomOptions, DicomTls, check_seconds
-from xnatio.xnat.naming import Labels, validate_label
+from xnatio.xnat.naming import Labels, validate_labels
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -424,16 +424,14 @@ def session_command(func: Callable[..., Any]) -> click.Command:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for kind in ("project", "subject", "session"):
-            validate_label(kind, kwargs[kind])
         labels = Labels(
             project=kwargs.pop("project"),
             subject=kwargs.pop("subject"),
             session=kwargs.pop("session"),
         )
+        validate_labels(**labels)
         return func(*args, labels=labels, **kwargs)
 
-    decorated: Callable[..., Any] = wrapper
-    for name in ("session", "subject", "project"):  # applied innermost first
-        decorated = click.argument(name)(decorated)
+    arguments = [click.argument(name) for name in ("project", "subject", "session")]
+    decorated = with_options(wrapper, arguments)
     return click.command(cls=LabelsCommand, context_settings=HELP_SETTINGS)(decorated)

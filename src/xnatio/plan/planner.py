@@ -11,7 +11,7 @@ from xnatio.inventory import Inventory, build_inventory
 from xnatio.plan.batches import Batch, plan_batches
 from xnatio.plan.checks import check_inventory
 from xnatio.progress import ProgressCallback, scan_reporter
-from xnatio.xnat.naming import scan_id_for, validate_label
+from xnatio.xnat.naming import scan_id_for, validate_labels
 
 __all__ = ["UploadPlan", "plan_inventory", "plan_upload"]
 
@@ -87,8 +87,7 @@ def plan_upload(
     InputError
         Bad labels, no DICOM files, several studies (unless allowed), conflicting duplicates.
     """
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        validate_label(kind, value)
+    validate_labels(project, subject, session)
     if num_batches < 1:
         raise InputError("--num-batches must be at least 1")
 

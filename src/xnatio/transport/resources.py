@@ -26,7 +26,7 @@ from xnatio.errors import InputError, ServerResponseError
 from xnatio.options import check_seconds
 from xnatio.progress import ProgressCallback, ProgressEvent, emit
 from xnatio.transport.bodies import member_from_path, zip_body
-from xnatio.xnat.naming import validate_label
+from xnatio.xnat.naming import validate_labels
 from xnatio.xnat.session import XnatSession, error_message
 
 logger = logging.getLogger(__name__)
@@ -176,8 +176,7 @@ def upload_resource(
         Missing PATH, bad labels, or a session that does not exist (with a hint when it is still
         in the prearchive).
     """
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        validate_label(kind, value)
+    validate_labels(project, subject, session)
     _check_segment("resource label", resource)
     if scan is not None:
         _check_segment("scan ID", scan)

@@ -21,7 +21,7 @@ import httpx
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.xnat.listings import experiment_path, list_session_files, result_rows
-from xnatio.xnat.naming import validate_label
+from xnatio.xnat.naming import validate_label, validate_labels
 from xnatio.xnat.session import XnatSession, error_message, looks_like_html
 
 __all__ = [
@@ -276,8 +276,7 @@ def list_scans(
         The scans in scan-number order, or None when the session does not exist or cannot be
         read.
     """
-    for kind, value in (("project", project), ("subject", subject), ("session", session)):
-        validate_label(kind, value)
+    validate_labels(project, subject, session)
     base = experiment_path(project, subject, session)
     config = XnatConfig.given(server, username, password, verify_tls)
     with XnatSession(config, timeout=timeout, max_connections=8) as xnat:

@@ -28,6 +28,7 @@ __all__ = [
     "template_file_name",
     "template_name",
     "validate_label",
+    "validate_labels",
 ]
 
 
@@ -155,6 +156,12 @@ def validate_label(kind: str, value: str) -> None:
         f"{kind} label {value!r} has characters XNAT does not accept ({bad!r}); "
         "use only letters A-Z a-z, digits 0-9, '_' and '-'"
     )
+
+
+def validate_labels(project: str, subject: str, session: str) -> None:
+    """:func:`validate_label` for a session's three labels, project first."""
+    for kind, value in (("project", project), ("subject", subject), ("session", session)):
+        validate_label(kind, value)
 
 
 def routing_comment(project: str, subject: str, session: str) -> str:
