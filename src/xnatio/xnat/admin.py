@@ -16,13 +16,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import httpx
-
 from xnatio.config import XnatConfig
 from xnatio.errors import InputError, ServerResponseError
 from xnatio.xnat.listings import experiment_path, list_session_files, result_rows
 from xnatio.xnat.naming import validate_label, validate_labels
-from xnatio.xnat.session import XnatSession, error_message, looks_like_html
+from xnatio.xnat.session import XnatSession, error_message, looks_like_html, text_rows
 
 __all__ = [
     "ScanSummary",
@@ -233,12 +231,6 @@ class ScanSummary:
     bytes: int
 
 
-def _result_rows(response: httpx.Response, what: str) -> list[dict[str, str]]:
-    """The listing's rows with every value as text (None as empty)."""
-    rows = result_rows(response, what)
-    return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
-
-
 def _scan_order(scan_id: str) -> tuple[int, int, str]:
     return (0, int(scan_id), "") if scan_id.isdigit() else (1, 0, scan_id)
 
@@ -284,7 +276,7 @@ def list_scans(
         if response.status_code in (403, 404):
             return None
         what = f"listing the scans of {base}"
-        rows = _result_rows(xnat.check(response, what), what)
+        rows = text_rows(result_rows(xnat.check(response, what), what))
         files = list_session_files(xnat, project, subject, session) or []
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for f in files:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from xnatio.errors import ServerResponseError
-from xnatio.xnat.session import XnatSession
+from xnatio.xnat.session import XnatSession, text_rows
 
 __all__ = [
     "PrearchiveSession",
@@ -300,8 +300,7 @@ def find_prearchive_sessions(
         if response.status_code in (403, 404):
             continue  # Unassigned needs admin rights; a missing project has no rows
         xnat.check(response, f"listing the prearchive of {where}")
-        for row in response.json()["ResultSet"]["Result"]:
-            r = {str(k): "" if v is None else str(v) for k, v in row.items()}
+        for r in text_rows(response.json()["ResultSet"]["Result"]):
             if r.get("name") != session and r.get("tag") not in uids:
                 continue
             if where == project and r.get("project") not in (project, ""):

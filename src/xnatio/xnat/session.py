@@ -51,6 +51,11 @@ _SOCKET_OPTIONS = (
 )
 
 
+def text_rows(rows: Iterable[Mapping[str, object]]) -> list[dict[str, str]]:
+    """Listing rows with every key and value as text (a JSON null as ``""``)."""
+    return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+
+
 def redirect_note(response: httpx.Response) -> str:
     """`` (a redirect to LOCATION)`` for a 3xx answer, else ``""``."""
     location = response.headers.get("location")
@@ -470,4 +475,4 @@ class XnatSession:
             rows = data["ResultSet"]["Result"]
         except (KeyError, TypeError):
             raise ServerResponseError(f"{what}: unexpected JSON shape") from None
-        return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
+        return text_rows(rows)
